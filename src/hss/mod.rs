@@ -1,0 +1,3 @@
+//! Everything about talking to Huawei Cloud HSS: signing, the region table, the client and its error classes.
+
+pub mod signer;

@@ -1,0 +1,9 @@
+//! scanwatch keeps watch over Huawei Cloud HSS container-security scanning.
+//!
+//! Module map:
+//! - [`model`]: task types, series identity, poll outcomes and error classes shared by everything else.
+//! - [`hss`]: AK/SK signing, regions, the task-statistics client.
+
+pub mod hss;
+pub mod model;
+pub mod secret;
