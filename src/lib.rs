@@ -4,6 +4,7 @@
 //! - [`model`]: task types, series identity, poll outcomes and error classes shared by everything else.
 //! - [`hss`]: AK/SK signing, regions, the task-statistics client.
 
+pub mod config;
 pub mod hss;
 pub mod model;
 pub mod secret;

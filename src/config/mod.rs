@@ -1,0 +1,888 @@
+//! Configuration: TOML file + `SCANWATCH__SECTION__KEY` environment overrides → raw serde structs → a validated,
+//! typed [`Config`], with every problem reported by its key path (`targets[2].task_types[0]`).
+//!
+//! Loading is in three steps, as in Vector: parse (the `config` crate layers the file and the environment;
+//! `serde_ignored` collects every unknown key and `serde_path_to_error` names the key of a type error), validate
+//! (pure, collecting all problems), resolve secrets (env / file / `$CREDENTIALS_DIRECTORY`). Nothing here opens a
+//! socket or a database.
+
+mod raw;
+pub mod secrets;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use url::Url;
+
+use crate::hss::budget;
+use crate::hss::regions;
+use crate::model::{SeriesKey, TaskType};
+use raw::*;
+pub use secrets::{Environment, SecretSource, SourcedSecret};
+use secrets::{SecretContext, SecretKeys};
+
+/// Where the config file is looked for when neither `--config` nor `SCANWATCH_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/scanwatch/scanwatch.toml";
+
+/// One problem in the configuration, named by its key path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// `targets[2].task_types[0]`; empty for the file as a whole.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.key, self.message) }
+    }
+}
+
+/// Every problem found in one configuration file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "{} has {n} problem{}:", self.file.display(), if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The validated configuration. Secrets are resolved; serializing it (for `config show`) prints them redacted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The file this was loaded from.
+    #[serde(skip)]
+    pub file: PathBuf,
+    pub storage: Storage,
+    pub schedule: Schedule,
+    pub accounts: Vec<Account>,
+    pub targets: Vec<Target>,
+    pub rules: Rules,
+    pub alerting: Alerting,
+    /// Non-fatal remarks (a literal secret in the file, say), printed by `validate` and logged at start.
+    #[serde(skip)]
+    pub warnings: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Storage {
+    pub path: PathBuf,
+    #[serde(with = "humantime_ser")]
+    pub retention: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Schedule {
+    #[serde(with = "humantime_ser")]
+    pub interval: Duration,
+    pub timezone: chrono_tz::Tz,
+    #[serde(with = "humantime_ser")]
+    pub timeout: Duration,
+    #[serde(with = "humantime_ser")]
+    pub connect_timeout: Duration,
+    pub max_response_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Account {
+    pub name: String,
+    pub auth: AccountAuth,
+    pub calls_per_minute: u32,
+}
+
+/// How an account proves who it is.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "auth", rename_all = "lowercase")]
+pub enum AccountAuth {
+    /// AK/SK request signing, optionally with a security token (temporary credentials).
+    Aksk { ak: SourcedSecret, sk: SourcedSecret, security_token: Option<SourcedSecret> },
+    /// A static `X-Auth-Token`.
+    Token { token: SourcedSecret },
+    /// An IAM token obtained with a password, cached and refreshed.
+    Password { domain: String, user: String, password: SourcedSecret, iam_endpoint: Option<Url> },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub account: String,
+    pub region: String,
+    pub endpoint: Url,
+    pub project_id: String,
+    pub enterprise_project_id: Option<String>,
+    pub task_types: Vec<TaskType>,
+    pub labels: BTreeMap<String, String>,
+    /// The rule settings in force for this target: the `[rules.*]` defaults with `[targets.rules.*]` on top.
+    pub rules: Rules,
+}
+
+impl Target {
+    /// The series this target polls, one per task type.
+    pub fn series(&self) -> impl Iterator<Item = SeriesKey> + '_ {
+        self.task_types.iter().map(|t| SeriesKey {
+            target: self.name.clone(),
+            account: self.account.clone(),
+            region: self.region.clone(),
+            project_id: self.project_id.clone(),
+            enterprise_project_id: self.enterprise_project_id.clone(),
+            task_type: *t,
+        })
+    }
+}
+
+/// Alert severities, ordered: `info < warning < critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// Effective settings of the four rules.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rules {
+    pub no_recent_scan: NoRecentScan,
+    pub stuck_running: StuckRunning,
+    pub total_stalled: TotalStalled,
+    pub poll_failing: PollFailing,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NoRecentScan {
+    pub enabled: bool,
+    pub severity: Severity,
+    #[serde(with = "humantime_ser")]
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StuckRunning {
+    pub enabled: bool,
+    pub severity: Severity,
+    #[serde(rename = "for", with = "humantime_ser")]
+    pub for_: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TotalStalled {
+    pub enabled: bool,
+    pub severity: Severity,
+    #[serde(with = "humantime_ser")]
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PollFailing {
+    pub enabled: bool,
+    pub severity: Severity,
+    pub after: u32,
+    #[serde(rename = "for", with = "humantime_ser")]
+    pub for_: Duration,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            no_recent_scan: NoRecentScan { enabled: true, severity: Severity::Critical, max_age: hours(24) },
+            stuck_running: StuckRunning { enabled: true, severity: Severity::Warning, for_: hours(2) },
+            total_stalled: TotalStalled { enabled: true, severity: Severity::Warning, window: hours(48) },
+            poll_failing: PollFailing {
+                enabled: true,
+                severity: Severity::Critical,
+                after: 3,
+                for_: Duration::from_secs(30 * 60),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alerting {
+    #[serde(with = "humantime_ser")]
+    pub pending_for: Duration,
+    #[serde(with = "humantime_ser")]
+    pub resolve_after: Duration,
+    #[serde(with = "humantime_ser")]
+    pub repeat_interval: Duration,
+    pub send_resolved: bool,
+    #[serde(with = "humantime_ser")]
+    pub max_delivery_age: Duration,
+}
+
+impl Default for Alerting {
+    fn default() -> Self {
+        Alerting {
+            pending_for: Duration::ZERO,
+            resolve_after: Duration::ZERO,
+            repeat_interval: hours(4),
+            send_resolved: true,
+            max_delivery_age: hours(24),
+        }
+    }
+}
+
+fn hours(h: u64) -> Duration {
+    Duration::from_secs(h * 3600)
+}
+
+mod humantime_ser {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+impl Config {
+    /// Loads and validates the file at `path` with the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &Environment::from_process())
+    }
+
+    /// Loads and validates with an explicit environment (tests, and `SCANWATCH__…` overrides).
+    pub fn load_with(path: &Path, env: &Environment) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError { file: path.to_path_buf(), problems };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(vec![Problem { key: String::new(), message: format!("cannot read: {e}") }]))?;
+        let config_dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        Config::from_toml_str(&text, &config_dir, env).map(|mut c| {
+            c.file = path.to_path_buf();
+            c
+        })
+        .map_err(|e| fail(e.problems))
+    }
+
+    /// Parses and validates TOML text; relative secret files are looked up in `config_dir`.
+    pub fn from_toml_str(text: &str, config_dir: &Path, env: &Environment) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError { file: PathBuf::from("<config>"), problems };
+        let raw = parse(text, env).map_err(fail)?;
+        let mut v = Validator { problems: Vec::new(), warnings: Vec::new() };
+        let ctx = SecretContext { env, config_dir };
+        let config = v.config(raw, &ctx);
+        if v.problems.is_empty() {
+            let mut config = config;
+            config.warnings = v.warnings;
+            Ok(config)
+        } else {
+            Err(fail(v.problems))
+        }
+    }
+
+    pub fn account(&self, name: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+
+    /// Every polled series with its target, in config order.
+    pub fn series(&self) -> impl Iterator<Item = (&Target, SeriesKey)> + '_ {
+        self.targets.iter().flat_map(|t| t.series().map(move |s| (t, s)))
+    }
+}
+
+/// Sections a later release implements; naming them beats calling them unknown.
+const NOT_YET: [&str; 3] = ["channels", "server", "heartbeat"];
+
+fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
+    let overrides: config::Map<String, String> =
+        env.vars().iter().filter(|(k, _)| k.starts_with("SCANWATCH__")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let layered = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("SCANWATCH").prefix_separator("__").separator("__").source(Some(overrides)),
+        )
+        .build()
+        .map_err(|e| vec![Problem { key: String::new(), message: e.to_string() }])?;
+
+    let mut unknown = Vec::new();
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(layered, &mut track);
+    let result: Result<RawConfig, _> = serde_ignored::deserialize(de, |path| unknown.push(bracket_indices(&path.to_string())));
+    let mut problems: Vec<Problem> = unknown
+        .into_iter()
+        .map(|key| {
+            let message = if NOT_YET.contains(&key.as_str()) {
+                "this section is not supported yet by this release of scanwatch".to_string()
+            } else {
+                "unknown key (check the spelling against config/scanwatch.example.toml)".to_string()
+            };
+            Problem { key, message }
+        })
+        .collect();
+    match result {
+        Ok(raw) if problems.is_empty() => Ok(raw),
+        Ok(_) => Err(problems),
+        Err(e) => {
+            let key = track.path().to_string();
+            let message = strip_key_suffix(&e.to_string());
+            problems.push(Problem { key: if key == "?" { String::new() } else { key }, message });
+            Err(problems)
+        }
+    }
+}
+
+/// `targets.1.colour` (serde_ignored's form) → `targets[1].colour` (ours).
+fn bracket_indices(path: &str) -> String {
+    let mut out = String::new();
+    for seg in path.split('.') {
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+/// The `config` crate appends " for key `…`" to its messages; we print the key ourselves.
+fn strip_key_suffix(msg: &str) -> String {
+    match msg.find(" for key `") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+struct Validator {
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+impl Validator {
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem { key: key.into(), message: message.into() });
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+        let Some(text) = value else { return default };
+        match humantime::parse_duration(text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.problem(key, format!("`{text}` is not a duration ({e}); write e.g. `90s`, `5m`, `24h`, `7d`"));
+                default
+            }
+        }
+    }
+
+    fn positive_duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+        let d = self.duration(key, value, default);
+        if d.is_zero() {
+            self.problem(key, "must be greater than zero");
+            return default;
+        }
+        d
+    }
+
+    fn severity(&mut self, key: &str, value: Option<&str>, default: Severity) -> Severity {
+        match value {
+            None => default,
+            Some(s) => Severity::parse(s).unwrap_or_else(|| {
+                self.problem(key, format!("`{s}` is not a severity; use info, warning or critical"));
+                default
+            }),
+        }
+    }
+
+    fn required<'a>(&mut self, key: &str, value: Option<&'a str>) -> &'a str {
+        match value {
+            Some(v) if !v.trim().is_empty() => v,
+            Some(_) => {
+                self.problem(key, "must not be empty");
+                ""
+            }
+            None => {
+                self.problem(key, "is required");
+                ""
+            }
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig, ctx: &SecretContext<'_>) -> Config {
+        let storage = self.storage(&raw.storage, ctx.env);
+        let schedule = self.schedule(&raw.schedule);
+        let accounts: Vec<Account> =
+            raw.accounts.iter().enumerate().map(|(i, a)| self.account(&format!("accounts[{i}]"), a, ctx)).collect();
+        let defaults = self.rules("rules", &raw.rules, &Rules::default());
+        let targets: Vec<Target> = raw
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.target(&format!("targets[{i}]"), t, &accounts, &defaults))
+            .collect();
+        let alerting = self.alerting(&raw.alerting);
+        self.cross_checks(&accounts, &targets, &schedule);
+        Config {
+            file: PathBuf::new(),
+            storage,
+            schedule,
+            accounts,
+            targets,
+            rules: defaults,
+            alerting,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn storage(&mut self, raw: &RawStorage, env: &Environment) -> Storage {
+        let path = match raw.path.as_deref() {
+            Some(p) if p.trim().is_empty() => {
+                self.problem("storage.path", "must not be empty");
+                PathBuf::from("scanwatch.db")
+            }
+            Some(p) => PathBuf::from(p),
+            None => match env.get("STATE_DIRECTORY") {
+                // systemd may pass several colon-separated directories; the first is ours.
+                Some(dirs) => Path::new(dirs.split(':').next().unwrap_or(dirs)).join("scanwatch.db"),
+                None => PathBuf::from("scanwatch.db"),
+            },
+        };
+        let retention = self.positive_duration("storage.retention", raw.retention.as_deref(), hours(90 * 24));
+        Storage { path, retention }
+    }
+
+    fn schedule(&mut self, raw: &RawSchedule) -> Schedule {
+        if raw.cron.is_some() {
+            self.problem(
+                "schedule.cron",
+                "cron schedules are not supported yet by this release; use `interval` (e.g. `5m`)",
+            );
+        }
+        let interval = self.positive_duration("schedule.interval", raw.interval.as_deref(), Duration::from_secs(300));
+        let timezone = match raw.timezone.as_deref() {
+            None => chrono_tz::Tz::UTC,
+            Some(name) => name.parse().unwrap_or_else(|_| {
+                self.problem("schedule.timezone", format!("`{name}` is not an IANA time zone (e.g. `Asia/Shanghai`)"));
+                chrono_tz::Tz::UTC
+            }),
+        };
+        let timeout = self.positive_duration("schedule.timeout", raw.timeout.as_deref(), Duration::from_secs(30));
+        let connect_timeout =
+            self.positive_duration("schedule.connect_timeout", raw.connect_timeout.as_deref(), Duration::from_secs(10));
+        if connect_timeout > timeout {
+            self.problem("schedule.connect_timeout", "must not be longer than schedule.timeout");
+        }
+        let max_response_bytes = raw.max_response_bytes.unwrap_or(1 << 20);
+        if max_response_bytes < 1024 {
+            self.problem("schedule.max_response_bytes", "must be at least 1024");
+        }
+        Schedule { interval, timezone, timeout, connect_timeout, max_response_bytes }
+    }
+
+    fn secret(
+        &mut self,
+        prefix: &str,
+        ctx: &SecretContext<'_>,
+        keys: SecretKeys<'_>,
+        required: bool,
+    ) -> Option<SourcedSecret> {
+        let stem = keys.stem.to_string();
+        let defaults = keys.default_envs.join(" or ");
+        match ctx.resolve(&keys) {
+            Ok(Some(s)) => {
+                if s.source == SecretSource::Literal {
+                    self.warnings.push(Problem {
+                        key: format!("{prefix}.{stem}"),
+                        message: format!(
+                            "secret given literally in the config file; prefer `{stem}_env` or `{stem}_file`"
+                        ),
+                    });
+                }
+                Some(s)
+            }
+            Ok(None) if required => {
+                let hint = if defaults.is_empty() {
+                    format!("set `{stem}_env` or `{stem}_file`")
+                } else {
+                    format!("set {defaults}, or `{stem}_env` / `{stem}_file`")
+                };
+                self.problem(format!("{prefix}.{stem}"), format!("missing secret: {hint}"));
+                None
+            }
+            Ok(None) => None,
+            Err(p) => {
+                self.problem(format!("{prefix}.{}", p.key), p.message);
+                None
+            }
+        }
+    }
+
+    fn account(&mut self, key: &str, raw: &RawAccount, ctx: &SecretContext<'_>) -> Account {
+        let name = self.required(&format!("{key}.name"), raw.name.as_deref()).to_string();
+        let auth_kind = raw.auth.as_deref().unwrap_or("aksk");
+        let placeholder = || SourcedSecret { value: Default::default(), source: SecretSource::Literal };
+        // Keys that belong to another auth kind are mistakes worth naming.
+        let foreign: Vec<(&str, bool)> = vec![
+            ("ak", raw.ak.is_some() || raw.ak_env.is_some() || raw.ak_file.is_some()),
+            ("sk", raw.sk.is_some() || raw.sk_env.is_some() || raw.sk_file.is_some()),
+            (
+                "security_token",
+                raw.security_token.is_some() || raw.security_token_env.is_some() || raw.security_token_file.is_some(),
+            ),
+            ("token", raw.token.is_some() || raw.token_env.is_some() || raw.token_file.is_some()),
+            ("password", raw.password.is_some() || raw.password_env.is_some() || raw.password_file.is_some()),
+            ("domain", raw.domain.is_some()),
+            ("user", raw.user.is_some()),
+            ("iam_endpoint", raw.iam_endpoint.is_some()),
+        ];
+        let allowed: &[&str] = match auth_kind {
+            "aksk" => &["ak", "sk", "security_token"],
+            "token" => &["token"],
+            "password" => &["password", "domain", "user", "iam_endpoint"],
+            _ => &[],
+        };
+        let auth = match auth_kind {
+            "aksk" => {
+                let ak = self.secret(
+                    key,
+                    ctx,
+                    SecretKeys {
+                        stem: "ak",
+                        literal: raw.ak.as_deref(),
+                        env: raw.ak_env.as_deref(),
+                        file: raw.ak_file.as_deref(),
+                        default_envs: &["HUAWEICLOUD_SDK_AK", "CLOUD_SDK_AK"],
+                    },
+                    true,
+                );
+                let sk = self.secret(
+                    key,
+                    ctx,
+                    SecretKeys {
+                        stem: "sk",
+                        literal: raw.sk.as_deref(),
+                        env: raw.sk_env.as_deref(),
+                        file: raw.sk_file.as_deref(),
+                        default_envs: &["HUAWEICLOUD_SDK_SK", "CLOUD_SDK_SK"],
+                    },
+                    true,
+                );
+                let security_token = self.secret(
+                    key,
+                    ctx,
+                    SecretKeys {
+                        stem: "security_token",
+                        literal: raw.security_token.as_deref(),
+                        env: raw.security_token_env.as_deref(),
+                        file: raw.security_token_file.as_deref(),
+                        // Only when the AK itself came from the SDK's default variables: a token must belong to its AK.
+                        default_envs: if raw.ak.is_none() && raw.ak_env.is_none() && raw.ak_file.is_none() {
+                            &["HUAWEICLOUD_SDK_SECURITY_TOKEN"]
+                        } else {
+                            &[]
+                        },
+                    },
+                    false,
+                );
+                AccountAuth::Aksk {
+                    ak: ak.unwrap_or_else(placeholder),
+                    sk: sk.unwrap_or_else(placeholder),
+                    security_token,
+                }
+            }
+            "token" => {
+                let token = self.secret(
+                    key,
+                    ctx,
+                    SecretKeys {
+                        stem: "token",
+                        literal: raw.token.as_deref(),
+                        env: raw.token_env.as_deref(),
+                        file: raw.token_file.as_deref(),
+                        default_envs: &[],
+                    },
+                    true,
+                );
+                AccountAuth::Token { token: token.unwrap_or_else(placeholder) }
+            }
+            "password" => {
+                let domain = self.required(&format!("{key}.domain"), raw.domain.as_deref()).to_string();
+                let user = self.required(&format!("{key}.user"), raw.user.as_deref()).to_string();
+                let password = self.secret(
+                    key,
+                    ctx,
+                    SecretKeys {
+                        stem: "password",
+                        literal: raw.password.as_deref(),
+                        env: raw.password_env.as_deref(),
+                        file: raw.password_file.as_deref(),
+                        default_envs: &[],
+                    },
+                    true,
+                );
+                let iam_endpoint = raw
+                    .iam_endpoint
+                    .as_deref()
+                    .and_then(|u| self.url(&format!("{key}.iam_endpoint"), u, false));
+                AccountAuth::Password { domain, user, password: password.unwrap_or_else(placeholder), iam_endpoint }
+            }
+            other => {
+                self.problem(format!("{key}.auth"), format!("`{other}` is not an auth kind; use aksk, token or password"));
+                AccountAuth::Token { token: placeholder() }
+            }
+        };
+        if ["aksk", "token", "password"].contains(&auth_kind) {
+            for (stem, present) in foreign {
+                if present && !allowed.contains(&stem) {
+                    self.problem(format!("{key}.{stem}"), format!("does not apply to auth = \"{auth_kind}\""));
+                }
+            }
+        }
+        let calls_per_minute = raw.calls_per_minute.unwrap_or(5);
+        if calls_per_minute == 0 {
+            self.problem(format!("{key}.calls_per_minute"), "must be at least 1 (HSS allows 5 per minute per user)");
+        }
+        Account { name, auth, calls_per_minute: calls_per_minute.max(1) }
+    }
+
+    /// Parses an endpoint URL; plain http is allowed only to loopback unless `allow_insecure_http`.
+    fn url(&mut self, key: &str, text: &str, allow_insecure_http: bool) -> Option<Url> {
+        let url = match Url::parse(text) {
+            Ok(u) if u.host_str().is_some() && matches!(u.scheme(), "http" | "https") => u,
+            _ => {
+                self.problem(key, format!("`{text}` is not an http(s) URL with a host, e.g. `https://hss.example.com`"));
+                return None;
+            }
+        };
+        if url.scheme() == "http" && !allow_insecure_http && !is_loopback(&url) {
+            self.problem(
+                key,
+                format!("plain http to a non-loopback host would send credentials unencrypted; use https or set allow_insecure_http = true (got `{text}`)"),
+            );
+            return None;
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            self.problem(key, "must not carry a query or fragment");
+            return None;
+        }
+        Some(url)
+    }
+
+    fn target(&mut self, key: &str, raw: &RawTarget, accounts: &[Account], defaults: &Rules) -> Target {
+        let name = self.required(&format!("{key}.name"), raw.name.as_deref()).to_string();
+        let account = self.required(&format!("{key}.account"), raw.account.as_deref()).to_string();
+        if !account.is_empty() && !accounts.iter().any(|a| a.name == account) {
+            let known = accounts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ");
+            self.problem(format!("{key}.account"), format!("no account named `{account}` (accounts: {known})"));
+        }
+        let region = self.required(&format!("{key}.region"), raw.region.as_deref()).to_string();
+        let endpoint = match raw.endpoint.as_deref() {
+            Some(e) => self.url(&format!("{key}.endpoint"), e, raw.allow_insecure_http.unwrap_or(false)),
+            None if region.is_empty() => None,
+            None => regions::hss_endpoint(&region).or_else(|| {
+                self.problem(
+                    format!("{key}.region"),
+                    format!(
+                        "`{region}` is not an HSS region (known: {}); for another endpoint set `endpoint`",
+                        regions::REGIONS.join(", ")
+                    ),
+                );
+                None
+            }),
+        };
+        let project_id = self.required(&format!("{key}.project_id"), raw.project_id.as_deref()).to_string();
+        if project_id.len() > 256 {
+            self.problem(format!("{key}.project_id"), "must be at most 256 characters");
+        }
+        if let Some(eps) = raw.enterprise_project_id.as_deref()
+            && (eps.is_empty() || eps.len() > 256)
+        {
+            self.problem(format!("{key}.enterprise_project_id"), "must be 1 to 256 characters (`0`, an id, or `all_granted_eps`)");
+        }
+        let mut task_types = Vec::new();
+        match &raw.task_types {
+            None => task_types.extend(TaskType::ALL),
+            Some(list) if list.is_empty() => {
+                self.problem(format!("{key}.task_types"), "must list at least one of cluster_scan, iac_scan")
+            }
+            Some(list) => {
+                for (i, t) in list.iter().enumerate() {
+                    match TaskType::parse(t) {
+                        Some(tt) if task_types.contains(&tt) => {
+                            self.problem(format!("{key}.task_types[{i}]"), format!("`{t}` is listed twice"))
+                        }
+                        Some(tt) => task_types.push(tt),
+                        None => self.problem(
+                            format!("{key}.task_types[{i}]"),
+                            format!("`{t}` is not a task type; use cluster_scan or iac_scan"),
+                        ),
+                    }
+                }
+            }
+        }
+        for label in raw.labels.keys() {
+            let valid = label.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                self.problem(format!("{key}.labels.{label}"), "label names are letters, digits and `_`, not starting with a digit");
+            } else if RESERVED_LABELS.contains(&label.as_str()) {
+                self.problem(format!("{key}.labels.{label}"), format!("`{label}` is set by scanwatch itself; pick another name"));
+            }
+        }
+        let rules = self.rules(&format!("{key}.rules"), &raw.rules, defaults);
+        Target {
+            name,
+            account,
+            region,
+            endpoint: endpoint.unwrap_or_else(|| Url::parse("https://invalid.invalid").unwrap_or_else(|_| unreachable!())),
+            project_id,
+            enterprise_project_id: raw.enterprise_project_id.clone(),
+            task_types,
+            labels: raw.labels.clone(),
+            rules,
+        }
+    }
+
+    fn rules(&mut self, key: &str, raw: &RawRules, base: &Rules) -> Rules {
+        let mut r = base.clone();
+        if let Some(x) = &raw.no_recent_scan {
+            let k = format!("{key}.no_recent_scan");
+            r.no_recent_scan.enabled = x.enabled.unwrap_or(r.no_recent_scan.enabled);
+            r.no_recent_scan.severity = self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.no_recent_scan.severity);
+            r.no_recent_scan.max_age = self.positive_duration(&format!("{k}.max_age"), x.max_age.as_deref(), r.no_recent_scan.max_age);
+        }
+        if let Some(x) = &raw.stuck_running {
+            let k = format!("{key}.stuck_running");
+            r.stuck_running.enabled = x.enabled.unwrap_or(r.stuck_running.enabled);
+            r.stuck_running.severity = self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.stuck_running.severity);
+            r.stuck_running.for_ = self.positive_duration(&format!("{k}.for"), x.for_.as_deref(), r.stuck_running.for_);
+        }
+        if let Some(x) = &raw.total_stalled {
+            let k = format!("{key}.total_stalled");
+            r.total_stalled.enabled = x.enabled.unwrap_or(r.total_stalled.enabled);
+            r.total_stalled.severity = self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.total_stalled.severity);
+            r.total_stalled.window = self.positive_duration(&format!("{k}.window"), x.window.as_deref(), r.total_stalled.window);
+        }
+        if let Some(x) = &raw.poll_failing {
+            let k = format!("{key}.poll_failing");
+            r.poll_failing.enabled = x.enabled.unwrap_or(r.poll_failing.enabled);
+            r.poll_failing.severity = self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.poll_failing.severity);
+            r.poll_failing.for_ = self.positive_duration(&format!("{k}.for"), x.for_.as_deref(), r.poll_failing.for_);
+            if let Some(after) = x.after {
+                if after == 0 {
+                    self.problem(format!("{k}.after"), "must be at least 1");
+                } else {
+                    r.poll_failing.after = after;
+                }
+            }
+        }
+        r
+    }
+
+    fn alerting(&mut self, raw: &RawAlerting) -> Alerting {
+        let d = Alerting::default();
+        Alerting {
+            pending_for: self.duration("alerting.pending_for", raw.pending_for.as_deref(), d.pending_for),
+            resolve_after: self.duration("alerting.resolve_after", raw.resolve_after.as_deref(), d.resolve_after),
+            repeat_interval: self.positive_duration(
+                "alerting.repeat_interval",
+                raw.repeat_interval.as_deref(),
+                d.repeat_interval,
+            ),
+            send_resolved: raw.send_resolved.unwrap_or(d.send_resolved),
+            max_delivery_age: self.positive_duration(
+                "alerting.max_delivery_age",
+                raw.max_delivery_age.as_deref(),
+                d.max_delivery_age,
+            ),
+        }
+    }
+
+    fn cross_checks(&mut self, accounts: &[Account], targets: &[Target], schedule: &Schedule) {
+        let mut seen = HashMap::new();
+        for (i, a) in accounts.iter().enumerate() {
+            if let Some(first) = seen.insert(a.name.as_str(), i) {
+                self.problem(format!("accounts[{i}].name"), format!("`{}` is already the name of accounts[{first}]", a.name));
+            }
+        }
+        let mut names = HashMap::new();
+        let mut identities: HashMap<(String, String, String, Option<String>, TaskType), usize> = HashMap::new();
+        for (i, t) in targets.iter().enumerate() {
+            if let Some(first) = names.insert(t.name.as_str(), i) {
+                self.problem(format!("targets[{i}].name"), format!("`{}` is already the name of targets[{first}]", t.name));
+            }
+            for s in t.series() {
+                let id = (s.account, s.region, s.project_id, s.enterprise_project_id, s.task_type);
+                if let Some(first) = identities.insert(id, i) {
+                    if first != i {
+                        self.problem(
+                            format!("targets[{i}]"),
+                            format!("polls the same account, region, project and task type {} as targets[{first}]", s.task_type),
+                        );
+                    }
+                }
+            }
+        }
+        // The API budget: every series of an account must fit in one interval at its calls_per_minute.
+        let mut per_account: BTreeMap<&str, usize> = BTreeMap::new();
+        for t in targets {
+            *per_account.entry(t.account.as_str()).or_default() += t.task_types.len();
+        }
+        let mut needed = Duration::ZERO;
+        let mut offenders = BTreeSet::new();
+        for (i, a) in accounts.iter().enumerate() {
+            let polls = per_account.get(a.name.as_str()).copied().unwrap_or(0);
+            let min = budget::min_interval(polls, a.calls_per_minute);
+            if min > schedule.interval {
+                offenders.insert(format!(
+                    "accounts[{i}] `{}` has {polls} polls per cycle at {} calls/min, which needs {}",
+                    a.name,
+                    a.calls_per_minute,
+                    humantime::format_duration(min)
+                ));
+                needed = needed.max(min);
+            }
+        }
+        if !offenders.is_empty() {
+            self.problem(
+                "schedule.interval",
+                format!(
+                    "{} cannot fit the API budget: {}; use interval = \"{}\" or more (or raise calls_per_minute if your limit is higher)",
+                    humantime::format_duration(schedule.interval),
+                    offenders.into_iter().collect::<Vec<_>>().join("; "),
+                    humantime::format_duration(needed)
+                ),
+            );
+        }
+    }
+}
+
+/// Labels that scanwatch sets from the target itself (routing and silences match on them).
+pub const RESERVED_LABELS: [&str; 8] =
+    ["target", "account", "region", "project_id", "enterprise_project_id", "task_type", "rule", "severity"];
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,130 @@
+//! The configuration file as written: serde structs that mirror the TOML. Leaves that need judgement (durations,
+//! regions, enums) stay strings here so that validation can report every bad value at once, each with its key path.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
+    pub schedule: RawSchedule,
+    #[serde(default)]
+    pub accounts: Vec<RawAccount>,
+    #[serde(default)]
+    pub targets: Vec<RawTarget>,
+    #[serde(default)]
+    pub rules: RawRules,
+    #[serde(default)]
+    pub alerting: RawAlerting,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawStorage {
+    pub path: Option<String>,
+    pub retention: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSchedule {
+    pub interval: Option<String>,
+    pub cron: Option<String>,
+    pub timezone: Option<String>,
+    /// Whole-request timeout of one poll.
+    pub timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    /// Larger response bodies are cut off and recorded as `bad_response`.
+    pub max_response_bytes: Option<u64>,
+}
+
+/// A secret may be given literally, by environment variable name, or by file; `SecretRef` is one such triple.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawAccount {
+    pub name: Option<String>,
+    pub auth: Option<String>,
+    pub ak: Option<String>,
+    pub ak_env: Option<String>,
+    pub ak_file: Option<String>,
+    pub sk: Option<String>,
+    pub sk_env: Option<String>,
+    pub sk_file: Option<String>,
+    pub security_token: Option<String>,
+    pub security_token_env: Option<String>,
+    pub security_token_file: Option<String>,
+    pub token: Option<String>,
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
+    pub domain: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub iam_endpoint: Option<String>,
+    pub calls_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTarget {
+    pub name: Option<String>,
+    pub account: Option<String>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub allow_insecure_http: Option<bool>,
+    pub project_id: Option<String>,
+    pub enterprise_project_id: Option<String>,
+    pub task_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub rules: RawRules,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawRules {
+    pub no_recent_scan: Option<RawNoRecentScan>,
+    pub stuck_running: Option<RawStuckRunning>,
+    pub total_stalled: Option<RawTotalStalled>,
+    pub poll_failing: Option<RawPollFailing>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawNoRecentScan {
+    pub enabled: Option<bool>,
+    pub severity: Option<String>,
+    pub max_age: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawStuckRunning {
+    pub enabled: Option<bool>,
+    pub severity: Option<String>,
+    #[serde(rename = "for")]
+    pub for_: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawTotalStalled {
+    pub enabled: Option<bool>,
+    pub severity: Option<String>,
+    pub window: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawPollFailing {
+    pub enabled: Option<bool>,
+    pub severity: Option<String>,
+    pub after: Option<u32>,
+    #[serde(rename = "for")]
+    pub for_: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAlerting {
+    pub pending_for: Option<String>,
+    pub resolve_after: Option<String>,
+    pub repeat_interval: Option<String>,
+    pub send_resolved: Option<bool>,
+    pub max_delivery_age: Option<String>,
+}

@@ -1,0 +1,192 @@
+//! Where secrets come from: a literal (warned about), an environment variable, or a file — relative files are looked
+//! up in systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`) first, then beside the config file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::secret::Secret;
+
+/// The process environment as configuration sees it; tests pass their own instead of mutating the real one.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    vars: HashMap<String, String>,
+}
+
+impl Environment {
+    pub fn from_process() -> Self {
+        Environment { vars: std::env::vars().collect() }
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        Environment { vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// The `SCANWATCH__…` overrides, in the form the `config` crate takes.
+    pub fn vars(&self) -> &HashMap<String, String> {
+        &self.vars
+    }
+}
+
+/// How a secret was given, kept (without the value) so that `config show` can say where each secret came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "from", content = "name", rename_all = "lowercase")]
+pub enum SecretSource {
+    Literal,
+    Env(String),
+    File(PathBuf),
+}
+
+/// A resolved secret and where it came from. Serializes as `{"value":"[redacted]","from":"env","name":"…"}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourcedSecret {
+    pub value: Secret,
+    #[serde(flatten)]
+    pub source: SecretSource,
+}
+
+/// One secret's three possible keys, as written in the file.
+pub struct SecretKeys<'a> {
+    /// The key stem, e.g. `sk` (so the keys are `sk`, `sk_env`, `sk_file`).
+    pub stem: &'a str,
+    pub literal: Option<&'a str>,
+    pub env: Option<&'a str>,
+    pub file: Option<&'a str>,
+    /// Environment variables tried, in order, when none of the three keys is given.
+    pub default_envs: &'a [&'a str],
+}
+
+/// Everything secret resolution needs from the outside world.
+pub struct SecretContext<'a> {
+    pub env: &'a Environment,
+    pub config_dir: &'a Path,
+}
+
+/// Why a secret could not be resolved: the key (relative to its table) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretProblem {
+    pub key: String,
+    pub message: String,
+}
+
+impl SecretContext<'_> {
+    /// Resolves a secret; `Ok(None)` when it is not given and has no default (optional secrets).
+    pub fn resolve(&self, keys: &SecretKeys<'_>) -> Result<Option<SourcedSecret>, SecretProblem> {
+        let stem = keys.stem;
+        let given = [keys.literal.is_some(), keys.env.is_some(), keys.file.is_some()].iter().filter(|b| **b).count();
+        if given > 1 {
+            return Err(SecretProblem {
+                key: stem.to_string(),
+                message: format!("give only one of `{stem}`, `{stem}_env` and `{stem}_file`"),
+            });
+        }
+        if let Some(v) = keys.literal {
+            if v.is_empty() {
+                return Err(SecretProblem { key: stem.to_string(), message: "is empty".into() });
+            }
+            return Ok(Some(SourcedSecret { value: Secret::new(v), source: SecretSource::Literal }));
+        }
+        if let Some(name) = keys.env {
+            return match self.env.get(name) {
+                Some(v) => Ok(Some(SourcedSecret { value: Secret::new(v), source: SecretSource::Env(name.into()) })),
+                None => Err(SecretProblem {
+                    key: format!("{stem}_env"),
+                    message: format!("environment variable {name} is not set (or empty); set it or use `{stem}_file`"),
+                }),
+            };
+        }
+        if let Some(file) = keys.file {
+            return self.read_file(stem, file).map(Some);
+        }
+        for name in keys.default_envs {
+            if let Some(v) = self.env.get(name) {
+                return Ok(Some(SourcedSecret {
+                    value: Secret::new(v),
+                    source: SecretSource::Env((*name).to_string()),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    fn read_file(&self, stem: &str, file: &str) -> Result<SourcedSecret, SecretProblem> {
+        let key = format!("{stem}_file");
+        let path = Path::new(file);
+        let candidates: Vec<PathBuf> = if path.is_absolute() {
+            vec![path.to_path_buf()]
+        } else {
+            let mut c = Vec::new();
+            if let Some(dir) = self.env.get("CREDENTIALS_DIRECTORY") {
+                c.push(Path::new(dir).join(path));
+            }
+            c.push(self.config_dir.join(path));
+            c
+        };
+        let Some(found) = candidates.iter().find(|p| p.is_file()) else {
+            let looked = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+            return Err(SecretProblem { key, message: format!("file not found (looked in {looked})") });
+        };
+        let text = std::fs::read_to_string(found)
+            .map_err(|e| SecretProblem { key: key.clone(), message: format!("cannot read {}: {e}", found.display()) })?;
+        let value = text.trim_end_matches(['\r', '\n']);
+        if value.is_empty() {
+            return Err(SecretProblem { key, message: format!("{} is empty", found.display()) });
+        }
+        Ok(SourcedSecret { value: Secret::new(value), source: SecretSource::File(found.clone()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys<'a>(literal: Option<&'a str>, env: Option<&'a str>, file: Option<&'a str>) -> SecretKeys<'a> {
+        SecretKeys { stem: "sk", literal, env, file, default_envs: &["HUAWEICLOUD_SDK_SK", "CLOUD_SDK_SK"] }
+    }
+
+    #[test]
+    fn default_env_falls_back_to_the_samples_name() {
+        let env = Environment::from_pairs([("CLOUD_SDK_SK", "v")]);
+        let ctx = SecretContext { env: &env, config_dir: Path::new("/nonexistent") };
+        let s = ctx.resolve(&keys(None, None, None)).unwrap().unwrap();
+        assert_eq!(s.value.expose(), "v");
+        assert_eq!(s.source, SecretSource::Env("CLOUD_SDK_SK".into()));
+    }
+
+    #[test]
+    fn a_named_env_that_is_unset_names_the_key_and_variable() {
+        let env = Environment::default();
+        let ctx = SecretContext { env: &env, config_dir: Path::new("/nonexistent") };
+        let e = ctx.resolve(&keys(None, Some("MY_SK"), None)).unwrap_err();
+        assert_eq!(e.key, "sk_env");
+        assert!(e.message.contains("MY_SK"), "{}", e.message);
+    }
+
+    #[test]
+    fn relative_files_are_read_from_the_credentials_directory_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        std::fs::write(creds.join("sk"), "from-creds\n").unwrap();
+        std::fs::write(dir.path().join("sk"), "beside-config\n").unwrap();
+        let env = Environment::from_pairs([("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())]);
+        let ctx = SecretContext { env: &env, config_dir: dir.path() };
+        assert_eq!(ctx.resolve(&keys(None, None, Some("sk"))).unwrap().unwrap().value.expose(), "from-creds");
+        let env = Environment::default();
+        let ctx = SecretContext { env: &env, config_dir: dir.path() };
+        assert_eq!(ctx.resolve(&keys(None, None, Some("sk"))).unwrap().unwrap().value.expose(), "beside-config");
+        assert_eq!(ctx.resolve(&keys(None, None, Some("missing"))).unwrap_err().key, "sk_file");
+    }
+
+    #[test]
+    fn two_sources_for_one_secret_is_an_error() {
+        let env = Environment::default();
+        let ctx = SecretContext { env: &env, config_dir: Path::new("/") };
+        assert!(ctx.resolve(&keys(Some("x"), Some("Y"), None)).unwrap_err().message.contains("only one"));
+    }
+}
