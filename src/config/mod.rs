@@ -270,11 +270,12 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| fail(vec![Problem { key: String::new(), message: format!("cannot read: {e}") }]))?;
         let config_dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        Config::from_toml_str(&text, &config_dir, env).map(|mut c| {
-            c.file = path.to_path_buf();
-            c
-        })
-        .map_err(|e| fail(e.problems))
+        Config::from_toml_str(&text, &config_dir, env)
+            .map(|mut c| {
+                c.file = path.to_path_buf();
+                c
+            })
+            .map_err(|e| fail(e.problems))
     }
 
     /// Parses and validates TOML text; relative secret files are looked up in `config_dir`.
@@ -312,7 +313,10 @@ fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
     let layered = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(
-            config::Environment::with_prefix("SCANWATCH").prefix_separator("__").separator("__").source(Some(overrides)),
+            config::Environment::with_prefix("SCANWATCH")
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(overrides)),
         )
         .build()
         .map_err(|e| vec![Problem { key: String::new(), message: e.to_string() }])?;
@@ -320,7 +324,8 @@ fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
     let mut unknown = Vec::new();
     let mut track = serde_path_to_error::Track::new();
     let de = serde_path_to_error::Deserializer::new(layered, &mut track);
-    let result: Result<RawConfig, _> = serde_ignored::deserialize(de, |path| unknown.push(bracket_indices(&path.to_string())));
+    let result: Result<RawConfig, _> =
+        serde_ignored::deserialize(de, |path| unknown.push(bracket_indices(&path.to_string())));
     let mut problems: Vec<Problem> = unknown
         .into_iter()
         .map(|key| {
@@ -634,14 +639,15 @@ impl Validator {
                     },
                     true,
                 );
-                let iam_endpoint = raw
-                    .iam_endpoint
-                    .as_deref()
-                    .and_then(|u| self.url(&format!("{key}.iam_endpoint"), u, false));
+                let iam_endpoint =
+                    raw.iam_endpoint.as_deref().and_then(|u| self.url(&format!("{key}.iam_endpoint"), u, false));
                 AccountAuth::Password { domain, user, password: password.unwrap_or_else(placeholder), iam_endpoint }
             }
             other => {
-                self.problem(format!("{key}.auth"), format!("`{other}` is not an auth kind; use aksk, token or password"));
+                self.problem(
+                    format!("{key}.auth"),
+                    format!("`{other}` is not an auth kind; use aksk, token or password"),
+                );
                 AccountAuth::Token { token: placeholder() }
             }
         };
@@ -664,7 +670,10 @@ impl Validator {
         let url = match Url::parse(text) {
             Ok(u) if u.host_str().is_some() && matches!(u.scheme(), "http" | "https") => u,
             _ => {
-                self.problem(key, format!("`{text}` is not an http(s) URL with a host, e.g. `https://hss.example.com`"));
+                self.problem(
+                    key,
+                    format!("`{text}` is not an http(s) URL with a host, e.g. `https://hss.example.com`"),
+                );
                 return None;
             }
         };
@@ -711,7 +720,10 @@ impl Validator {
         if let Some(eps) = raw.enterprise_project_id.as_deref()
             && (eps.is_empty() || eps.len() > 256)
         {
-            self.problem(format!("{key}.enterprise_project_id"), "must be 1 to 256 characters (`0`, an id, or `all_granted_eps`)");
+            self.problem(
+                format!("{key}.enterprise_project_id"),
+                "must be 1 to 256 characters (`0`, an id, or `all_granted_eps`)",
+            );
         }
         let mut task_types = Vec::new();
         match &raw.task_types {
@@ -738,9 +750,15 @@ impl Validator {
             let valid = label.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                self.problem(format!("{key}.labels.{label}"), "label names are letters, digits and `_`, not starting with a digit");
+                self.problem(
+                    format!("{key}.labels.{label}"),
+                    "label names are letters, digits and `_`, not starting with a digit",
+                );
             } else if RESERVED_LABELS.contains(&label.as_str()) {
-                self.problem(format!("{key}.labels.{label}"), format!("`{label}` is set by scanwatch itself; pick another name"));
+                self.problem(
+                    format!("{key}.labels.{label}"),
+                    format!("`{label}` is set by scanwatch itself; pick another name"),
+                );
             }
         }
         let rules = self.rules(&format!("{key}.rules"), &raw.rules, defaults);
@@ -748,7 +766,8 @@ impl Validator {
             name,
             account,
             region,
-            endpoint: endpoint.unwrap_or_else(|| Url::parse("https://invalid.invalid").unwrap_or_else(|_| unreachable!())),
+            endpoint: endpoint
+                .unwrap_or_else(|| Url::parse("https://invalid.invalid").unwrap_or_else(|_| unreachable!())),
             project_id,
             enterprise_project_id: raw.enterprise_project_id.clone(),
             task_types,
@@ -762,25 +781,31 @@ impl Validator {
         if let Some(x) = &raw.no_recent_scan {
             let k = format!("{key}.no_recent_scan");
             r.no_recent_scan.enabled = x.enabled.unwrap_or(r.no_recent_scan.enabled);
-            r.no_recent_scan.severity = self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.no_recent_scan.severity);
-            r.no_recent_scan.max_age = self.positive_duration(&format!("{k}.max_age"), x.max_age.as_deref(), r.no_recent_scan.max_age);
+            r.no_recent_scan.severity =
+                self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.no_recent_scan.severity);
+            r.no_recent_scan.max_age =
+                self.positive_duration(&format!("{k}.max_age"), x.max_age.as_deref(), r.no_recent_scan.max_age);
         }
         if let Some(x) = &raw.stuck_running {
             let k = format!("{key}.stuck_running");
             r.stuck_running.enabled = x.enabled.unwrap_or(r.stuck_running.enabled);
-            r.stuck_running.severity = self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.stuck_running.severity);
+            r.stuck_running.severity =
+                self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.stuck_running.severity);
             r.stuck_running.for_ = self.positive_duration(&format!("{k}.for"), x.for_.as_deref(), r.stuck_running.for_);
         }
         if let Some(x) = &raw.total_stalled {
             let k = format!("{key}.total_stalled");
             r.total_stalled.enabled = x.enabled.unwrap_or(r.total_stalled.enabled);
-            r.total_stalled.severity = self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.total_stalled.severity);
-            r.total_stalled.window = self.positive_duration(&format!("{k}.window"), x.window.as_deref(), r.total_stalled.window);
+            r.total_stalled.severity =
+                self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.total_stalled.severity);
+            r.total_stalled.window =
+                self.positive_duration(&format!("{k}.window"), x.window.as_deref(), r.total_stalled.window);
         }
         if let Some(x) = &raw.poll_failing {
             let k = format!("{key}.poll_failing");
             r.poll_failing.enabled = x.enabled.unwrap_or(r.poll_failing.enabled);
-            r.poll_failing.severity = self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.poll_failing.severity);
+            r.poll_failing.severity =
+                self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.poll_failing.severity);
             r.poll_failing.for_ = self.positive_duration(&format!("{k}.for"), x.for_.as_deref(), r.poll_failing.for_);
             if let Some(after) = x.after {
                 if after == 0 {
@@ -816,14 +841,20 @@ impl Validator {
         let mut seen = HashMap::new();
         for (i, a) in accounts.iter().enumerate() {
             if let Some(first) = seen.insert(a.name.as_str(), i) {
-                self.problem(format!("accounts[{i}].name"), format!("`{}` is already the name of accounts[{first}]", a.name));
+                self.problem(
+                    format!("accounts[{i}].name"),
+                    format!("`{}` is already the name of accounts[{first}]", a.name),
+                );
             }
         }
         let mut names = HashMap::new();
         let mut identities: HashMap<(String, String, String, Option<String>, TaskType), usize> = HashMap::new();
         for (i, t) in targets.iter().enumerate() {
             if let Some(first) = names.insert(t.name.as_str(), i) {
-                self.problem(format!("targets[{i}].name"), format!("`{}` is already the name of targets[{first}]", t.name));
+                self.problem(
+                    format!("targets[{i}].name"),
+                    format!("`{}` is already the name of targets[{first}]", t.name),
+                );
             }
             for s in t.series() {
                 let id = (s.account, s.region, s.project_id, s.enterprise_project_id, s.task_type);
@@ -831,7 +862,10 @@ impl Validator {
                     if first != i {
                         self.problem(
                             format!("targets[{i}]"),
-                            format!("polls the same account, region, project and task type {} as targets[{first}]", s.task_type),
+                            format!(
+                                "polls the same account, region, project and task type {} as targets[{first}]",
+                                s.task_type
+                            ),
                         );
                     }
                 }

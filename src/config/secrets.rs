@@ -131,8 +131,10 @@ impl SecretContext<'_> {
             let looked = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
             return Err(SecretProblem { key, message: format!("file not found (looked in {looked})") });
         };
-        let text = std::fs::read_to_string(found)
-            .map_err(|e| SecretProblem { key: key.clone(), message: format!("cannot read {}: {e}", found.display()) })?;
+        let text = std::fs::read_to_string(found).map_err(|e| SecretProblem {
+            key: key.clone(),
+            message: format!("cannot read {}: {e}", found.display()),
+        })?;
         let value = text.trim_end_matches(['\r', '\n']);
         if value.is_empty() {
             return Err(SecretProblem { key, message: format!("{} is empty", found.display()) });

@@ -95,7 +95,9 @@ task_types = ["cluster_scan", "vuln_scan"]
 
 #[test]
 fn unknown_keys_are_all_named() {
-    let text = format!("{MINIMAL}\n[storage]\nretension = \"9d\"\n[[targets]]\nname=\"t2\"\naccount=\"prod\"\nregion=\"cn-north-4\"\nproject_id=\"p2\"\ncolour = \"red\"\n");
+    let text = format!(
+        "{MINIMAL}\n[storage]\nretension = \"9d\"\n[[targets]]\nname=\"t2\"\naccount=\"prod\"\nregion=\"cn-north-4\"\nproject_id=\"p2\"\ncolour = \"red\"\n"
+    );
     let k = keys(load(&text, &env()).unwrap_err());
     assert_eq!(k, vec!["storage.retension", "targets[1].colour"]);
 }
@@ -180,14 +182,16 @@ fn a_literal_secret_works_but_is_warned_about() {
 
 #[test]
 fn keys_of_another_auth_kind_are_rejected() {
-    let text = MINIMAL.replace("name = \"prod\"", "name = \"prod\"\nauth = \"token\"\ntoken_env = \"T\"\nsk_env = \"S\"");
+    let text =
+        MINIMAL.replace("name = \"prod\"", "name = \"prod\"\nauth = \"token\"\ntoken_env = \"T\"\nsk_env = \"S\"");
     let e = load(&text, &Environment::from_pairs([("T", "tok"), ("S", "s")])).unwrap_err();
     assert_eq!(keys(e), vec!["accounts[0].sk"]);
 }
 
 #[test]
 fn duplicate_names_and_identities_are_rejected() {
-    let text = format!("{MINIMAL}\n[[targets]]\nname=\"t1\"\naccount=\"prod\"\nregion=\"cn-north-4\"\nproject_id=\"p1\"\n");
+    let text =
+        format!("{MINIMAL}\n[[targets]]\nname=\"t1\"\naccount=\"prod\"\nregion=\"cn-north-4\"\nproject_id=\"p1\"\n");
     let k = keys(load(&text, &env()).unwrap_err());
     assert!(k.contains(&"targets[1].name".to_string()) && k.contains(&"targets[1]".to_string()), "{k:?}");
 }

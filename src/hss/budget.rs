@@ -1,5 +1,348 @@
-//! Placeholder until the client branch lands (it replaces this file).
+//! How often an account may call HSS: the per-account sliding-window rate budget, the backoff after credential
+//! errors, and the arithmetic that spreads an account's polls over the interval.
+//!
+//! HSS allows 5 calls per minute per user per API and locks an AK for 5 minutes after more than 5 consecutive failed
+//! signatures, so a scheduler that bursts or hot-loops on 401 would turn a config mistake into an outage.
+//! Everything here runs on `tokio::time::Instant`, so tests drive it with a paused clock.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The window the HSS gateway counts calls in.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// The longest an account is held back after repeated credential errors.
+pub const MAX_AUTH_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// At most `calls_per_minute` calls in ANY sliding 60 s window (that is how the HSS gateway counts: 5/min per user
+/// per API). A call made at `t` occupies the half-open window `[t, t + 60 s)`.
+#[derive(Debug)]
+pub struct RateBudget {
+    limit: usize,
+    state: Mutex<BudgetState>,
+}
+
+#[derive(Debug, Default)]
+struct BudgetState {
+    /// Instants of the calls still inside the window, oldest first.
+    calls: VecDeque<Instant>,
+    /// No call before this instant (a 429 asked us to wait).
+    paused_until: Option<Instant>,
+}
+
+impl RateBudget {
+    /// A budget of `calls_per_minute` calls; 0 is treated as 1 (`validate` rejects 0, and a budget that never
+    /// admits a call would silently stop all polling of the account).
+    pub fn new(calls_per_minute: u32) -> Self {
+        RateBudget { limit: calls_per_minute.max(1) as usize, state: Mutex::new(BudgetState::default()) }
+    }
+
+    /// The number of calls allowed per window.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Waits for a free slot, then records the call. Cancel-safe: a call is only recorded when it is admitted.
+    pub async fn acquire(&self) {
+        while let Err(wait) = self.try_acquire() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Records a call now if the budget allows it, otherwise says how long until it might.
+    pub fn try_acquire(&self) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.forget_before(now);
+        if let Some(until) = state.paused_until {
+            if until > now {
+                return Err(until - now);
+            }
+            state.paused_until = None;
+        }
+        if state.calls.len() < self.limit {
+            state.calls.push_back(now);
+            return Ok(());
+        }
+        // The window is full: the slot frees when the call that leaves `limit` calls behind it expires.
+        let freeing = state.calls[state.calls.len() - self.limit];
+        Err((freeing + WINDOW).saturating_duration_since(now).max(Duration::from_millis(1)))
+    }
+
+    /// Records calls an earlier process made `age` ago (read back from the snapshot history at start-up), so a
+    /// restart does not buy a fresh burst.
+    pub fn prime(&self, ages: &[Duration]) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        for age in ages {
+            if *age < WINDOW
+                && let Some(at) = now.checked_sub(*age)
+            {
+                state.calls.push_back(at);
+            }
+        }
+        state.calls.make_contiguous().sort_unstable();
+        state.forget_before(now);
+    }
+
+    /// After a 429: no call for `d` (the `Retry-After`, or 30 s when the gateway gave none). A shorter pause never
+    /// cuts a longer one short.
+    pub fn pause_for(&self, d: Duration) {
+        let now = Instant::now();
+        let until = now.checked_add(d).unwrap_or_else(|| now + MAX_AUTH_BACKOFF);
+        let mut state = self.lock();
+        state.paused_until = Some(state.paused_until.map_or(until, |current| current.max(until)));
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BudgetState> {
+        // The state stays consistent even if a holder panicked: every update is a single push or assignment.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl BudgetState {
+    fn forget_before(&mut self, now: Instant) {
+        while self.calls.front().is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW) {
+            self.calls.pop_front();
+        }
+    }
+}
+
+/// Per-account backoff after credential errors (HSS locks a key after 5 failed signatures): after the n-th
+/// consecutive auth/forbidden failure the account is blocked for base * 2^(n-1), capped at 1 h; success resets.
+#[derive(Debug, Clone)]
+pub struct AuthBackoff {
+    base: Duration,
+    failures: u32,
+    blocked_until: Option<Instant>,
+}
+
+impl AuthBackoff {
+    /// A backoff starting at `base` after the first failure.
+    pub fn new(base: Duration) -> Self {
+        AuthBackoff { base, failures: 0, blocked_until: None }
+    }
+
+    /// Until when the account must not be polled; `None` after a success or before any failure.
+    pub fn blocked_until(&self) -> Option<Instant> {
+        self.blocked_until
+    }
+
+    /// Whether the account is still blocked at `now`.
+    pub fn is_blocked(&self, now: Instant) -> bool {
+        self.blocked_until.is_some_and(|until| until > now)
+    }
+
+    /// Counts one more consecutive credential failure seen at `now` and blocks the account accordingly.
+    pub fn record_failure(&mut self, now: Instant) {
+        self.failures = self.failures.saturating_add(1);
+        let delay = self.delay();
+        self.blocked_until = Some(now.checked_add(delay).unwrap_or(now));
+    }
+
+    /// A successful call: the key works again, so the next failure starts from `base`.
+    pub fn record_success(&mut self) {
+        self.failures = 0;
+        self.blocked_until = None;
+    }
+
+    /// Consecutive credential failures so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    fn delay(&self) -> Duration {
+        let exponent = self.failures.saturating_sub(1).min(31);
+        self.base.checked_mul(1u32 << exponent).unwrap_or(MAX_AUTH_BACKOFF).min(MAX_AUTH_BACKOFF)
+    }
+}
+
+/// Spread n polls of an account over `interval`: offsets i * interval / n, so an account's targets never burst.
+pub fn spread(interval: Duration, n: usize) -> Vec<Duration> {
+    let total = interval.as_nanos();
+    (0..n)
+        .map(|i| {
+            let offset = total * i as u128 / n as u128;
+            Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX))
+        })
+        .collect()
+}
+
+/// The smallest interval at which `polls` evenly spread calls stay within `calls_per_minute`, rounded up to whole
+/// seconds; `validate` compares it with the configured interval and prints it as the fix. A limit of 0 counts as 1.
 pub fn min_interval(polls: usize, calls_per_minute: u32) -> Duration {
-    Duration::from_secs((polls as u64 * 60).div_ceil(calls_per_minute.max(1) as u64))
+    let per_minute = u64::from(calls_per_minute.max(1));
+    let polls = u64::try_from(polls).unwrap_or(u64::MAX);
+    Duration::from_secs(polls.saturating_mul(WINDOW.as_secs()).div_ceil(per_minute))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::advance;
+
+    /// Calls admitted by `budget` while stepping the paused clock by `step` for `total`.
+    async fn admitted_instants(budget: &RateBudget, step: Duration, total: Duration) -> Vec<Instant> {
+        let start = Instant::now();
+        let mut admitted = Vec::new();
+        while Instant::now() - start < total {
+            if budget.try_acquire().is_ok() {
+                admitted.push(Instant::now());
+            }
+            advance(step).await;
+        }
+        admitted
+    }
+
+    fn max_in_any_window(instants: &[Instant]) -> usize {
+        instants.iter().map(|t| instants.iter().filter(|u| **u >= *t && **u - *t < WINDOW).count()).max().unwrap_or(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_never_lets_n_plus_one_calls_into_any_60_seconds() {
+        let budget = RateBudget::new(5);
+        let admitted = admitted_instants(&budget, Duration::from_millis(500), Duration::from_secs(300)).await;
+        assert_eq!(max_in_any_window(&admitted), 5);
+        // It is not stingy either: five calls per full minute over five minutes.
+        assert_eq!(admitted.len(), 25);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_budget_says_how_long_until_the_oldest_call_leaves_the_window() {
+        let budget = RateBudget::new(2);
+        assert_eq!(budget.try_acquire(), Ok(()));
+        advance(Duration::from_secs(10)).await;
+        assert_eq!(budget.try_acquire(), Ok(()));
+        assert_eq!(budget.try_acquire(), Err(Duration::from_secs(50)));
+        advance(Duration::from_secs(49)).await;
+        assert_eq!(budget.try_acquire(), Err(Duration::from_secs(1)));
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(budget.try_acquire(), Ok(()));
+        assert_eq!(budget.try_acquire(), Err(Duration::from_secs(10)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_waits_for_a_slot_instead_of_bursting() {
+        let budget = RateBudget::new(5);
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        for _ in 0..11 {
+            budget.acquire().await;
+            seen.push(Instant::now() - start);
+        }
+        assert_eq!(seen[4], Duration::ZERO);
+        assert_eq!(seen[5], WINDOW);
+        assert_eq!(seen[10], 2 * WINDOW);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_of_an_earlier_process_count_against_the_budget() {
+        let budget = RateBudget::new(5);
+        let secs = |s| Duration::from_secs(s);
+        budget.prime(&[secs(50), secs(10), secs(40), secs(20), secs(90)]);
+        // Four primed calls are inside the window (the one 90 s ago is not): one slot left.
+        assert_eq!(budget.try_acquire(), Ok(()));
+        assert_eq!(budget.try_acquire(), Err(secs(10)));
+        advance(secs(10)).await;
+        assert_eq!(budget.try_acquire(), Ok(()));
+        assert_eq!(budget.try_acquire(), Err(secs(10)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_after_a_429_blocks_calls_even_with_slots_free() {
+        let budget = RateBudget::new(5);
+        budget.pause_for(Duration::from_secs(30));
+        assert_eq!(budget.try_acquire(), Err(Duration::from_secs(30)));
+        // A shorter Retry-After does not cut the longer pause short.
+        budget.pause_for(Duration::from_secs(5));
+        advance(Duration::from_secs(29)).await;
+        assert_eq!(budget.try_acquire(), Err(Duration::from_secs(1)));
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(budget.try_acquire(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_sleeps_through_a_pause() {
+        let budget = RateBudget::new(5);
+        budget.pause_for(Duration::from_secs(30));
+        let start = Instant::now();
+        budget.acquire().await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_zero_limit_still_admits_one_call_a_minute() {
+        assert_eq!(RateBudget::new(0).limit(), 1);
+        assert_eq!(min_interval(3, 0), Duration::from_secs(180));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn auth_backoff_doubles_caps_at_an_hour_and_resets_on_success() {
+        let mut backoff = AuthBackoff::new(Duration::from_secs(60));
+        assert_eq!(backoff.blocked_until(), None);
+        let now = Instant::now();
+        let mut delays = Vec::new();
+        for _ in 0..10 {
+            backoff.record_failure(now);
+            delays.push(backoff.blocked_until().map(|u| (u - now).as_secs()));
+        }
+        let expected = [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600, 3600].map(Some);
+        assert_eq!(delays, expected);
+        assert_eq!(backoff.failures(), 10);
+        assert!(backoff.is_blocked(now + Duration::from_secs(3599)));
+        assert!(!backoff.is_blocked(now + Duration::from_secs(3600)));
+        backoff.record_success();
+        assert_eq!((backoff.failures(), backoff.blocked_until()), (0, None));
+        backoff.record_failure(now);
+        assert_eq!(backoff.blocked_until(), Some(now + Duration::from_secs(60)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn auth_backoff_survives_absurd_failure_counts_without_overflow() {
+        let mut backoff = AuthBackoff::new(Duration::from_secs(u64::MAX / 2));
+        let now = Instant::now();
+        for _ in 0..100 {
+            backoff.record_failure(now);
+        }
+        assert_eq!(backoff.blocked_until(), Some(now + MAX_AUTH_BACKOFF));
+    }
+
+    #[test]
+    fn spread_offsets_polls_evenly_across_the_interval() {
+        let secs = Duration::from_secs;
+        assert_eq!(spread(secs(300), 4), vec![secs(0), secs(75), secs(150), secs(225)]);
+        assert_eq!(
+            spread(secs(10), 3),
+            vec![Duration::ZERO, Duration::from_nanos(3_333_333_333), Duration::from_nanos(6_666_666_666)]
+        );
+        assert_eq!(spread(secs(60), 1), vec![Duration::ZERO]);
+        assert!(spread(secs(60), 0).is_empty());
+    }
+
+    #[test]
+    fn min_interval_is_the_smallest_whole_second_interval_that_fits_the_budget() {
+        let secs = Duration::from_secs;
+        assert_eq!(min_interval(8, 5), secs(96));
+        assert_eq!(min_interval(5, 5), secs(60));
+        assert_eq!(min_interval(1, 5), secs(12));
+        assert_eq!(min_interval(7, 3), secs(140));
+        assert_eq!(min_interval(1, 7), secs(9)); // 8.57 s rounded up
+        assert_eq!(min_interval(0, 5), Duration::ZERO);
+        assert_eq!(min_interval(1000, 600), secs(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_spread_over_min_interval_fit_the_budget() {
+        let budget = RateBudget::new(5);
+        let interval = min_interval(8, 5);
+        let start = Instant::now();
+        for cycle in 0..3u32 {
+            for offset in spread(interval, 8) {
+                tokio::time::sleep_until(start + interval * cycle + offset).await;
+                assert_eq!(budget.try_acquire(), Ok(()), "cycle {cycle} offset {offset:?}");
+            }
+        }
+    }
 }

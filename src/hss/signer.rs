@@ -73,11 +73,7 @@ pub fn canonical_uri(path: &str) -> String {
 pub fn canonical_query(query: &[(String, String)]) -> String {
     let mut pairs: Vec<&(String, String)> = query.iter().collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 
 /// Signs `req` with the given AK and SK.
@@ -112,13 +108,9 @@ pub fn sign(req: &SignableRequest<'_>, ak: &str, sk: &str) -> Result<Signature, 
         payload_hash,
     ]
     .join("\n");
-    let string_to_sign = format!(
-        "{ALGORITHM}\n{date}\n{}",
-        hex::encode(Sha256::digest(canonical_request.as_bytes()))
-    );
+    let string_to_sign = format!("{ALGORITHM}\n{date}\n{}", hex::encode(Sha256::digest(canonical_request.as_bytes())));
     let signature = hex::encode(hmac_sha256(sk.as_bytes(), string_to_sign.as_bytes()));
-    let authorization =
-        format!("{ALGORITHM} Access={ak}, SignedHeaders={signed_headers}, Signature={signature}");
+    let authorization = format!("{ALGORITHM} Access={ak}, SignedHeaders={signed_headers}, Signature={signature}");
     Ok(Signature { canonical_request, string_to_sign, signed_headers, signature, authorization })
 }
 
@@ -146,9 +138,7 @@ pub fn parse_authorization(value: &str) -> Option<ParsedAuthorization> {
         let (k, v) = part.trim().split_once('=')?;
         match k {
             "Access" => access = Some(v.to_string()),
-            "SignedHeaders" => {
-                signed = Some(v.split(';').map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>())
-            }
+            "SignedHeaders" => signed = Some(v.split(';').map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>()),
             "Signature" => signature = Some(v.to_string()),
             _ => return None,
         }
@@ -188,10 +178,8 @@ mod tests {
 
     #[test]
     fn query_sorts_raw_pairs_not_encoded_ones() {
-        let q: Vec<(String, String)> = [("k", "a:"), ("k", "a0"), ("a", "1")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let q: Vec<(String, String)> =
+            [("k", "a:"), ("k", "a0"), ("a", "1")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         assert_eq!(canonical_query(&q), "a=1&k=a0&k=a%3A");
     }
 
@@ -203,10 +191,8 @@ mod tests {
 
     #[test]
     fn authorization_round_trips_through_the_parser() {
-        let headers = vec![
-            ("Host".to_string(), "h".to_string()),
-            ("X-Sdk-Date".to_string(), "20240102T030405Z".to_string()),
-        ];
+        let headers =
+            vec![("Host".to_string(), "h".to_string()), ("X-Sdk-Date".to_string(), "20240102T030405Z".to_string())];
         let req = SignableRequest { method: "GET", path: "/", query: &[], headers: &headers, body: b"" };
         let s = sign(&req, "AK1", "SK1").unwrap();
         let p = parse_authorization(&s.authorization).unwrap();
