@@ -326,6 +326,7 @@ fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
     let de = serde_path_to_error::Deserializer::new(layered, &mut track);
     let result: Result<RawConfig, _> =
         serde_ignored::deserialize(de, |path| unknown.push(bracket_indices(&path.to_string())));
+    unknown.sort();
     let mut problems: Vec<Problem> = unknown
         .into_iter()
         .map(|key| {
