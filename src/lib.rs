@@ -8,3 +8,4 @@ pub mod config;
 pub mod hss;
 pub mod model;
 pub mod secret;
+pub mod store;

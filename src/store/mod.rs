@@ -1,0 +1,382 @@
+//! The only place with SQL. SQLite through sqlx, WAL, migrations from `migrations/` embedded at build time.
+//!
+//! Writes go through [`WriteTx`], opened with `BEGIN IMMEDIATE`: in WAL mode a deferred transaction that reads and
+//! then writes fails at once with SQLITE_BUSY when another writer committed in between, whatever the busy timeout.
+//! One poll result is one transaction; later layers (alert state, the outbox) add their rows to the same one.
+//! The SQL sticks to what PostgreSQL also accepts where that costs nothing.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::model::{ErrorKind, PollRecord, SeriesKey, Snapshot, TaskStats, TaskType};
+
+/// Errors from the store; all carry what failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database file could not be opened or created.
+    #[error("cannot open database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    /// Applying the embedded migrations failed (a newer or foreign database?).
+    #[error("cannot migrate database {path}: {source}")]
+    Migrate { path: String, source: sqlx::migrate::MigrateError },
+    #[error("database error while {doing}: {source}")]
+    Sql { doing: &'static str, source: sqlx::Error },
+    /// A row holds a value this release does not understand.
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+}
+
+fn sql(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Sql { doing, source }
+}
+
+/// How long a writer waits for another one before giving up with SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pruning deletes in batches so that pollers never wait long for the write lock.
+const PRUNE_BATCH: i64 = 5_000;
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// A stored series row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesRow {
+    pub id: i64,
+    pub key: SeriesKey,
+}
+
+/// What `history` selects; all filters optional.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    pub target: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// The latest `limit` rows of the selection (still returned oldest first).
+    pub limit: Option<u32>,
+}
+
+/// A snapshot with its series, as the read side shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub series: SeriesKey,
+    pub snapshot: Snapshot,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and applies migrations.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let opts = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(|source| StoreError::Open { path: shown.clone(), source })?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open { path: shown.clone(), source })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate { path: shown, source })?;
+        Ok(Store { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction (`BEGIN IMMEDIATE`).
+    pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(sql("beginning a write"))?;
+        Ok(WriteTx { tx })
+    }
+
+    /// Inserts or refreshes a series and returns its id.
+    pub async fn ensure_series(&self, key: &SeriesKey) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let id = tx.ensure_series(key).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Stores one poll result in its own transaction and returns the snapshot id.
+    pub async fn record_poll(&self, series_id: i64, rec: &PollRecord, sent: bool) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let id = tx.insert_snapshot(series_id, rec, sent).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn series(&self) -> Result<Vec<SeriesRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, target, task_type, account, region, project_id, enterprise_project_id FROM series ORDER BY target, task_type",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing series"))?;
+        rows.iter().map(series_from_row).collect()
+    }
+
+    /// Snapshots of one series with `polled_at >= since`, oldest first (what rules read).
+    pub async fn snapshots_since(&self, series_id: i64, since: DateTime<Utc>) -> Result<Vec<Snapshot>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM snapshots WHERE series_id = ?1 AND polled_at >= ?2 ORDER BY polled_at, id")
+                .bind(series_id)
+                .bind(since.timestamp_millis())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(sql("reading snapshots"))?;
+        rows.iter().map(snapshot_from_row).collect()
+    }
+
+    /// The latest `n` snapshots of one series, oldest first.
+    pub async fn latest(&self, series_id: i64, n: u32) -> Result<Vec<Snapshot>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM snapshots WHERE series_id = ?1 ORDER BY polled_at DESC, id DESC LIMIT ?2")
+                .bind(series_id)
+                .bind(i64::from(n))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(sql("reading the latest snapshots"))?;
+        let mut out = rows.iter().map(snapshot_from_row).collect::<Result<Vec<_>, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Snapshots joined with their series, filtered as `q` says, oldest first.
+    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.*, r.target, r.task_type, r.account, r.region, r.project_id, r.enterprise_project_id
+             FROM snapshots s JOIN series r ON r.id = s.series_id
+             WHERE (?1 IS NULL OR r.target = ?1) AND (?2 IS NULL OR s.polled_at >= ?2) AND (?3 IS NULL OR s.polled_at < ?3)
+             ORDER BY s.polled_at DESC, s.id DESC
+             LIMIT ?4",
+        )
+        .bind(q.target.as_deref())
+        .bind(q.since.map(|t| t.timestamp_millis()))
+        .bind(q.until.map(|t| t.timestamp_millis()))
+        .bind(q.limit.map(i64::from).unwrap_or(-1))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("reading history"))?;
+        let mut out = rows
+            .iter()
+            .map(|row| Ok(HistoryRow { series: series_from_row(row)?.key, snapshot: snapshot_from_row(row)? }))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// When calls were sent for `account` since `since` (to prime the rate budget after a restart).
+    pub async fn calls_since(&self, account: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.polled_at FROM snapshots s JOIN series r ON r.id = s.series_id
+             WHERE r.account = ?1 AND s.polled_at >= ?2 AND s.sent ORDER BY s.polled_at",
+        )
+        .bind(account)
+        .bind(since.timestamp_millis())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("reading recent calls"))?;
+        rows.iter().map(|r| r.try_get::<i64, _>(0).map(millis).map_err(sql("reading recent calls"))).collect()
+    }
+
+    /// The latest calls sent for `account`, newest first (to rebuild its auth backoff after a restart).
+    pub async fn latest_calls(&self, account: &str, n: u32) -> Result<Vec<Snapshot>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.* FROM snapshots s JOIN series r ON r.id = s.series_id
+             WHERE r.account = ?1 AND s.sent ORDER BY s.polled_at DESC, s.id DESC LIMIT ?2",
+        )
+        .bind(account)
+        .bind(i64::from(n))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("reading recent calls"))?;
+        rows.iter().map(snapshot_from_row).collect()
+    }
+
+    /// Deletes snapshots older than `cutoff`, never the latest one of a series. Returns how many were deleted.
+    pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        loop {
+            let mut tx = self.begin_write().await?;
+            let n = sqlx::query(
+                "DELETE FROM snapshots WHERE id IN (
+                     SELECT s.id FROM snapshots s
+                     WHERE s.polled_at < ?1
+                       AND s.id <> (SELECT l.id FROM snapshots l WHERE l.series_id = s.series_id
+                                    ORDER BY l.polled_at DESC, l.id DESC LIMIT 1)
+                     LIMIT ?2)",
+            )
+            .bind(cutoff.timestamp_millis())
+            .bind(PRUNE_BATCH)
+            .execute(&mut *tx.tx)
+            .await
+            .map_err(sql("pruning snapshots"))?
+            .rows_affected();
+            tx.commit().await?;
+            deleted += n;
+            if n < PRUNE_BATCH as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// `PRAGMA integrity_check` — `ok` on a healthy database.
+    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+        let row =
+            sqlx::query("PRAGMA integrity_check").fetch_one(&self.pool).await.map_err(sql("checking integrity"))?;
+        row.try_get::<String, _>(0).map_err(sql("checking integrity"))
+    }
+}
+
+/// One write transaction. Dropping it without [`WriteTx::commit`] rolls everything back.
+pub struct WriteTx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(sql("committing"))
+    }
+
+    pub async fn ensure_series(&mut self, key: &SeriesKey) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO series (target, task_type, account, region, project_id, enterprise_project_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (target, task_type) DO UPDATE SET account = excluded.account, region = excluded.region,
+                 project_id = excluded.project_id, enterprise_project_id = excluded.enterprise_project_id
+             RETURNING id",
+        )
+        .bind(&key.target)
+        .bind(key.task_type.as_str())
+        .bind(&key.account)
+        .bind(&key.region)
+        .bind(&key.project_id)
+        .bind(key.enterprise_project_id.as_deref())
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(sql("registering a series"))?;
+        row.try_get(0).map_err(sql("registering a series"))
+    }
+
+    /// Inserts one snapshot; `sent` is false when scanwatch recorded the poll without calling HSS.
+    pub async fn insert_snapshot(&mut self, series_id: i64, rec: &PollRecord, sent: bool) -> Result<i64, StoreError> {
+        let (stats, err) = match &rec.outcome {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e)),
+        };
+        let http_status = err.and_then(|e| e.http_status).or(rec.http_status);
+        let request_id = err.and_then(|e| e.request_id.clone()).or_else(|| rec.request_id.clone());
+        let row = sqlx::query(
+            "INSERT INTO snapshots (series_id, polled_at, ok, total_num, running_num, last_task_start_time, latency_ms,
+                                    http_status, error_kind, error_code, error_message, request_id, sent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id",
+        )
+        .bind(series_id)
+        .bind(rec.polled_at.timestamp_millis())
+        .bind(stats.is_some())
+        .bind(stats.map(|s| clamp_i64(s.total_num)))
+        .bind(stats.map(|s| clamp_i64(s.running_num)))
+        .bind(stats.and_then(|s| s.last_task_start_time))
+        .bind(clamp_i64(rec.latency_ms))
+        .bind(http_status.map(i64::from))
+        .bind(err.map(|e| e.kind.as_str()))
+        .bind(err.and_then(|e| e.error_code.as_deref()))
+        .bind(err.map(|e| e.message.as_str()))
+        .bind(request_id)
+        .bind(sent)
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(sql("storing a snapshot"))?;
+        row.try_get(0).map_err(sql("storing a snapshot"))
+    }
+
+    /// The transaction itself, for layers that add their own rows to the same commit.
+    pub fn inner(&mut self) -> &mut Transaction<'static, Sqlite> {
+        &mut self.tx
+    }
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn series_from_row(row: &SqliteRow) -> Result<SeriesRow, StoreError> {
+    let get = sql("reading a series");
+    let task_type: String = row.try_get("task_type").map_err(sql("reading a series"))?;
+    let task_type = TaskType::parse(&task_type)
+        .ok_or_else(|| StoreError::Corrupt { table: "series", detail: format!("task_type `{task_type}`") })?;
+    let read = |col: &str| row.try_get::<String, _>(col);
+    let key = (|| -> Result<SeriesKey, sqlx::Error> {
+        Ok(SeriesKey {
+            target: read("target")?,
+            account: read("account")?,
+            region: read("region")?,
+            project_id: read("project_id")?,
+            enterprise_project_id: row.try_get("enterprise_project_id")?,
+            task_type,
+        })
+    })()
+    .map_err(get)?;
+    let id = row.try_get("id").map_err(sql("reading a series"))?;
+    Ok(SeriesRow { id, key })
+}
+
+fn snapshot_from_row(row: &SqliteRow) -> Result<Snapshot, StoreError> {
+    let s = (|| -> Result<Snapshot, sqlx::Error> {
+        let ok: bool = row.try_get("ok")?;
+        let stats = if ok {
+            Some(TaskStats {
+                total_num: u64::try_from(row.try_get::<i64, _>("total_num")?).unwrap_or(0),
+                running_num: u64::try_from(row.try_get::<i64, _>("running_num")?).unwrap_or(0),
+                last_task_start_time: row.try_get("last_task_start_time")?,
+            })
+        } else {
+            None
+        };
+        let kind: Option<String> = row.try_get("error_kind")?;
+        Ok(Snapshot {
+            id: row.try_get("id")?,
+            series_id: row.try_get("series_id")?,
+            polled_at: millis(row.try_get("polled_at")?),
+            stats,
+            latency_ms: u64::try_from(row.try_get::<i64, _>("latency_ms")?).unwrap_or(0),
+            http_status: row.try_get::<Option<i64>, _>("http_status")?.and_then(|s| u16::try_from(s).ok()),
+            error_kind: kind.as_deref().and_then(ErrorKind::parse),
+            error_code: row.try_get("error_code")?,
+            error_message: row.try_get("error_message")?,
+            request_id: row.try_get("request_id")?,
+        })
+    })()
+    .map_err(sql("reading a snapshot"))?;
+    if !s.ok() && s.error_kind.is_none() {
+        return Err(StoreError::Corrupt {
+            table: "snapshots",
+            detail: format!("row {} failed without an error kind", s.id),
+        });
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,140 @@
+use super::*;
+use crate::model::PollError;
+
+fn key(target: &str, task_type: TaskType) -> SeriesKey {
+    SeriesKey {
+        target: target.into(),
+        account: "prod".into(),
+        region: "cn-north-4".into(),
+        project_id: "p1".into(),
+        enterprise_project_id: None,
+        task_type,
+    }
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
+}
+
+fn ok(secs: i64, total: u64) -> PollRecord {
+    PollRecord {
+        polled_at: at(secs),
+        latency_ms: 12,
+        outcome: Ok(TaskStats { total_num: total, running_num: 0, last_task_start_time: Some(1_745_311_451_000) }),
+        http_status: Some(200),
+        request_id: Some("req-ok".into()),
+    }
+}
+
+fn failed(secs: i64) -> PollRecord {
+    let mut e = PollError::new(ErrorKind::Server, "service unavailable");
+    e.http_status = Some(503);
+    e.error_code = Some("503".into());
+    e.request_id = Some("req-503".into());
+    PollRecord { polled_at: at(secs), latency_ms: 30, outcome: Err(e), http_status: None, request_id: None }
+}
+
+async fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("t.db")).await.unwrap();
+    (dir, s)
+}
+
+#[tokio::test]
+async fn a_new_database_is_migrated_in_wal_mode() {
+    let (_d, s) = store().await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&s.pool).await.unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(s.integrity_check().await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn reopening_keeps_data_and_series_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let s = Store::open(&path).await.unwrap();
+    let id = s.ensure_series(&key("a", TaskType::IacScan)).await.unwrap();
+    s.record_poll(id, &ok(0, 1), true).await.unwrap();
+    s.close().await;
+    let s = Store::open(&path).await.unwrap();
+    assert_eq!(s.ensure_series(&key("a", TaskType::IacScan)).await.unwrap(), id);
+    assert_eq!(s.latest(id, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn success_and_failure_round_trip_with_every_field() {
+    let (_d, s) = store().await;
+    let id = s.ensure_series(&key("a", TaskType::ClusterScan)).await.unwrap();
+    s.record_poll(id, &ok(0, 17), true).await.unwrap();
+    s.record_poll(id, &failed(60), true).await.unwrap();
+    let rows = s.history(&HistoryQuery::default()).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let good = &rows[0].snapshot;
+    assert_eq!(good.stats.unwrap().total_num, 17);
+    assert_eq!(good.http_status, Some(200));
+    assert_eq!(good.request_id.as_deref(), Some("req-ok"));
+    let bad = &rows[1].snapshot;
+    assert!(!bad.ok());
+    assert_eq!(bad.error_kind, Some(ErrorKind::Server));
+    assert_eq!(bad.http_status, Some(503));
+    assert_eq!(bad.error_message.as_deref(), Some("service unavailable"));
+    assert_eq!(bad.request_id.as_deref(), Some("req-503"));
+    assert_eq!(rows[1].series, key("a", TaskType::ClusterScan));
+}
+
+#[tokio::test]
+async fn history_filters_by_target_time_and_limit() {
+    let (_d, s) = store().await;
+    let a = s.ensure_series(&key("a", TaskType::ClusterScan)).await.unwrap();
+    let b = s.ensure_series(&key("b", TaskType::ClusterScan)).await.unwrap();
+    for i in 0..10 {
+        s.record_poll(a, &ok(i * 60, i as u64), true).await.unwrap();
+        s.record_poll(b, &ok(i * 60, 100 + i as u64), true).await.unwrap();
+    }
+    let q = HistoryQuery { target: Some("a".into()), since: Some(at(120)), until: Some(at(480)), limit: None };
+    let rows = s.history(&q).await.unwrap();
+    let totals: Vec<u64> = rows.iter().map(|r| r.snapshot.stats.unwrap().total_num).collect();
+    assert_eq!(totals, vec![2, 3, 4, 5, 6, 7]);
+    let q = HistoryQuery { target: Some("b".into()), limit: Some(3), ..Default::default() };
+    let totals: Vec<u64> = s.history(&q).await.unwrap().iter().map(|r| r.snapshot.stats.unwrap().total_num).collect();
+    assert_eq!(totals, vec![107, 108, 109], "the latest three, oldest first");
+}
+
+#[tokio::test]
+async fn pruning_never_deletes_a_series_latest_row() {
+    let (_d, s) = store().await;
+    let a = s.ensure_series(&key("a", TaskType::ClusterScan)).await.unwrap();
+    let b = s.ensure_series(&key("b", TaskType::ClusterScan)).await.unwrap();
+    for i in 0..5 {
+        s.record_poll(a, &ok(i, i as u64), true).await.unwrap();
+    }
+    s.record_poll(b, &ok(0, 1), true).await.unwrap();
+    // Everything is older than the cutoff; each series keeps exactly its newest row.
+    assert_eq!(s.prune(at(1000)).await.unwrap(), 4);
+    assert_eq!(s.latest(a, 10).await.unwrap().iter().map(|x| x.stats.unwrap().total_num).collect::<Vec<_>>(), vec![4]);
+    assert_eq!(s.latest(b, 10).await.unwrap().len(), 1);
+    assert_eq!(s.prune(at(1000)).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn recent_calls_skip_polls_that_were_never_sent() {
+    let (_d, s) = store().await;
+    let a = s.ensure_series(&key("a", TaskType::ClusterScan)).await.unwrap();
+    s.record_poll(a, &ok(0, 1), true).await.unwrap();
+    s.record_poll(a, &failed(10), false).await.unwrap();
+    s.record_poll(a, &failed(20), true).await.unwrap();
+    assert_eq!(s.calls_since("prod", at(0)).await.unwrap(), vec![at(0), at(20)]);
+    assert!(s.calls_since("other", at(0)).await.unwrap().is_empty());
+    assert_eq!(s.latest_calls("prod", 5).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_dropped_transaction_leaves_nothing_behind() {
+    let (_d, s) = store().await;
+    let a = s.ensure_series(&key("a", TaskType::ClusterScan)).await.unwrap();
+    {
+        let mut tx = s.begin_write().await.unwrap();
+        tx.insert_snapshot(a, &ok(0, 1), true).await.unwrap();
+    }
+    assert!(s.latest(a, 10).await.unwrap().is_empty());
+}
