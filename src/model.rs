@@ -188,6 +188,25 @@ pub struct PollRecord {
     pub request_id: Option<String>,
 }
 
+impl PollRecord {
+    /// The snapshot this record becomes once stored with `id` under `series_id`.
+    pub fn to_snapshot(&self, id: i64, series_id: i64) -> Snapshot {
+        let err = self.outcome.as_ref().err();
+        Snapshot {
+            id,
+            series_id,
+            polled_at: self.polled_at,
+            stats: self.outcome.as_ref().ok().copied(),
+            latency_ms: self.latency_ms,
+            http_status: err.and_then(|e| e.http_status).or(self.http_status),
+            error_kind: err.map(|e| e.kind),
+            error_code: err.and_then(|e| e.error_code.clone()),
+            error_message: err.map(|e| e.message.clone()),
+            request_id: err.and_then(|e| e.request_id.clone()).or_else(|| self.request_id.clone()),
+        }
+    }
+}
+
 /// A stored snapshot, as rules and the read side see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {

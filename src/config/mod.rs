@@ -872,6 +872,18 @@ impl Validator {
                 }
             }
         }
+        for (i, t) in targets.iter().enumerate() {
+            let Some((j, a)) = accounts.iter().enumerate().find(|(_, a)| a.name == t.account) else { continue };
+            if let AccountAuth::Password { iam_endpoint: None, .. } = a.auth
+                && !t.region.is_empty()
+                && regions::iam_endpoint(&t.region).is_none()
+            {
+                self.problem(
+                    format!("targets[{i}].region"),
+                    format!("account `{}` logs in with a password, but region `{}` has no known IAM endpoint; set accounts[{j}].iam_endpoint", a.name, t.region),
+                );
+            }
+        }
         // The API budget: every series of an account must fit in one interval at its calls_per_minute.
         let mut per_account: BTreeMap<&str, usize> = BTreeMap::new();
         for t in targets {

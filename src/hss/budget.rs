@@ -110,53 +110,15 @@ impl BudgetState {
     }
 }
 
-/// Per-account backoff after credential errors (HSS locks a key after 5 failed signatures): after the n-th
-/// consecutive auth/forbidden failure the account is blocked for base * 2^(n-1), capped at 1 h; success resets.
-#[derive(Debug, Clone)]
-pub struct AuthBackoff {
-    base: Duration,
-    failures: u32,
-    blocked_until: Option<Instant>,
-}
-
-impl AuthBackoff {
-    /// A backoff starting at `base` after the first failure.
-    pub fn new(base: Duration) -> Self {
-        AuthBackoff { base, failures: 0, blocked_until: None }
+/// How long an account is held back after its `failures`-th consecutive credential error (HSS locks a key after 5
+/// failed signatures): `base * 2^(failures-1)`, capped at [`MAX_AUTH_BACKOFF`]; zero when there was no failure.
+/// The failures are counted from the stored history, so the backoff survives restarts and one-shot `poll` runs.
+pub fn auth_backoff(base: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
     }
-
-    /// Until when the account must not be polled; `None` after a success or before any failure.
-    pub fn blocked_until(&self) -> Option<Instant> {
-        self.blocked_until
-    }
-
-    /// Whether the account is still blocked at `now`.
-    pub fn is_blocked(&self, now: Instant) -> bool {
-        self.blocked_until.is_some_and(|until| until > now)
-    }
-
-    /// Counts one more consecutive credential failure seen at `now` and blocks the account accordingly.
-    pub fn record_failure(&mut self, now: Instant) {
-        self.failures = self.failures.saturating_add(1);
-        let delay = self.delay();
-        self.blocked_until = Some(now.checked_add(delay).unwrap_or(now));
-    }
-
-    /// A successful call: the key works again, so the next failure starts from `base`.
-    pub fn record_success(&mut self) {
-        self.failures = 0;
-        self.blocked_until = None;
-    }
-
-    /// Consecutive credential failures so far.
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
-
-    fn delay(&self) -> Duration {
-        let exponent = self.failures.saturating_sub(1).min(31);
-        self.base.checked_mul(1u32 << exponent).unwrap_or(MAX_AUTH_BACKOFF).min(MAX_AUTH_BACKOFF)
-    }
+    let exponent = (failures - 1).min(31);
+    base.checked_mul(1u32 << exponent).unwrap_or(MAX_AUTH_BACKOFF).min(MAX_AUTH_BACKOFF)
 }
 
 /// Spread n polls of an account over `interval`: offsets i * interval / n, so an account's targets never burst.
@@ -278,35 +240,11 @@ mod tests {
         assert_eq!(min_interval(3, 0), Duration::from_secs(180));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn auth_backoff_doubles_caps_at_an_hour_and_resets_on_success() {
-        let mut backoff = AuthBackoff::new(Duration::from_secs(60));
-        assert_eq!(backoff.blocked_until(), None);
-        let now = Instant::now();
-        let mut delays = Vec::new();
-        for _ in 0..10 {
-            backoff.record_failure(now);
-            delays.push(backoff.blocked_until().map(|u| (u - now).as_secs()));
-        }
-        let expected = [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600, 3600].map(Some);
-        assert_eq!(delays, expected);
-        assert_eq!(backoff.failures(), 10);
-        assert!(backoff.is_blocked(now + Duration::from_secs(3599)));
-        assert!(!backoff.is_blocked(now + Duration::from_secs(3600)));
-        backoff.record_success();
-        assert_eq!((backoff.failures(), backoff.blocked_until()), (0, None));
-        backoff.record_failure(now);
-        assert_eq!(backoff.blocked_until(), Some(now + Duration::from_secs(60)));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn auth_backoff_survives_absurd_failure_counts_without_overflow() {
-        let mut backoff = AuthBackoff::new(Duration::from_secs(u64::MAX / 2));
-        let now = Instant::now();
-        for _ in 0..100 {
-            backoff.record_failure(now);
-        }
-        assert_eq!(backoff.blocked_until(), Some(now + MAX_AUTH_BACKOFF));
+    #[test]
+    fn auth_backoff_doubles_and_caps_at_an_hour() {
+        let delays: Vec<u64> = (0..=10).map(|n| auth_backoff(Duration::from_secs(60), n).as_secs()).collect();
+        assert_eq!(delays, [0, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600, 3600]);
+        assert_eq!(auth_backoff(Duration::from_secs(u64::MAX / 2), 100), MAX_AUTH_BACKOFF);
     }
 
     #[test]

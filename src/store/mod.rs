@@ -277,29 +277,24 @@ impl WriteTx {
 
     /// Inserts one snapshot; `sent` is false when scanwatch recorded the poll without calling HSS.
     pub async fn insert_snapshot(&mut self, series_id: i64, rec: &PollRecord, sent: bool) -> Result<i64, StoreError> {
-        let (stats, err) = match &rec.outcome {
-            Ok(s) => (Some(s), None),
-            Err(e) => (None, Some(e)),
-        };
-        let http_status = err.and_then(|e| e.http_status).or(rec.http_status);
-        let request_id = err.and_then(|e| e.request_id.clone()).or_else(|| rec.request_id.clone());
+        let s = rec.to_snapshot(0, series_id);
         let row = sqlx::query(
             "INSERT INTO snapshots (series_id, polled_at, ok, total_num, running_num, last_task_start_time, latency_ms,
                                     http_status, error_kind, error_code, error_message, request_id, sent)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id",
         )
         .bind(series_id)
-        .bind(rec.polled_at.timestamp_millis())
-        .bind(stats.is_some())
-        .bind(stats.map(|s| clamp_i64(s.total_num)))
-        .bind(stats.map(|s| clamp_i64(s.running_num)))
-        .bind(stats.and_then(|s| s.last_task_start_time))
-        .bind(clamp_i64(rec.latency_ms))
-        .bind(http_status.map(i64::from))
-        .bind(err.map(|e| e.kind.as_str()))
-        .bind(err.and_then(|e| e.error_code.as_deref()))
-        .bind(err.map(|e| e.message.as_str()))
-        .bind(request_id)
+        .bind(s.polled_at.timestamp_millis())
+        .bind(s.ok())
+        .bind(s.stats.map(|x| clamp_i64(x.total_num)))
+        .bind(s.stats.map(|x| clamp_i64(x.running_num)))
+        .bind(s.stats.and_then(|x| x.last_task_start_time))
+        .bind(clamp_i64(s.latency_ms))
+        .bind(s.http_status.map(i64::from))
+        .bind(s.error_kind.map(|k| k.as_str()))
+        .bind(s.error_code.as_deref())
+        .bind(s.error_message.as_deref())
+        .bind(s.request_id.as_deref())
         .bind(sent)
         .fetch_one(&mut *self.tx)
         .await

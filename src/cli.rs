@@ -1,0 +1,311 @@
+//! The command line: argument parsing and one function per command. `main` only calls [`main`] here.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, TimeDelta, Utc};
+use clap::{Parser, Subcommand};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, Config, ConfigError};
+use crate::output::{self, Format, HistoryJson};
+use crate::poller::{PollResult, Poller};
+use crate::store::{HistoryQuery, Store};
+
+/// Exit codes: 0 all good, 1 something failed at run time (a poll, a delivery), 2 usage or configuration.
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "scanwatch", version, about = "Keeps watch over Huawei Cloud HSS container-security scanning")]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, env = "SCANWATCH_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing's syntax, e.g. `info`, `scanwatch=debug`); RUST_LOG works too.
+    #[arg(long, global = true, env = "SCANWATCH_LOG", default_value = "info")]
+    pub log_level: String,
+    /// Shift scanwatch's clock by this much (rehearsing against `scanwatch simulate`, whose clock can be advanced).
+    #[arg(long, global = true, hide = true, value_parser = parse_duration)]
+    pub clock_offset: Option<Duration>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the configuration; list every problem with its key path (exit 1 when there is any).
+    Validate,
+    /// Show the effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Poll every target once, store the results and print them (exit 1 if any poll failed).
+    Poll {
+        /// Print only; do not store the snapshots.
+        #[arg(long)]
+        no_store: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show stored snapshots.
+    History {
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// From this long ago (`24h`, `7d`) or this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to this time (RFC 3339) or this long ago.
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many rows (the latest ones).
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Run the HSS simulator: a real HTTP server speaking the task-statistics API and IAM login.
+    Simulate {
+        /// Address to listen on, e.g. 127.0.0.1:8080.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The scenario file (see scenarios/README.md).
+        #[arg(long)]
+        scenario: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (file + environment), secrets redacted.
+    Show {
+        #[arg(long, value_enum, default_value_t = ShowFormat::Toml)]
+        format: ShowFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShowFormat {
+    Toml,
+    Json,
+}
+
+/// Parses the command line, runs the command and turns every error into a message and an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = if e.downcast_ref::<ConfigError>().is_some() { EXIT_USAGE } else { EXIT_FAILURE };
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::shifted(cli.clock_offset.unwrap_or_default()));
+    match cli.command {
+        Command::Validate => validate(&cli.config),
+        Command::Config(ConfigCommand::Show { format }) => {
+            let config = load(&cli.config)?;
+            let text = match format {
+                ShowFormat::Toml => toml::to_string_pretty(&config).context("cannot render the configuration")?,
+                ShowFormat::Json => serde_json::to_string_pretty(&config)? + "\n",
+            };
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Poll { no_store, format } => {
+            let config = load(&cli.config)?;
+            let store = open_store(&config).await?;
+            let poller = Poller::new(&config, store, clock).await?;
+            let results = poller.poll_all(!no_store).await?;
+            print!("{}", render_poll(&results, format));
+            let failed = results.iter().filter(|r| r.record.outcome.is_err()).count();
+            if failed > 0 {
+                eprintln!("{failed} of {} polls failed", results.len());
+                return Ok(ExitCode::from(EXIT_FAILURE));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { target, since, until, limit, format } => {
+            let config = load(&cli.config)?;
+            let store = open_store(&config).await?;
+            let now = clock.now();
+            let q = HistoryQuery {
+                target,
+                since: since.map(|s| parse_time(&s, now)).transpose().context("--since")?,
+                until: until.map(|s| parse_time(&s, now)).transpose().context("--until")?,
+                limit,
+            };
+            let rows: Vec<HistoryJson> = store.history(&q).await?.iter().map(HistoryJson::from).collect();
+            print!("{}", render_history(&rows, format));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate { listen, scenario } => {
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let on_signal = shutdown.clone();
+            tokio::spawn(async move {
+                crate::app::shutdown_signal().await;
+                on_signal.cancel();
+            });
+            crate::simulator::run(listen, &scenario, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    let config = Config::load(path)?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(config)
+}
+
+fn validate(path: &Path) -> anyhow::Result<ExitCode> {
+    match Config::load(path) {
+        Ok(config) => {
+            for w in &config.warnings {
+                println!("warning: {w}");
+            }
+            println!(
+                "{}: ok ({} accounts, {} targets, {} polled series every {})",
+                path.display(),
+                config.accounts.len(),
+                config.targets.len(),
+                config.series().count(),
+                humantime::format_duration(config.schedule.interval)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("{e}");
+            Ok(ExitCode::from(EXIT_FAILURE))
+        }
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    if let Some(dir) = config.storage.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    Ok(Store::open(&config.storage.path).await?)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); e.g. `90s`, `24h`"))
+}
+
+/// `24h` (that long before `now`) or an RFC 3339 time.
+pub fn parse_time(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(now - TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX));
+    }
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+        anyhow::anyhow!("`{s}` is neither a duration (`24h`) nor an RFC 3339 time (`2026-11-28T08:00:00Z`)")
+    })
+}
+
+const HISTORY_HEADERS: [&str; 17] = [
+    "target",
+    "account",
+    "region",
+    "project_id",
+    "enterprise_project_id",
+    "task_type",
+    "polled_at",
+    "ok",
+    "total_num",
+    "running_num",
+    "last_task_start_time",
+    "latency_ms",
+    "http_status",
+    "error_kind",
+    "error_code",
+    "error_message",
+    "request_id",
+];
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".into())
+}
+
+fn render_history(rows: &[HistoryJson], format: Format) -> String {
+    if format == Format::Table {
+        let headers =
+            ["POLLED_AT", "TARGET", "TASK_TYPE", "OK", "TOTAL", "RUNNING", "LAST_TASK_START", "LATENCY", "ERROR"];
+        return output::render(format, &headers, rows, |r| {
+            vec![
+                r.polled_at.clone(),
+                r.target.clone(),
+                r.task_type.clone(),
+                if r.ok { "ok".into() } else { "FAIL".into() },
+                opt(&r.total_num),
+                opt(&r.running_num),
+                opt(&r.last_task_start_time),
+                format!("{}ms", r.latency_ms),
+                error_cell(r.error_kind.as_deref(), r.http_status, r.error_code.as_deref(), r.error_message.as_deref()),
+            ]
+        });
+    }
+    output::render(format, &HISTORY_HEADERS, rows, |_| Vec::new())
+}
+
+fn error_cell(kind: Option<&str>, status: Option<u16>, code: Option<&str>, message: Option<&str>) -> String {
+    let Some(kind) = kind else { return String::new() };
+    let mut s = kind.to_string();
+    if let Some(st) = status {
+        s.push_str(&format!(" {st}"));
+    }
+    if let Some(c) = code.filter(|c| status.is_none_or(|st| st.to_string() != *c)) {
+        s.push_str(&format!(" {c}"));
+    }
+    if let Some(m) = message {
+        s.push_str(&format!(": {}", crate::model::excerpt(m, 160)));
+    }
+    s
+}
+
+fn render_poll(results: &[PollResult], format: Format) -> String {
+    let rows: Vec<HistoryJson> = results
+        .iter()
+        .map(|r| {
+            let snapshot = r.record.to_snapshot(r.snapshot_id.unwrap_or(0), r.series_id);
+            HistoryJson::from(&crate::store::HistoryRow { series: r.key.clone(), snapshot })
+        })
+        .collect();
+    render_history(&rows, format)
+}

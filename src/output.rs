@@ -1,0 +1,146 @@
+//! How the read side prints: aligned tables for people, JSON and CSV (DESIGN.md's field names) for machines.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
+
+use crate::store::HistoryRow;
+
+/// `--format` of the read commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// One `history` row in DESIGN.md's JSON field names.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryJson {
+    pub target: String,
+    pub account: String,
+    pub region: String,
+    pub project_id: String,
+    pub enterprise_project_id: Option<String>,
+    pub task_type: String,
+    pub polled_at: String,
+    pub ok: bool,
+    pub total_num: Option<u64>,
+    pub running_num: Option<u64>,
+    pub last_task_start_time: Option<String>,
+    pub latency_ms: u64,
+    pub http_status: Option<u16>,
+    pub error_kind: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl From<&HistoryRow> for HistoryJson {
+    fn from(r: &HistoryRow) -> Self {
+        let s = &r.snapshot;
+        HistoryJson {
+            target: r.series.target.clone(),
+            account: r.series.account.clone(),
+            region: r.series.region.clone(),
+            project_id: r.series.project_id.clone(),
+            enterprise_project_id: r.series.enterprise_project_id.clone(),
+            task_type: r.series.task_type.as_str().to_string(),
+            polled_at: rfc3339(s.polled_at),
+            ok: s.ok(),
+            total_num: s.stats.map(|x| x.total_num),
+            running_num: s.stats.map(|x| x.running_num),
+            last_task_start_time: s.stats.and_then(|x| x.last_task_start_time).map(rfc3339_millis),
+            latency_ms: s.latency_ms,
+            http_status: s.http_status,
+            error_kind: s.error_kind.map(|k| k.as_str().to_string()),
+            error_code: s.error_code.clone(),
+            error_message: s.error_message.clone(),
+            request_id: s.request_id.clone(),
+        }
+    }
+}
+
+/// RFC 3339 in UTC with second precision and `Z`.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// An API time (ms since the epoch) as RFC 3339; out-of-range values are shown raw rather than dropped.
+pub fn rfc3339_millis(ms: i64) -> String {
+    match Utc.timestamp_millis_opt(ms).single() {
+        Some(t) => rfc3339(t),
+        None => format!("{ms}ms"),
+    }
+}
+
+/// Renders rows as JSON, CSV or an aligned table with `headers`.
+pub fn render<T: Serialize>(format: Format, headers: &[&str], rows: &[T], cells: impl Fn(&T) -> Vec<String>) -> String {
+    match format {
+        Format::Json => {
+            serde_json::to_string_pretty(rows).unwrap_or_else(|e| format!("cannot encode JSON: {e}")) + "\n"
+        }
+        Format::Csv => {
+            let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+            let mut result = w.write_record(headers);
+            for r in rows {
+                result = result.and_then(|_| w.serialize(r));
+            }
+            match (result, w.into_inner()) {
+                (Ok(()), Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+                (Err(e), _) => format!("cannot encode CSV: {e}\n"),
+                (_, Err(e)) => format!("cannot encode CSV: {e}\n"),
+            }
+        }
+        Format::Table => table(headers, &rows.iter().map(cells).collect::<Vec<_>>()),
+    }
+}
+
+/// An aligned text table; the last column is not padded.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut s = String::new();
+        for (i, c) in cells.into_iter().enumerate() {
+            s.push_str(c);
+            if i < last {
+                s.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()], vec!["z".into(), "".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\nz\n");
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        #[derive(Serialize)]
+        struct R {
+            a: String,
+            b: Option<u32>,
+        }
+        let rows = [R { a: "x,\"y\"".into(), b: None }];
+        assert_eq!(render(Format::Csv, &["a", "b"], &rows, |_| vec![]), "a,b\n\"x,\"\"y\"\"\",\n");
+    }
+}

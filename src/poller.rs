@@ -1,0 +1,247 @@
+//! One poll cycle: every configured series polled once, within each account's rate budget, each result stored as
+//! a snapshot. The `poll` command runs one cycle; the daemon runs them on a schedule.
+//!
+//! Accounts are polled concurrently; the series of one account one after another, each call waiting for a slot in
+//! the account's budget (primed from stored history, so a restart does not buy a fresh burst). After HSS rejects an
+//! account's credentials, the account backs off — counted from the stored history too — because HSS locks a key
+//! after 5 failed signatures: the remaining series of that account are recorded as not polled instead of called.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::future::join_all;
+use url::Url;
+
+use crate::clock::Clock;
+use crate::config::{AccountAuth, Config};
+use crate::hss::budget::{self, RateBudget};
+use crate::hss::client::{self, ClientOptions, Credentials, HssClient, PasswordLogin, ProjectScope, StatsRequest};
+use crate::hss::regions;
+use crate::model::{ErrorKind, PollError, PollRecord, SeriesKey};
+use crate::store::{Store, StoreError};
+
+/// The error code of a poll that scanwatch recorded without calling HSS.
+pub const NOT_SENT_CODE: &str = "SCANWATCH.BACKOFF";
+
+/// One series to poll, with everything the call needs.
+#[derive(Debug, Clone)]
+pub struct PolledSeries {
+    pub key: SeriesKey,
+    pub series_id: i64,
+    pub endpoint: Url,
+    /// The client-side account (per region for password logins: IAM tokens are regional).
+    account: Arc<client::Account>,
+}
+
+/// What one poll did.
+#[derive(Debug, Clone)]
+pub struct PollResult {
+    pub key: SeriesKey,
+    pub series_id: i64,
+    pub record: PollRecord,
+    /// false when the account was backing off and HSS was not called.
+    pub sent: bool,
+    /// The stored snapshot's id (None with `--no-store`).
+    pub snapshot_id: Option<i64>,
+}
+
+struct AccountRuntime {
+    budget: RateBudget,
+    series: Vec<PolledSeries>,
+}
+
+/// Everything needed to poll: the client, the budgets, the series and where results go.
+pub struct Poller {
+    client: HssClient,
+    accounts: BTreeMap<String, AccountRuntime>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    /// The first step of the credential backoff.
+    backoff_base: Duration,
+}
+
+impl Poller {
+    /// Registers every configured series in the store and primes each account's budget from its stored calls.
+    pub async fn new(config: &Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Poller> {
+        let client = HssClient::new(ClientOptions {
+            connect_timeout: config.schedule.connect_timeout,
+            timeout: config.schedule.timeout,
+            max_body_bytes: usize::try_from(config.schedule.max_response_bytes).unwrap_or(usize::MAX),
+            ..ClientOptions::default()
+        })?;
+        let now = clock.now();
+        let mut accounts = BTreeMap::new();
+        for account in &config.accounts {
+            let budget = RateBudget::new(account.calls_per_minute);
+            let window = TimeDelta::from_std(budget::WINDOW).unwrap_or(TimeDelta::MAX);
+            let ages: Vec<Duration> = store
+                .calls_since(&account.name, now - window)
+                .await?
+                .into_iter()
+                .filter_map(|t| (now - t).to_std().ok())
+                .collect();
+            budget.prime(&ages);
+            accounts.insert(account.name.clone(), AccountRuntime { budget, series: Vec::new() });
+        }
+        let mut clients: BTreeMap<(String, String), Arc<client::Account>> = BTreeMap::new();
+        for (target, key) in config.series() {
+            let account = config
+                .account(&target.account)
+                .ok_or_else(|| anyhow::anyhow!("target {} names unknown account {}", target.name, target.account))?;
+            // Password logins yield regional tokens, so those accounts get one client-side account per region.
+            let region_key = match account.auth {
+                AccountAuth::Password { .. } => target.region.clone(),
+                _ => String::new(),
+            };
+            let hss_account = clients
+                .entry((account.name.clone(), region_key))
+                .or_insert_with(|| {
+                    Arc::new(client::Account::new(account.name.clone(), credentials(account, &target.region)))
+                })
+                .clone();
+            let series_id = store.ensure_series(&key).await?;
+            if let Some(rt) = accounts.get_mut(&account.name) {
+                rt.series.push(PolledSeries {
+                    key,
+                    series_id,
+                    endpoint: target.endpoint.clone(),
+                    account: hss_account,
+                });
+            }
+        }
+        Ok(Poller { client, accounts, store, clock, backoff_base: config.schedule.interval })
+    }
+
+    pub fn series(&self) -> impl Iterator<Item = &PolledSeries> {
+        self.accounts.values().flat_map(|a| a.series.iter())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Polls every series once. With `store = false` nothing is written (`poll --no-store`).
+    pub async fn poll_all(&self, store: bool) -> Result<Vec<PollResult>, StoreError> {
+        let per_account = join_all(self.accounts.iter().map(|(name, rt)| self.poll_account(name, rt, store))).await;
+        let mut out = Vec::new();
+        for r in per_account {
+            out.extend(r?);
+        }
+        Ok(out)
+    }
+
+    async fn poll_account(&self, name: &str, rt: &AccountRuntime, store: bool) -> Result<Vec<PollResult>, StoreError> {
+        let mut results = Vec::with_capacity(rt.series.len());
+        let mut blocked = self.credential_backoff(name).await?;
+        for s in &rt.series {
+            let (record, sent) = match &blocked {
+                Some(reason) => (self.not_sent(reason), false),
+                None => {
+                    rt.budget.acquire().await;
+                    let record = self.poll_one(s).await;
+                    if let Err(e) = &record.outcome {
+                        if e.kind == ErrorKind::Throttled {
+                            rt.budget.pause_for(e.retry_after.unwrap_or(DEFAULT_THROTTLE_PAUSE));
+                        }
+                        if e.kind.is_credential_problem() {
+                            blocked = Some(format!(
+                                "account `{name}` was rejected by HSS a moment ago ({e}); not calling again this cycle"
+                            ));
+                        }
+                    }
+                    (record, true)
+                }
+            };
+            if let Err(e) = &record.outcome {
+                tracing::warn!(target: "scanwatch::poll", series = %s.key, kind = %e.kind, error = %e, "poll failed");
+            }
+            let snapshot_id =
+                if store { Some(self.store.record_poll(s.series_id, &record, sent).await?) } else { None };
+            results.push(PollResult { key: s.key.clone(), series_id: s.series_id, record, sent, snapshot_id });
+        }
+        Ok(results)
+    }
+
+    async fn poll_one(&self, s: &PolledSeries) -> PollRecord {
+        let polled_at = self.clock.now();
+        let started = Instant::now();
+        let req = StatsRequest {
+            endpoint: &s.endpoint,
+            project_id: &s.key.project_id,
+            enterprise_project_id: s.key.enterprise_project_id.as_deref(),
+            task_type: s.key.task_type,
+        };
+        let outcome = self.client.task_statistics(&s.account, &req, polled_at).await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match outcome {
+            Ok(r) => PollRecord {
+                polled_at,
+                latency_ms,
+                outcome: Ok(r.stats),
+                http_status: Some(r.http_status),
+                request_id: r.request_id,
+            },
+            Err(e) => PollRecord { polled_at, latency_ms, outcome: Err(e), http_status: None, request_id: None },
+        }
+    }
+
+    fn not_sent(&self, reason: &str) -> PollRecord {
+        let mut e = PollError::new(ErrorKind::Auth, format!("not polled: {reason}"));
+        e.error_code = Some(NOT_SENT_CODE.to_string());
+        PollRecord { polled_at: self.clock.now(), latency_ms: 0, outcome: Err(e), http_status: None, request_id: None }
+    }
+
+    /// Whether the account is still backing off after consecutive credential errors (read from the stored calls).
+    async fn credential_backoff(&self, account: &str) -> Result<Option<String>, StoreError> {
+        let recent = self.store.latest_calls(account, 12).await?;
+        let failures = recent.iter().take_while(|s| s.error_kind.is_some_and(|k| k.is_credential_problem())).count();
+        let Some(last) = recent.first().filter(|_| failures > 0) else { return Ok(None) };
+        let delay = budget::auth_backoff(self.backoff_base, u32::try_from(failures).unwrap_or(u32::MAX));
+        let until = last.polled_at + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
+        if self.clock.now() >= until {
+            return Ok(None);
+        }
+        let what = match (&last.error_code, last.http_status) {
+            (Some(code), Some(status)) => format!("HTTP {status} {code}"),
+            (_, Some(status)) => format!("HTTP {status}"),
+            _ => "credentials rejected".to_string(),
+        };
+        Ok(Some(format!(
+            "account `{account}` is backing off after {failures} rejected call(s) ({what}, last at {}); next try after {}",
+            last.polled_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            until.format("%Y-%m-%dT%H:%M:%SZ"),
+        )))
+    }
+
+    /// The moment this poller thinks it is.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}
+
+/// How long an account pauses after a 429 that gave no `Retry-After` (Huawei's FAQ says 2–5 s; the 5/min limit
+/// makes a longer wait wiser).
+const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(30);
+
+fn credentials(account: &crate::config::Account, region: &str) -> Credentials {
+    match &account.auth {
+        AccountAuth::Aksk { ak, sk, security_token } => Credentials::AkSk {
+            ak: ak.value.expose().to_string(),
+            sk: sk.value.clone(),
+            security_token: security_token.as_ref().map(|t| t.value.clone()),
+        },
+        AccountAuth::Token { token } => Credentials::Token(token.value.clone()),
+        AccountAuth::Password { domain, user, password, iam_endpoint } => Credentials::Password(PasswordLogin {
+            iam_endpoint: iam_endpoint
+                .clone()
+                .or_else(|| regions::iam_endpoint(region))
+                .unwrap_or_else(|| Url::parse("https://iam.myhuaweicloud.com").unwrap_or_else(|_| unreachable!())),
+            domain: domain.clone(),
+            user: user.clone(),
+            password: password.value.clone(),
+            project: ProjectScope::Name(region.to_string()),
+        }),
+    }
+}
