@@ -2,8 +2,16 @@
 //!
 //! Module map:
 //! - [`model`]: task types, series identity, poll outcomes and error classes shared by everything else.
+//! - [`config`]: the TOML file + environment, validated, with secrets resolved and never shown.
 //! - [`hss`]: AK/SK signing, regions, the task-statistics client, IAM tokens and the per-account rate budget.
+//! - [`simulator`]: a real HTTP server speaking the HSS API, for tests, the demo and rehearsals.
+//! - [`store`]: SQLite (the only module with SQL): snapshots, history, retention.
+//! - [`poller`]: one poll cycle over every series, within each account's budget.
+//! - [`rules`]: the alert rules, pure functions of a series' snapshot history and the clock.
+//! - [`alerting`]: the alert state machine, alert fingerprints and replay of stored history.
+//! - [`cli`], [`output`], [`app`], [`clock`]: the command line, its formats, process wiring, the injected clock.
 
+pub mod alerting;
 pub mod app;
 pub mod cli;
 pub mod clock;
@@ -12,6 +20,7 @@ pub mod hss;
 pub mod model;
 pub mod output;
 pub mod poller;
+pub mod rules;
 pub mod secret;
 pub mod simulator;
 pub mod store;
