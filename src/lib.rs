@@ -9,6 +9,7 @@
 //! - [`poller`]: one poll cycle over every series, within each account's budget.
 //! - [`rules`]: the alert rules, pure functions of a series' snapshot history and the clock.
 //! - [`alerting`]: the alert state machine, alert fingerprints and replay of stored history.
+//! - [`notify`]: notifications, the channel trait and one file per channel.
 //! - [`cli`], [`output`], [`app`], [`clock`]: the command line, its formats, process wiring, the injected clock.
 
 pub mod alerting;
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod hss;
 pub mod model;
+pub mod notify;
 pub mod output;
 pub mod poller;
 pub mod rules;

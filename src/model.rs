@@ -46,7 +46,7 @@ impl fmt::Display for TaskType {
 
 /// One polled series: a configured target and one of its task types. This is what a snapshot belongs to and what
 /// rules are evaluated for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SeriesKey {
     /// The target's configured name.
     pub target: String,

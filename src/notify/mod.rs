@@ -1,0 +1,100 @@
+//! Notifications: what a channel is asked to deliver, and how a delivery attempt ends.
+//!
+//! The outbox (later) turns alert transitions into [`Notification`]s — one per channel per evaluation cycle, listing
+//! every alert that changed — and hands them to a [`Channel`]. Each channel lives in its own file under
+//! `channels/`, classifies the service's answer as delivered / retryable / permanent, and never logs a secret.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::alerting::Event;
+use crate::model::SeriesKey;
+use crate::rules::{RuleName, Severity};
+
+/// One alert inside a notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertNotice {
+    /// Stable per (rule, series identity): receivers dedupe and thread on it.
+    pub fingerprint: String,
+    pub rule: RuleName,
+    pub severity: Severity,
+    /// Firing, a reminder while still firing, or resolved.
+    pub event: Event,
+    pub series: SeriesKey,
+    /// The target's user labels (`env`, `team`, …).
+    pub labels: BTreeMap<String, String>,
+    /// Plain words, e.g. "no cluster scan has started for 31h; limit 24h".
+    pub summary: String,
+    /// The measured value, e.g. "31h".
+    pub value: String,
+    /// When the alert started firing.
+    pub since: DateTime<Utc>,
+    /// When this event happened (for a resolution: when it resolved).
+    pub at: DateTime<Utc>,
+}
+
+impl AlertNotice {
+    /// How long the alert has been (or was) firing at this event.
+    pub fn lasted(&self) -> chrono::TimeDelta {
+        (self.at - self.since).max(chrono::TimeDelta::zero())
+    }
+}
+
+/// What one channel is asked to deliver in one go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Stable across retries: the Standard Webhooks `webhook-id`, the email Message-ID seed.
+    pub id: String,
+    pub channel: String,
+    pub created_at: DateTime<Utc>,
+    /// Never empty. Ordered: firing first, then repeats, then resolved; within each by severity (critical first).
+    pub alerts: Vec<AlertNotice>,
+}
+
+/// A successful delivery, with what the service said (for `notify-test` and the delivery log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub status: u16,
+    /// A short excerpt of the response body.
+    pub detail: String,
+}
+
+/// Why a delivery failed, classified so the dispatcher knows whether to try again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// Worth retrying: network, timeout, 408, 429, 5xx, a service's rate-limit or busy code.
+    #[error("retryable: {reason}")]
+    Retryable {
+        reason: String,
+        /// `Retry-After` / `retry_after` from the service.
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help: bad signature, keyword or IP not allowed, invalid token, other 4xx.
+    #[error("permanent: {reason}")]
+    Permanent { reason: String },
+}
+
+/// One destination. Implementations are cheap to share (`Arc<dyn Channel>`).
+#[async_trait::async_trait]
+pub trait Channel: Send + Sync {
+    /// The configured channel name.
+    fn name(&self) -> &str;
+    /// `webhook`, `feishu`, `dingtalk`, `wecom`, `slack`, `teams` or `email`.
+    fn kind(&self) -> &'static str;
+    /// Delivers one notification (one attempt; the dispatcher owns retries).
+    async fn send(&self, n: &Notification) -> Result<Delivered, DeliveryError>;
+}
+
+/// Message language, per channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Language {
+    #[default]
+    #[serde(rename = "en")]
+    En,
+    #[serde(rename = "zh-CN")]
+    ZhCn,
+}
