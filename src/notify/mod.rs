@@ -98,3 +98,32 @@ pub enum Language {
     #[serde(rename = "zh-CN")]
     ZhCn,
 }
+
+/// SMTP settings of an `email` channel, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailSettings {
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub tls: EmailTls,
+    pub username: Option<String>,
+    pub password: Option<crate::secret::Secret>,
+    /// `scanwatch <scanwatch@example.com>`
+    pub from: String,
+    pub to: Vec<String>,
+    /// A PEM file with extra trusted root certificates (a private CA, or a test server's self-signed cert).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The whole SMTP conversation, not just the connect.
+    pub timeout: Duration,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailTls {
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// STARTTLS, required: a server that does not offer it is an error (port 587).
+    Starttls,
+    /// Plain text; allowed only to a loopback host.
+    None,
+}
