@@ -18,7 +18,9 @@ use std::time::Duration;
 use serde::Serialize;
 use url::Url;
 
+use crate::alerting;
 use crate::hss::budget;
+use crate::rules;
 use crate::hss::regions;
 use crate::model::{SeriesKey, TaskType};
 use raw::*;
@@ -143,25 +145,7 @@ impl Target {
     }
 }
 
-/// Alert severities, ordered: `info < warning < critical`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn parse(s: &str) -> Option<Severity> {
-        match s {
-            "info" => Some(Severity::Info),
-            "warning" => Some(Severity::Warning),
-            "critical" => Some(Severity::Critical),
-            _ => None,
-        }
-    }
-}
+pub use crate::rules::Severity;
 
 /// Effective settings of the four rules.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -205,6 +189,24 @@ pub struct PollFailing {
     pub for_: Duration,
 }
 
+impl Rules {
+    /// The parameters the rule functions take; a disabled rule is `None`.
+    pub fn rule_set(&self) -> rules::RuleSet {
+        let on = |enabled: bool| enabled.then_some(());
+        rules::RuleSet {
+            no_recent_scan: on(self.no_recent_scan.enabled)
+                .map(|_| (rules::NoRecentScan { max_age: self.no_recent_scan.max_age }, self.no_recent_scan.severity)),
+            stuck_running: on(self.stuck_running.enabled)
+                .map(|_| (rules::StuckRunning { for_: self.stuck_running.for_ }, self.stuck_running.severity)),
+            total_stalled: on(self.total_stalled.enabled)
+                .map(|_| (rules::TotalStalled { window: self.total_stalled.window }, self.total_stalled.severity)),
+            poll_failing: on(self.poll_failing.enabled).map(|_| {
+                (rules::PollFailing { after: self.poll_failing.after, for_: self.poll_failing.for_ }, self.poll_failing.severity)
+            }),
+        }
+    }
+}
+
 impl Default for Rules {
     fn default() -> Self {
         Rules {
@@ -232,6 +234,18 @@ pub struct Alerting {
     pub send_resolved: bool,
     #[serde(with = "humantime_ser")]
     pub max_delivery_age: Duration,
+}
+
+impl Alerting {
+    /// The state machine's timing.
+    pub fn lifecycle(&self) -> alerting::Lifecycle {
+        alerting::Lifecycle {
+            pending_for: self.pending_for,
+            resolve_after: self.resolve_after,
+            repeat_interval: self.repeat_interval,
+            send_resolved: self.send_resolved,
+        }
+    }
 }
 
 impl Default for Alerting {

@@ -195,3 +195,14 @@ fn duplicate_names_and_identities_are_rejected() {
     let k = keys(load(&text, &env()).unwrap_err());
     assert!(k.contains(&"targets[1].name".to_string()) && k.contains(&"targets[1]".to_string()), "{k:?}");
 }
+
+#[test]
+fn rule_settings_become_the_rule_functions_parameters() {
+    let text = format!("{MINIMAL}\n[rules.stuck_running]\nenabled = false\n[rules.poll_failing]\nafter = 5\nseverity = \"warning\"\n");
+    let c = load(&text, &env()).unwrap();
+    let set = c.targets[0].rules.rule_set();
+    assert!(set.stuck_running.is_none());
+    let (pf, sev) = set.poll_failing.unwrap();
+    assert_eq!((pf.after, sev), (5, Severity::Warning));
+    assert_eq!(set.no_recent_scan.unwrap().0.max_age, hours(24));
+}
