@@ -20,9 +20,9 @@ use url::Url;
 
 use crate::alerting;
 use crate::hss::budget;
-use crate::rules;
 use crate::hss::regions;
 use crate::model::{SeriesKey, TaskType};
+use crate::rules;
 use raw::*;
 pub use secrets::{Environment, SecretSource, SourcedSecret};
 use secrets::{SecretContext, SecretKeys};
@@ -201,7 +201,10 @@ impl Rules {
             total_stalled: on(self.total_stalled.enabled)
                 .map(|_| (rules::TotalStalled { window: self.total_stalled.window }, self.total_stalled.severity)),
             poll_failing: on(self.poll_failing.enabled).map(|_| {
-                (rules::PollFailing { after: self.poll_failing.after, for_: self.poll_failing.for_ }, self.poll_failing.severity)
+                (
+                    rules::PollFailing { after: self.poll_failing.after, for_: self.poll_failing.for_ },
+                    self.poll_failing.severity,
+                )
             }),
         }
     }

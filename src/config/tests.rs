@@ -198,7 +198,9 @@ fn duplicate_names_and_identities_are_rejected() {
 
 #[test]
 fn rule_settings_become_the_rule_functions_parameters() {
-    let text = format!("{MINIMAL}\n[rules.stuck_running]\nenabled = false\n[rules.poll_failing]\nafter = 5\nseverity = \"warning\"\n");
+    let text = format!(
+        "{MINIMAL}\n[rules.stuck_running]\nenabled = false\n[rules.poll_failing]\nafter = 5\nseverity = \"warning\"\n"
+    );
     let c = load(&text, &env()).unwrap();
     let set = c.targets[0].rules.rule_set();
     assert!(set.stuck_running.is_none());

@@ -15,7 +15,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+pub mod alerts;
+
 use crate::model::{ErrorKind, PollRecord, SeriesKey, Snapshot, TaskStats, TaskType};
+pub use alerts::{AlertRow, SilenceRow, TransitionRow};
 
 /// Errors from the store; all carry what failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,372 @@
+//! Alert state, transitions, silences and acks.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Store, StoreError, WriteTx, millis, series_from_row, snapshot_from_row, sql};
+use crate::alerting::{Alert, AlertState, Event, Transition};
+use crate::model::{SeriesKey, Snapshot};
+use crate::rules::{RuleName, Severity};
+
+/// A stored alert with its identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRow {
+    pub id: i64,
+    pub fingerprint: String,
+    pub series: SeriesKey,
+    pub rule: RuleName,
+    pub severity: Severity,
+    pub alert: Alert,
+    pub ack_comment: Option<String>,
+    pub evaluated_snapshot_id: Option<i64>,
+}
+
+/// A stored transition with the alert it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitionRow {
+    pub fingerprint: String,
+    pub series: SeriesKey,
+    pub rule: RuleName,
+    pub snapshot_id: Option<i64>,
+    pub transition: Transition,
+}
+
+/// A stored silence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SilenceRow {
+    pub id: i64,
+    /// label → glob
+    pub matchers: BTreeMap<String, String>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub created_by: String,
+    pub comment: String,
+    pub created_at: DateTime<Utc>,
+}
+
+fn ms(t: Option<DateTime<Utc>>) -> Option<i64> {
+    t.map(|t| t.timestamp_millis())
+}
+
+fn opt_millis(v: Option<i64>) -> Option<DateTime<Utc>> {
+    v.map(millis)
+}
+
+fn corrupt(detail: String) -> StoreError {
+    StoreError::Corrupt { table: "alerts", detail }
+}
+
+fn alert_from_row(row: &SqliteRow) -> Result<AlertRow, StoreError> {
+    let read = sql("reading an alert");
+    let r = (|| -> Result<_, sqlx::Error> {
+        Ok((
+            row.try_get::<i64, _>("alert_id")?,
+            row.try_get::<String, _>("fingerprint")?,
+            row.try_get::<String, _>("rule")?,
+            row.try_get::<String, _>("severity")?,
+            row.try_get::<String, _>("state")?,
+            Alert {
+                state: AlertState::Inactive,
+                since: opt_millis(row.try_get("since")?),
+                breach_started: opt_millis(row.try_get("breach_started")?),
+                ok_since: opt_millis(row.try_get("ok_since")?),
+                last_notified_at: opt_millis(row.try_get("last_notified_at")?),
+                acked: row.try_get("acked")?,
+                summary: row.try_get("summary")?,
+                value: row.try_get("value")?,
+            },
+            row.try_get::<Option<String>, _>("ack_comment")?,
+            row.try_get::<Option<i64>, _>("evaluated_snapshot_id")?,
+        ))
+    })()
+    .map_err(read)?;
+    let (id, fingerprint, rule, severity, state, mut alert, ack_comment, evaluated_snapshot_id) = r;
+    alert.state = AlertState::parse(&state).ok_or_else(|| corrupt(format!("state `{state}`")))?;
+    Ok(AlertRow {
+        id,
+        fingerprint,
+        series: series_from_row(row)?.key,
+        rule: RuleName::parse(&rule).ok_or_else(|| corrupt(format!("rule `{rule}`")))?,
+        severity: Severity::parse(&severity).ok_or_else(|| corrupt(format!("severity `{severity}`")))?,
+        alert,
+        ack_comment,
+        evaluated_snapshot_id,
+    })
+}
+
+const ALERT_SELECT: &str =
+    "SELECT a.id AS alert_id, a.*, r.id, r.target, r.task_type, r.account, r.region, r.project_id,
+        r.enterprise_project_id FROM alerts a JOIN series r ON r.id = a.series_id";
+
+impl WriteTx {
+    /// The stored alert for `fingerprint`, if any.
+    pub async fn alert(&mut self, fingerprint: &str) -> Result<Option<AlertRow>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{ALERT_SELECT} WHERE a.fingerprint = ?1")))
+            .bind(fingerprint)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(sql("reading an alert"))?;
+        row.as_ref().map(alert_from_row).transpose()
+    }
+
+    /// Inserts or updates an alert's state and returns its id.
+    pub async fn save_alert(
+        &mut self,
+        fingerprint: &str,
+        series_id: i64,
+        rule: RuleName,
+        severity: Severity,
+        alert: &Alert,
+        snapshot_id: Option<i64>,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO alerts (fingerprint, series_id, rule, severity, state, since, breach_started, ok_since,
+                                 last_notified_at, acked, summary, value, evaluated_snapshot_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT (fingerprint) DO UPDATE SET series_id = excluded.series_id, severity = excluded.severity,
+                 state = excluded.state, since = excluded.since, breach_started = excluded.breach_started,
+                 ok_since = excluded.ok_since, last_notified_at = excluded.last_notified_at, acked = excluded.acked,
+                 ack_comment = CASE WHEN excluded.acked THEN alerts.ack_comment ELSE NULL END,
+                 summary = excluded.summary, value = excluded.value,
+                 evaluated_snapshot_id = COALESCE(excluded.evaluated_snapshot_id, alerts.evaluated_snapshot_id)
+             RETURNING id",
+        )
+        .bind(fingerprint)
+        .bind(series_id)
+        .bind(rule.as_str())
+        .bind(severity.as_str())
+        .bind(alert.state.as_str())
+        .bind(ms(alert.since))
+        .bind(ms(alert.breach_started))
+        .bind(ms(alert.ok_since))
+        .bind(ms(alert.last_notified_at))
+        .bind(alert.acked)
+        .bind(&alert.summary)
+        .bind(&alert.value)
+        .bind(snapshot_id)
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(sql("saving an alert"))?;
+        row.try_get(0).map_err(sql("saving an alert"))
+    }
+
+    pub async fn insert_transition(
+        &mut self,
+        alert_id: i64,
+        snapshot_id: Option<i64>,
+        t: &Transition,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO alert_transitions (alert_id, snapshot_id, at, from_state, to_state, event, summary, value)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(alert_id)
+        .bind(snapshot_id)
+        .bind(t.at.timestamp_millis())
+        .bind(t.from.as_str())
+        .bind(t.to.as_str())
+        .bind(t.event.map(event_str))
+        .bind(&t.summary)
+        .bind(&t.value)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(sql("recording a transition"))?;
+        Ok(())
+    }
+
+    /// What the rules of one series read: every snapshot since `window_start`, the latest `min_polls` whatever their
+    /// age, and the newest successful one before the window — oldest first.
+    pub async fn rule_history(
+        &mut self,
+        series_id: i64,
+        window_start: DateTime<Utc>,
+        min_polls: u32,
+    ) -> Result<Vec<Snapshot>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM snapshots WHERE series_id = ?1 AND (
+                 polled_at >= ?2
+                 OR id IN (SELECT id FROM snapshots WHERE series_id = ?1 ORDER BY polled_at DESC, id DESC LIMIT ?3)
+                 OR id = (SELECT id FROM snapshots WHERE series_id = ?1 AND ok AND polled_at < ?2
+                          ORDER BY polled_at DESC, id DESC LIMIT 1))
+             ORDER BY polled_at, id",
+        )
+        .bind(series_id)
+        .bind(window_start.timestamp_millis())
+        .bind(i64::from(min_polls))
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(sql("reading rule history"))?;
+        rows.iter().map(snapshot_from_row).collect()
+    }
+}
+
+pub fn event_str(e: Event) -> &'static str {
+    match e {
+        Event::Firing => "firing",
+        Event::Repeat => "repeat",
+        Event::Resolved => "resolved",
+    }
+}
+
+fn parse_event(s: &str) -> Option<Event> {
+    [Event::Firing, Event::Repeat, Event::Resolved].into_iter().find(|e| event_str(*e) == s)
+}
+
+impl Store {
+    /// Alerts, with their series. `all = false` gives only pending and firing ones.
+    pub async fn alerts(&self, all: bool) -> Result<Vec<AlertRow>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{ALERT_SELECT} WHERE ?1 OR a.state IN ('pending', 'firing') ORDER BY r.target, r.task_type, a.rule"
+        )))
+        .bind(all)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing alerts"))?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    /// Transitions, oldest first; optionally of one alert only, and since a time.
+    pub async fn transitions(
+        &self,
+        fingerprint: Option<&str>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<TransitionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.*, a.fingerprint, a.rule, r.id, r.target, r.task_type, r.account, r.region, r.project_id,
+                    r.enterprise_project_id
+             FROM alert_transitions t JOIN alerts a ON a.id = t.alert_id JOIN series r ON r.id = a.series_id
+             WHERE (?1 IS NULL OR a.fingerprint = ?1) AND (?2 IS NULL OR t.at >= ?2)
+             ORDER BY t.at, t.id",
+        )
+        .bind(fingerprint)
+        .bind(ms(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing transitions"))?;
+        rows.iter()
+            .map(|row| {
+                let read = sql("reading a transition");
+                let (rule, from, to, event): (String, String, String, Option<String>) = (|| {
+                    Ok::<_, sqlx::Error>((
+                        row.try_get("rule")?,
+                        row.try_get("from_state")?,
+                        row.try_get("to_state")?,
+                        row.try_get("event")?,
+                    ))
+                })()
+                .map_err(read)?;
+                let state = |s: &str| AlertState::parse(s).ok_or_else(|| corrupt(format!("state `{s}`")));
+                let event = match event {
+                    Some(e) => Some(parse_event(&e).ok_or_else(|| corrupt(format!("event `{e}`")))?),
+                    None => None,
+                };
+                let get = |c: &str| row.try_get::<String, _>(c).map_err(sql("reading a transition"));
+                Ok(TransitionRow {
+                    fingerprint: get("fingerprint")?,
+                    series: series_from_row(row)?.key,
+                    rule: RuleName::parse(&rule).ok_or_else(|| corrupt(format!("rule `{rule}`")))?,
+                    snapshot_id: row.try_get("snapshot_id").map_err(sql("reading a transition"))?,
+                    transition: Transition {
+                        from: state(&from)?,
+                        to: state(&to)?,
+                        at: millis(row.try_get("at").map_err(sql("reading a transition"))?),
+                        event,
+                        summary: get("summary")?,
+                        value: get("value")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Acknowledges a firing alert: no reminders until it resolves. Returns the alert as it now is, or `None` when
+    /// no alert has that fingerprint.
+    pub async fn ack(&self, fingerprint: &str, comment: Option<&str>) -> Result<Option<AlertRow>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let Some(row) = tx.alert(fingerprint).await? else { return Ok(None) };
+        let acked = crate::alerting::ack(&row.alert);
+        if acked.acked {
+            sqlx::query("UPDATE alerts SET acked = TRUE, ack_comment = ?2 WHERE id = ?1")
+                .bind(row.id)
+                .bind(comment)
+                .execute(&mut *tx.tx)
+                .await
+                .map_err(sql("acknowledging an alert"))?;
+        }
+        let after = tx.alert(fingerprint).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    pub async fn add_silence(
+        &self,
+        matchers: &BTreeMap<String, String>,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        created_by: &str,
+        comment: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let json = serde_json::to_string(matchers).map_err(|e| corrupt(e.to_string()))?;
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "INSERT INTO silences (matchers, starts_at, ends_at, created_by, comment, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        )
+        .bind(json)
+        .bind(starts_at.timestamp_millis())
+        .bind(ends_at.timestamp_millis())
+        .bind(created_by)
+        .bind(comment)
+        .bind(now.timestamp_millis())
+        .fetch_one(&mut *tx.tx)
+        .await
+        .map_err(sql("adding a silence"))?;
+        tx.commit().await?;
+        row.try_get(0).map_err(sql("adding a silence"))
+    }
+
+    /// Silences still in force at `now` (or, with `all`, every one).
+    pub async fn silences(&self, now: DateTime<Utc>, all: bool) -> Result<Vec<SilenceRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM silences WHERE ?1 OR ends_at > ?2 ORDER BY starts_at, id")
+            .bind(all)
+            .bind(now.timestamp_millis())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql("listing silences"))?;
+        rows.iter()
+            .map(|row| {
+                let read = |c: &str| row.try_get::<i64, _>(c).map_err(sql("reading a silence"));
+                let text = |c: &str| row.try_get::<String, _>(c).map_err(sql("reading a silence"));
+                let matchers = serde_json::from_str(&text("matchers")?)
+                    .map_err(|e| StoreError::Corrupt { table: "silences", detail: e.to_string() })?;
+                Ok(SilenceRow {
+                    id: read("id")?,
+                    matchers,
+                    starts_at: millis(read("starts_at")?),
+                    ends_at: millis(read("ends_at")?),
+                    created_by: text("created_by")?,
+                    comment: text("comment")?,
+                    created_at: millis(read("created_at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Ends a silence now. `false` when there is no such silence or it had already ended.
+    pub async fn expire_silence(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("UPDATE silences SET ends_at = ?2 WHERE id = ?1 AND ends_at > ?2")
+            .bind(id)
+            .bind(now.timestamp_millis())
+            .execute(&mut *tx.tx)
+            .await
+            .map_err(sql("expiring a silence"))?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+}
