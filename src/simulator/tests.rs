@@ -1,0 +1,712 @@
+//! The simulator over real HTTP on 127.0.0.1, driven by reqwest and signed with the production signer.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::hss::signer::{self, SignableRequest};
+
+const AK: &str = "HPUAEXAMPLEAK0000001";
+const SK: &str = "exampleSecretKey0000000000000000000000001";
+const P1: &str = "0123456789abcdef0123456789abcdef";
+
+fn scenario(extra: &str) -> String {
+    format!(
+        r#"
+[simulator]
+calls_per_minute = 0
+
+[[credentials]]
+ak = "{AK}"
+sk = "{SK}"
+
+[[credentials]]
+ak = "TEMPAK"
+sk = "TEMPSK"
+security_token = "sts-token-value"
+
+[[users]]
+domain = "acme"
+name = "watcher"
+password = "s3cret"
+
+[[tokens]]
+token = "static-token-1"
+
+[[series]]
+project_id = "{P1}"
+task_type = "cluster_scan"
+  [[series.steps]]
+  at = "0s"
+  total_num = 10
+  running_num = 0
+  last_task_age = "1h"
+  [[series.steps]]
+  at = "2h"
+  total_num = 20
+  running_num = 1
+  last_task_at = "1h"
+
+[[series]]
+project_id = "{P1}"
+task_type = "iac_scan"
+  [[series.steps]]
+  at = "0s"
+  total_num = 5
+  running_num = 0
+  last_task_at = "0s"
+{extra}
+"#
+    )
+}
+
+struct Harness {
+    sim: Simulator,
+    base: String,
+    host: String,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+async fn spawn(toml: &str) -> Harness {
+    let sim = Simulator::new(Scenario::from_toml_str(toml).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn({
+        let (sim, shutdown) = (sim.clone(), shutdown.clone());
+        async move { sim.serve(listener, shutdown).await }
+    });
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    Harness { sim, base: format!("http://{host}"), host, client, shutdown, server }
+}
+
+impl Harness {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.server.await.unwrap().unwrap();
+    }
+
+    /// A task-statistics GET signed like the SDK signs it.
+    fn signed(
+        &self,
+        ak: &str,
+        sk: &str,
+        query: &[(&str, &str)],
+        date: DateTime<Utc>,
+        extra: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
+        let path = format!("/v5/{P1}/common/task-statistics");
+        let query: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut headers: Vec<(String, String)> = vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("Host".into(), self.host.clone()),
+            ("User-Agent".into(), "scanwatch-test".into()),
+            ("X-Project-Id".into(), P1.into()),
+            ("X-Sdk-Date".into(), date.format(signer::SDK_DATE_FORMAT).to_string()),
+        ];
+        headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let req = SignableRequest { method: "GET", path: &path, query: &query, headers: &headers, body: b"" };
+        let signature = signer::sign(&req, ak, sk).unwrap();
+        let qs = signer::canonical_query(&query);
+        let url = if qs.is_empty() { format!("{}{path}", self.base) } else { format!("{}{path}?{qs}", self.base) };
+        let mut builder = self.client.get(url).header("Authorization", signature.authorization);
+        for (k, v) in headers {
+            builder = builder.header(k, v);
+        }
+        builder
+    }
+
+    fn good(&self, task_type: &str) -> reqwest::RequestBuilder {
+        self.signed(AK, SK, &[("task_type", task_type)], self.sim.now(), &[])
+    }
+
+    fn with_token(&self, token: &str, task_type: &str) -> reqwest::RequestBuilder {
+        self.client
+            .get(format!("{}/v5/{P1}/common/task-statistics?task_type={task_type}", self.base))
+            .header("X-Auth-Token", token)
+    }
+}
+
+async fn json_of(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())))
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn assert_near(got: &Value, want_ms: i64) {
+    let got = got.as_i64().unwrap_or_else(|| panic!("not an integer: {got}"));
+    assert!((got - want_ms).abs() < 5_000, "got {got}, want about {want_ms}");
+}
+
+#[tokio::test]
+async fn a_correctly_signed_call_returns_the_step_values() {
+    let h = spawn(&scenario("")).await;
+    let resp = h.good("cluster_scan").send().await.unwrap();
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(request_id.len(), 32);
+    assert!(request_id.chars().all(|c| c.is_ascii_hexdigit()));
+    let (status, body) = json_of(resp).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["total_num"].as_u64(), body["running_num"].as_u64()), (Some(10), Some(0)));
+    assert_near(&body["last_task_start_time"], ms(h.sim.now()) - 3_600_000);
+
+    let calls = h.sim.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].identity.as_deref(), Some(AK));
+    assert_eq!((calls[0].status, calls[0].error_code.as_deref()), (Some(200), None));
+    assert_eq!(calls[0].query, "task_type=cluster_scan");
+    assert_eq!(calls[0].request_id, request_id);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_sk_gets_401_with_our_canonical_request_in_the_message() {
+    let h = spawn(&scenario("")).await;
+    let resp = h.signed(AK, "not-the-sk", &[("task_type", "iac_scan")], h.sim.now(), &[]).send().await.unwrap();
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let (status, body) = json_of(resp).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error_code"], "APIGW.0301");
+    assert_eq!(body["request_id"], request_id.as_str());
+    let msg = body["error_msg"].as_str().unwrap();
+    assert!(msg.starts_with("Incorrect IAM authentication information: verify aksk signature fail"), "{msg}");
+    assert!(
+        msg.contains(&format!("canonicalRequest: GET|/v5/{P1}/common/task-statistics/|task_type=iac_scan|")),
+        "{msg}"
+    );
+    assert!(msg.contains("|content-type;host;user-agent;x-project-id;x-sdk-date|"), "{msg}");
+    assert!(!msg.contains('\n'));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_access_key_gets_401() {
+    let h = spawn(&scenario("")).await;
+    let (status, body) =
+        json_of(h.signed("NOSUCHAK", SK, &[("task_type", "iac_scan")], h.sim.now(), &[]).send().await.unwrap()).await;
+    assert_eq!((status, body["error_code"].as_str()), (401, Some("APIGW.0301")));
+    assert_eq!(h.sim.calls()[0].identity.as_deref(), Some("NOSUCHAK"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_x_sdk_date_older_than_the_allowed_skew_is_rejected() {
+    let h = spawn(&scenario("")).await;
+    let old = h.sim.now() - chrono::Duration::minutes(16);
+    let (status, body) = json_of(h.signed(AK, SK, &[("task_type", "iac_scan")], old, &[]).send().await.unwrap()).await;
+    assert_eq!((status, body["error_code"].as_str()), (401, Some("APIGW.0301")));
+    assert!(body["error_msg"].as_str().unwrap().contains("request date is out of range"), "{body}");
+
+    let fine = h.sim.now() - chrono::Duration::minutes(14);
+    let resp = h.signed(AK, SK, &[("task_type", "iac_scan")], fine, &[]).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn signed_headers_must_cover_host_and_the_date() {
+    let h = spawn(&scenario("")).await;
+    let date = h.sim.now().format(signer::SDK_DATE_FORMAT).to_string();
+    let headers = vec![("X-Sdk-Date".to_string(), date.clone())];
+    let path = format!("/v5/{P1}/common/task-statistics");
+    let req = SignableRequest { method: "GET", path: &path, query: &[], headers: &headers, body: b"" };
+    let sig = signer::sign(&req, AK, SK).unwrap();
+    let resp = h
+        .client
+        .get(format!("{}{path}", h.base))
+        .header("X-Sdk-Date", date)
+        .header("Authorization", sig.authorization)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(resp).await;
+    assert_eq!(status, 401);
+    assert!(body["error_msg"].as_str().unwrap().contains("SignedHeaders must include host"), "{body}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn more_than_five_failed_signatures_lock_the_key_for_five_minutes() {
+    let h = spawn(&scenario("")).await;
+    let bad = || h.signed(AK, "wrong", &[("task_type", "iac_scan")], h.sim.now(), &[]);
+    for i in 1..=5 {
+        let (status, body) = json_of(bad().send().await.unwrap()).await;
+        let msg = body["error_msg"].as_str().unwrap().to_string();
+        assert_eq!(status, 401);
+        assert!(msg.contains("verify aksk signature fail") && !msg.contains("locked"), "failure {i}: {msg}");
+    }
+    let (status, body) = json_of(bad().send().await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert!(body["error_msg"].as_str().unwrap().contains("locked"), "the 6th failure locks: {body}");
+
+    let (status, body) = json_of(h.good("iac_scan").send().await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert!(body["error_msg"].as_str().unwrap().contains("locked"), "even a good signature is refused: {body}");
+
+    h.sim.advance(Duration::from_secs(4 * 60));
+    let (status, _) = json_of(h.good("iac_scan").send().await.unwrap()).await;
+    assert_eq!(status, 401, "still locked after 4 minutes");
+
+    h.sim.advance(Duration::from_secs(61));
+    let (status, _) = json_of(h.good("iac_scan").send().await.unwrap()).await;
+    assert_eq!(status, 200, "unlocked after 5 minutes");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_success_resets_the_failure_count() {
+    let h = spawn(&scenario("")).await;
+    let bad = || h.signed(AK, "wrong", &[("task_type", "iac_scan")], h.sim.now(), &[]);
+    for _ in 0..5 {
+        assert_eq!(bad().send().await.unwrap().status(), 401);
+    }
+    assert_eq!(h.good("iac_scan").send().await.unwrap().status(), 200);
+    for _ in 0..5 {
+        let (_, body) = json_of(bad().send().await.unwrap()).await;
+        assert!(!body["error_msg"].as_str().unwrap().contains("locked"), "{body}");
+    }
+    assert_eq!(h.good("iac_scan").send().await.unwrap().status(), 200);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn temporary_credentials_need_a_signed_matching_security_token() {
+    let h = spawn(&scenario("")).await;
+    let q = [("task_type", "iac_scan")];
+
+    let (status, body) = json_of(h.signed("TEMPAK", "TEMPSK", &q, h.sim.now(), &[]).send().await.unwrap()).await;
+    assert_eq!(status, 401, "no token: {body}");
+    assert!(body["error_msg"].as_str().unwrap().contains("X-Security-Token"), "{body}");
+
+    let wrong = [("X-Security-Token", "other-token")];
+    let (status, _) = json_of(h.signed("TEMPAK", "TEMPSK", &q, h.sim.now(), &wrong).send().await.unwrap()).await;
+    assert_eq!(status, 401, "wrong token");
+
+    // Sent but left out of SignedHeaders.
+    let unsigned = h.signed("TEMPAK", "TEMPSK", &q, h.sim.now(), &[]).header("X-Security-Token", "sts-token-value");
+    assert_eq!(unsigned.send().await.unwrap().status(), 401, "unsigned token");
+
+    let right = [("X-Security-Token", "sts-token-value")];
+    let (status, body) = json_of(h.signed("TEMPAK", "TEMPSK", &q, h.sim.now(), &right).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_security_token_never_comes_back_in_a_401_message() {
+    let h = spawn(&scenario("")).await;
+    let right = [("X-Security-Token", "sts-token-value")];
+    let resp = h.signed("TEMPAK", "WRONGSK", &[("task_type", "iac_scan")], h.sim.now(), &right).send().await.unwrap();
+    let (status, body) = json_of(resp).await;
+    assert_eq!(status, 401);
+    let msg = body["error_msg"].as_str().unwrap();
+    assert!(msg.contains("canonicalRequest") && !msg.contains("sts-token-value"), "{msg}");
+    h.stop().await;
+}
+
+fn login_body(password: &str) -> String {
+    serde_json::json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "domain": {"name": "acme"}, "name": "watcher", "password": password}}},
+        "scope": {"project": {"name": "cn-north-4"}}}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn an_iam_token_works_until_it_expires_on_the_simulator_clock() {
+    let h = spawn(&scenario("")).await;
+    let resp = h
+        .client
+        .post(format!("{}/v3/auth/tokens", h.base))
+        .header("Content-Type", "application/json;charset=utf8")
+        .body(login_body("s3cret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let token = resp.headers()["x-subject-token"].to_str().unwrap().to_string();
+    let (_, body) = json_of(resp).await;
+    let expires = body["token"]["expires_at"].as_str().unwrap();
+    assert_eq!(expires.len(), "2026-01-02T03:04:05.000000Z".len(), "{expires}");
+    let expires = DateTime::parse_from_rfc3339(expires).unwrap().with_timezone(&Utc);
+    assert!((expires - h.sim.now() - chrono::Duration::hours(24)).num_seconds().abs() < 5);
+    assert_eq!(body["token"]["methods"][0], "password");
+
+    let (status, body) = json_of(h.with_token(&token, "cluster_scan").send().await.unwrap()).await;
+    assert_eq!((status, body["total_num"].as_u64()), (200, Some(10)));
+    assert_eq!(h.sim.calls().last().unwrap().identity.as_deref(), Some("acme/watcher"));
+
+    h.sim.advance(Duration::from_secs(24 * 3600 + 1));
+    let (status, body) = json_of(h.with_token(&token, "cluster_scan").send().await.unwrap()).await;
+    assert_eq!((status, body["error_code"].as_str()), (401, Some("APIGW.0307")));
+    assert_eq!(body["error_msg"], "The token must be updated");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_password_gets_the_iam_401_and_a_malformed_login_a_400() {
+    let h = spawn(&scenario("")).await;
+    let url = format!("{}/v3/auth/tokens", h.base);
+    let (status, body) = json_of(h.client.post(&url).body(login_body("nope")).send().await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        body,
+        serde_json::json!({"error": {"code": 401, "message": "The username or password is wrong.", "title": "Unauthorized"}})
+    );
+
+    let (status, body) = json_of(h.client.post(&url).body("{\"auth\":").send().await.unwrap()).await;
+    assert_eq!((status, body["error"]["code"].as_u64()), (400, Some(400)));
+    let no_scope = login_body("s3cret").replace("\"scope\"", "\"elsewhere\"");
+    let (status, body) = json_of(h.client.post(&url).body(no_scope).send().await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("scope"), "{body}");
+
+    let calls = h.sim.calls();
+    assert_eq!(calls.len(), 3, "IAM calls are logged too");
+    assert_eq!((calls[0].identity.as_deref(), calls[0].status), (Some("acme/watcher"), Some(401)));
+    assert_eq!(calls[1].status, Some(400));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn static_tokens_work_and_unknown_or_missing_credentials_do_not() {
+    let h = spawn(&scenario("")).await;
+    let (status, _) = json_of(h.with_token("static-token-1", "iac_scan").send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(h.sim.calls()[0].identity.as_deref(), Some("token"));
+
+    let (status, body) = json_of(h.with_token("forged", "iac_scan").send().await.unwrap()).await;
+    assert_eq!((status, body["error_code"].as_str()), (401, Some("APIGW.0301")));
+
+    let url = format!("{}/v5/{P1}/common/task-statistics?task_type=iac_scan", h.base);
+    let (status, body) = json_of(h.client.get(&url).send().await.unwrap()).await;
+    assert_eq!((status, body["error_code"].as_str()), (401, Some("APIGW.0301")));
+    assert!(body["error_msg"].as_str().unwrap().contains("x-auth-token not found"));
+
+    let both = h.good("iac_scan").header("X-Auth-Token", "static-token-1");
+    assert_eq!(both.send().await.unwrap().status(), 401, "two credentials at once are refused");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_sixth_call_in_a_minute_is_throttled_until_the_window_slides() {
+    let h = spawn(&scenario("").replace("calls_per_minute = 0", "calls_per_minute = 5")).await;
+    for i in 0..5 {
+        assert_eq!(h.good("iac_scan").send().await.unwrap().status(), 200, "call {i}");
+    }
+    let resp = h.good("iac_scan").send().await.unwrap();
+    assert!(resp.headers().get("retry-after").is_none(), "the real gateway sends no Retry-After");
+    let (status, body) = json_of(resp).await;
+    assert_eq!((status, body["error_code"].as_str()), (429, Some("APIGW.0308")));
+    assert_eq!(
+        body["error_msg"],
+        "The throttling threshold has been reached: policy user over ratelimit,limit:5,time:1 minute"
+    );
+    // Another identity has its own budget.
+    assert_eq!(h.with_token("static-token-1", "iac_scan").send().await.unwrap().status(), 200);
+
+    h.sim.advance(Duration::from_secs(60));
+    for i in 0..5 {
+        assert_eq!(h.good("iac_scan").send().await.unwrap().status(), 200, "after the window, call {i}");
+    }
+    assert_eq!(h.good("iac_scan").send().await.unwrap().status(), 429, "the refused call took no slot");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn steps_switch_when_the_clock_is_advanced() {
+    let h = spawn(&scenario("")).await;
+    let (_, before) = json_of(h.good("cluster_scan").send().await.unwrap()).await;
+    assert_eq!((before["total_num"].as_u64(), before["running_num"].as_u64()), (Some(10), Some(0)));
+    h.sim.advance(Duration::from_secs(2 * 3600));
+    let (_, after) = json_of(h.good("cluster_scan").send().await.unwrap()).await;
+    assert_eq!((after["total_num"].as_u64(), after["running_num"].as_u64()), (Some(20), Some(1)));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn last_task_age_moves_with_time_and_last_task_at_goes_stale() {
+    let h = spawn(&scenario("")).await;
+    let started = h.sim.now() - chrono::Duration::from_std(h.sim.scenario_time()).unwrap();
+    let (_, alive) = json_of(h.good("cluster_scan").send().await.unwrap()).await;
+    let (_, stale) = json_of(h.good("iac_scan").send().await.unwrap()).await;
+    assert_near(&alive["last_task_start_time"], ms(h.sim.now()) - 3_600_000);
+    assert_eq!(stale["last_task_start_time"].as_i64(), Some(ms(started)));
+
+    h.sim.advance(Duration::from_secs(3600));
+    let (_, alive_later) = json_of(h.good("cluster_scan").send().await.unwrap()).await;
+    let (_, stale_later) = json_of(h.good("iac_scan").send().await.unwrap()).await;
+    assert_near(&alive_later["last_task_start_time"], ms(h.sim.now()) - 3_600_000);
+    let moved = alive_later["last_task_start_time"].as_i64().unwrap() - alive["last_task_start_time"].as_i64().unwrap();
+    assert!(moved >= 3_600_000, "an age keeps the task fresh: moved {moved}");
+    assert_eq!(stale_later["last_task_start_time"], stale["last_task_start_time"], "a fixed time stays put");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn requests_the_scenario_does_not_cover_get_hss_errors() {
+    let h = spawn(&scenario("")).await;
+    let (status, body) = json_of(h.good("host_scan").send().await.unwrap()).await;
+    assert_eq!((status, body["error_code"].as_str()), (400, Some("HSS.0001")));
+    let (status, body) = json_of(h.signed(AK, SK, &[], h.sim.now(), &[]).send().await.unwrap()).await;
+    assert_eq!((status, body["error_code"].as_str()), (400, Some("HSS.0001")), "task_type is mandatory");
+
+    let other = "ffffffffffffffffffffffffffffffff";
+    let resp = h.client.get(format!("{}/v5/{other}/common/task-statistics?task_type=iac_scan", h.base));
+    let (status, body) = json_of(resp.header("X-Auth-Token", "static-token-1").send().await.unwrap()).await;
+    assert_eq!((status, body["error_code"].as_str()), (404, Some("HSS.0011")));
+
+    let resp = h.client.get(format!("{}/v5/{P1}/common/elsewhere", h.base)).send().await.unwrap();
+    assert!(resp.headers().contains_key("x-request-id"));
+    let (status, body) = json_of(resp).await;
+    assert_eq!((status, body["error_code"].as_str()), (404, Some("APIGW.0101")));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_enterprise_project_selects_its_own_series() {
+    let extra = r#"
+[[series]]
+project_id = "0123456789abcdef0123456789abcdef"
+task_type = "iac_scan"
+enterprise_project_id = "all_granted_eps"
+  [[series.steps]]
+  at = "0s"
+  total_num = 99
+  running_num = 0
+"#;
+    let h = spawn(&scenario(extra)).await;
+    let q = [("enterprise_project_id", "all_granted_eps"), ("task_type", "iac_scan")];
+    let (_, body) = json_of(h.signed(AK, SK, &q, h.sim.now(), &[]).send().await.unwrap()).await;
+    assert_eq!(body["total_num"].as_u64(), Some(99));
+    let q = [("enterprise_project_id", "0"), ("task_type", "iac_scan")];
+    let (_, body) = json_of(h.signed(AK, SK, &q, h.sim.now(), &[]).send().await.unwrap()).await;
+    assert_eq!(body["total_num"].as_u64(), Some(5));
+    h.stop().await;
+}
+
+/// One series per fault, told apart by `enterprise_project_id` (= the fault's name).
+fn fault_scenario() -> String {
+    let faults = [
+        ("server_error", "status = 502"),
+        ("server_error_json", "status = 503\n  body = \"json\""),
+        ("throttled", "retry_after = 7"),
+        ("slow", "delay = \"50ms\""),
+        ("slow_forever", "delay = \"1h\""),
+        ("malformed", ""),
+        ("truncated", ""),
+        ("oversized", "bytes = 200000"),
+        ("wrong_types", ""),
+        ("negative", ""),
+        ("float", ""),
+        ("missing_field", ""),
+        ("null_field", ""),
+        ("hss_error", "code = \"HSS.0013\"\n  message = \"insufficient permission\"\n  shape = \"nested\""),
+        ("unauthorized", ""),
+        ("forbidden", ""),
+        ("not_found", ""),
+        ("reset", ""),
+    ];
+    let mut toml = scenario("");
+    for (name, options) in faults {
+        let fault = name.trim_end_matches("_json").trim_end_matches("_forever");
+        toml.push_str(&format!(
+            "\n[[series]]\nproject_id = \"{P1}\"\ntask_type = \"cluster_scan\"\nenterprise_project_id = \"{name}\"\n  \
+             [[series.steps]]\n  at = \"0s\"\n  fault = \"{fault}\"\n  total_num = 17\n  running_num = 1\n  {options}\n"
+        ));
+    }
+    toml
+}
+
+async fn fault(h: &Harness, name: &str) -> reqwest::Response {
+    let q = [("enterprise_project_id", name), ("task_type", "cluster_scan")];
+    h.signed(AK, SK, &q, h.sim.now(), &[]).send().await.unwrap()
+}
+
+async fn text(resp: reqwest::Response) -> (u16, String, String) {
+    let status = resp.status().as_u16();
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    (status, ct, resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn every_fault_produces_its_documented_response() {
+    let h = spawn(&fault_scenario()).await;
+
+    let (status, ct, body) = text(fault(&h, "server_error").await).await;
+    assert_eq!(status, 502);
+    assert!(ct.starts_with("text/html") && body.contains("502 Bad Gateway"), "{ct} {body}");
+
+    let (status, body) = json_of(fault(&h, "server_error_json").await).await;
+    assert_eq!((status, body["error_code"].as_str()), (503, Some("APIGW.0202")));
+
+    let resp = fault(&h, "throttled").await;
+    assert_eq!(resp.headers()["retry-after"], "7");
+    let (status, body) = json_of(resp).await;
+    assert_eq!((status, body["error_code"].as_str()), (429, Some("APIGW.0308")));
+
+    let (status, ct, body) = text(fault(&h, "malformed").await).await;
+    assert_eq!(status, 200);
+    assert!(ct.starts_with("text/html") && body.starts_with("<html>"), "{body}");
+
+    let (status, _, body) = text(fault(&h, "truncated").await).await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("{\"total_num\":17") && serde_json::from_str::<Value>(&body).is_err(), "{body}");
+
+    let resp = fault(&h, "oversized").await;
+    assert_eq!(resp.content_length(), Some(200_000));
+    let (status, body) = json_of(resp).await;
+    assert_eq!((status, body["total_num"].as_u64()), (200, Some(17)));
+
+    let (_, _, body) = text(fault(&h, "wrong_types").await).await;
+    assert!(body.contains(r#""total_num":"17""#), "{body}");
+    let (_, _, body) = text(fault(&h, "negative").await).await;
+    assert!(body.contains(r#""running_num":-1"#), "{body}");
+    let (_, _, body) = text(fault(&h, "float").await).await;
+    assert!(body.contains(r#""total_num":17.5"#), "{body}");
+    let (_, _, body) = text(fault(&h, "missing_field").await).await;
+    assert!(!body.contains("total_num") && body.contains("running_num"), "{body}");
+    let (_, _, body) = text(fault(&h, "null_field").await).await;
+    assert!(body.contains(r#""total_num":null"#), "{body}");
+
+    let (status, body) = json_of(fault(&h, "hss_error").await).await;
+    assert_eq!(status, 400);
+    assert_eq!(body, serde_json::json!({"error": {"code": "HSS.0013", "message": "insufficient permission"}}));
+
+    let (status, body) = json_of(fault(&h, "unauthorized").await).await;
+    assert_eq!((status, body["error_code"].as_str()), (401, Some("APIGW.0301")));
+    let (status, body) = json_of(fault(&h, "forbidden").await).await;
+    assert_eq!((status, body["error_code"].as_str()), (403, Some("APIGW.0306")));
+    let (status, ct, _) = text(fault(&h, "not_found").await).await;
+    assert_eq!(status, 404);
+    assert!(ct.starts_with("text/html"));
+
+    let q = [("enterprise_project_id", "reset"), ("task_type", "cluster_scan")];
+    let err = h.signed(AK, SK, &q, h.sim.now(), &[]).send().await.unwrap_err();
+    assert!(!err.is_timeout() && err.status().is_none(), "no response at all: {err:?}");
+    let last = h.sim.calls().pop().unwrap();
+    assert_eq!((last.status, last.identity.as_deref()), (None, Some(AK)));
+
+    // The server keeps serving after a reset.
+    assert_eq!(h.good("iac_scan").send().await.unwrap().status(), 200);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn reset_closes_the_connection_without_sending_a_byte() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = spawn(&fault_scenario()).await;
+    let q = [("enterprise_project_id", "reset"), ("task_type", "cluster_scan")];
+    let req = h.signed(AK, SK, &q, h.sim.now(), &[]).build().unwrap();
+    let mut head = format!("GET {}?{} HTTP/1.1\r\n", req.url().path(), req.url().query().unwrap());
+    for (name, value) in req.headers() {
+        head.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+    }
+    head.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect(&h.host).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    // EOF or a connection reset both end the read; either way not one byte of a response came.
+    let _ = stream.read_to_end(&mut got).await;
+    assert!(got.is_empty(), "nothing was answered: {:?}", String::from_utf8_lossy(&got));
+    assert_eq!(h.sim.calls().last().unwrap().status, None);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn slow_answers_the_values_after_the_delay() {
+    let h = spawn(&fault_scenario()).await;
+    let started = std::time::Instant::now();
+    let (status, body) = json_of(fault(&h, "slow").await).await;
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    assert_eq!((status, body["total_num"].as_u64(), body["running_num"].as_u64()), (200, Some(17), Some(1)));
+
+    let q = [("enterprise_project_id", "slow_forever"), ("task_type", "cluster_scan")];
+    let err = h.signed(AK, SK, &q, h.sim.now(), &[]).timeout(Duration::from_millis(200)).send().await.unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    // Shutdown does not wait an hour for the slow answer.
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn faults_come_after_auth_and_count_toward_the_rate_limit() {
+    let h = spawn(&fault_scenario().replace("calls_per_minute = 0", "calls_per_minute = 2")).await;
+    let (status, _) = json_of(
+        h.signed(
+            AK,
+            "wrong",
+            &[("task_type", "cluster_scan"), ("enterprise_project_id", "forbidden")],
+            h.sim.now(),
+            &[],
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401, "a bad signature never reaches the fault");
+    assert_eq!(fault(&h, "forbidden").await.status(), 403);
+    assert_eq!(fault(&h, "server_error").await.status(), 502);
+    assert_eq!(fault(&h, "forbidden").await.status(), 429, "the two faults used the budget");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_control_api_advances_and_reports_the_clock_and_the_calls() {
+    let h = spawn(&scenario("")).await;
+    let before = h.sim.now();
+    let resp = h.client.post(format!("{}/__sim/advance", h.base)).body(r#"{"by":"90m"}"#).send().await.unwrap();
+    assert!(resp.headers().contains_key("x-request-id"));
+    let (status, body) = json_of(resp).await;
+    assert_eq!(status, 200);
+    let now = DateTime::parse_from_rfc3339(body["now"].as_str().unwrap()).unwrap().with_timezone(&Utc);
+    let moved = (now - before).num_seconds();
+    assert!((5400..5405).contains(&moved), "moved {moved}s");
+
+    let (_, body) = json_of(h.client.get(format!("{}/__sim/now", h.base)).send().await.unwrap()).await;
+    let reported = DateTime::parse_from_rfc3339(body["now"].as_str().unwrap()).unwrap().with_timezone(&Utc);
+    assert!((reported - now).num_seconds().abs() < 5);
+
+    let (status, body) =
+        json_of(h.client.post(format!("{}/__sim/advance", h.base)).body(r#"{"by":"soon"}"#).send().await.unwrap())
+            .await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("90m"), "{body}");
+
+    h.good("iac_scan").send().await.unwrap();
+    let (_, calls) = json_of(h.client.get(format!("{}/__sim/calls", h.base)).send().await.unwrap()).await;
+    let calls = calls.as_array().unwrap();
+    assert_eq!(calls.len(), 1, "control calls are not logged: {calls:?}");
+    assert_eq!(calls[0]["identity"], AK);
+    assert_eq!(calls[0]["status"], 200);
+    assert_eq!(calls[0]["method"], "GET");
+    assert_eq!(calls[0]["path"], format!("/v5/{P1}/common/task-statistics"));
+    let at = DateTime::parse_from_rfc3339(calls[0]["at"].as_str().unwrap()).unwrap();
+    assert!(at.with_timezone(&Utc) >= now, "call times are simulator times");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn run_serves_a_scenario_file_until_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(&path, scenario("")).unwrap();
+    let shutdown = CancellationToken::new();
+    shutdown.cancel();
+    // Already cancelled: binds, announces, and returns cleanly.
+    run("127.0.0.1:0".parse().unwrap(), &path, shutdown).await.unwrap();
+
+    let missing = run("127.0.0.1:0".parse().unwrap(), &dir.path().join("nope.toml"), CancellationToken::new()).await;
+    assert!(missing.unwrap_err().to_string().contains("nope.toml"));
+}
