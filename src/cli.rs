@@ -9,9 +9,13 @@ use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::{Parser, Subcommand};
 
+use crate::alerting::{
+    self,
+    silence::{alert_labels, silenced_by},
+};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, ConfigError};
-use crate::output::{self, Format, HistoryJson};
+use crate::output::{self, AlertJson, Format, HistoryJson, TransitionJson};
 use crate::poller::{PollResult, Poller};
 use crate::store::{HistoryQuery, Store};
 
@@ -76,6 +80,45 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Show alerts: pending and firing ones, or with --all every alert ever raised.
+    Alerts {
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show the alert transition log, oldest first.
+    Transitions {
+        /// Only this alert.
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// From this long ago (`24h`) or this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Acknowledge a firing alert: no reminders until it resolves.
+    Ack {
+        fingerprint: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Silence alerts by label (`target`, `account`, `region`, `project_id`, `task_type`, `rule`, `severity` or a
+    /// user label; values may be globs): transitions are still recorded, notifications are suppressed.
+    #[command(subcommand)]
+    Silence(SilenceCommand),
+    /// Evaluate the current rules over stored snapshots and print the transitions that would have happened.
+    /// Nothing is sent and nothing in the database changes.
+    Replay {
+        /// How far back to start (`7d`) or a time (RFC 3339).
+        #[arg(long)]
+        since: String,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Run the HSS simulator: a real HTTP server speaking the task-statistics API and IAM login.
     Simulate {
         /// Address to listen on, e.g. 127.0.0.1:8080.
@@ -85,6 +128,37 @@ pub enum Command {
         #[arg(long)]
         scenario: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SilenceCommand {
+    /// Add a silence.
+    Add {
+        /// KEY=VALUE label matchers (repeat for more; all must match; VALUE may use `*` and `?`).
+        #[arg(long = "match", value_name = "KEY=VALUE", required = true)]
+        matchers: Vec<String>,
+        /// How long from now.
+        #[arg(long = "for", value_parser = parse_duration, conflicts_with = "until", required_unless_present = "until")]
+        for_: Option<Duration>,
+        /// Until this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Why (shown in `silence list` and `alerts`).
+        #[arg(long)]
+        comment: String,
+        /// Who; defaults to $USER.
+        #[arg(long, env = "USER", default_value = "unknown")]
+        author: String,
+    },
+    /// List silences in force (or, with --all, every one).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// End a silence now.
+    Expire { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +246,56 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let rows: Vec<HistoryJson> = store.history(&q).await?.iter().map(HistoryJson::from).collect();
             print!("{}", render_history(&rows, format));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Alerts { all, format } => {
+            let config = load(&cli.config)?;
+            let store = open_store(&config).await?;
+            print!("{}", alerts_view(&config, &store, clock.now(), all, format).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Transitions { fingerprint, since, format } => {
+            let config = load(&cli.config)?;
+            let store = open_store(&config).await?;
+            let since = since.map(|s| parse_time(&s, clock.now())).transpose().context("--since")?;
+            let rows: Vec<TransitionJson> = store
+                .transitions(fingerprint.as_deref(), since)
+                .await?
+                .iter()
+                .map(|r| TransitionJson::new(&r.fingerprint, &r.series, r.rule, &r.transition))
+                .collect();
+            print!("{}", render_transitions(&rows, format));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ack { fingerprint, comment } => {
+            let config = load(&cli.config)?;
+            let store = open_store(&config).await?;
+            match store.ack(&fingerprint, comment.as_deref()).await? {
+                None => anyhow::bail!("no alert has fingerprint {fingerprint} (see `scanwatch alerts --all`)"),
+                Some(row) if row.alert.acked => {
+                    println!(
+                        "acknowledged {fingerprint} ({} on {}): no reminders until it resolves",
+                        row.rule, row.series
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(row) => {
+                    eprintln!("{fingerprint} is {}, not firing: nothing to acknowledge", row.alert.state.as_str());
+                    Ok(ExitCode::from(EXIT_FAILURE))
+                }
+            }
+        }
+        Command::Silence(cmd) => {
+            let config = load(&cli.config)?;
+            let store = open_store(&config).await?;
+            silence(&store, cmd, clock.now()).await
+        }
+        Command::Replay { since, target, format } => {
+            let config = load(&cli.config)?;
+            let store = open_store(&config).await?;
+            let from = parse_time(&since, clock.now()).context("--since")?;
+            let rows = replay(&config, &store, from, target.as_deref()).await?;
+            print!("{}", render_transitions(&rows, format));
             Ok(ExitCode::SUCCESS)
         }
         Command::Simulate { listen, scenario } => {
@@ -308,4 +432,212 @@ fn render_poll(results: &[PollResult], format: Format) -> String {
         })
         .collect();
     render_history(&rows, format)
+}
+
+async fn alerts_view(
+    config: &Config,
+    store: &Store,
+    now: DateTime<Utc>,
+    all: bool,
+    format: Format,
+) -> anyhow::Result<String> {
+    let silences = store.silences(now, false).await?;
+    let rows: Vec<AlertJson> = store
+        .alerts(all)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let user = config.targets.iter().find(|t| t.name == r.series.target).map(|t| t.labels.clone());
+            let labels = alert_labels(&r.series, r.rule, r.severity, &user.unwrap_or_default());
+            AlertJson {
+                fingerprint: r.fingerprint,
+                target: r.series.target.clone(),
+                task_type: r.series.task_type.as_str().into(),
+                rule: r.rule.as_str().into(),
+                severity: r.severity.as_str().into(),
+                state: r.alert.state.as_str().into(),
+                since: r.alert.since.map(output::rfc3339),
+                summary: r.alert.summary,
+                value: r.alert.value,
+                last_notified_at: r.alert.last_notified_at.map(output::rfc3339),
+                acked: r.alert.acked,
+                silenced: silenced_by(&silences, &labels, now).is_some(),
+            }
+        })
+        .collect();
+    let headers = [
+        "fingerprint",
+        "target",
+        "task_type",
+        "rule",
+        "severity",
+        "state",
+        "since",
+        "summary",
+        "value",
+        "last_notified_at",
+        "acked",
+        "silenced",
+    ];
+    let table_headers =
+        ["FINGERPRINT", "TARGET", "TASK_TYPE", "RULE", "SEVERITY", "STATE", "SINCE", "FLAGS", "SUMMARY"];
+    Ok(match format {
+        Format::Table => output::render(format, &table_headers, &rows, |r| {
+            let flags = [(r.acked, "acked"), (r.silenced, "silenced")]
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, f)| *f)
+                .collect::<Vec<_>>()
+                .join(",");
+            vec![
+                r.fingerprint.clone(),
+                r.target.clone(),
+                r.task_type.clone(),
+                r.rule.clone(),
+                r.severity.clone(),
+                r.state.clone(),
+                r.since.clone().unwrap_or_default(),
+                flags,
+                r.summary.clone(),
+            ]
+        }),
+        _ => output::render(format, &headers, &rows, |_| Vec::new()),
+    })
+}
+
+fn render_transitions(rows: &[TransitionJson], format: Format) -> String {
+    let headers = ["fingerprint", "target", "task_type", "rule", "at", "from", "to", "event", "summary", "value"];
+    if format != Format::Table {
+        return output::render(format, &headers, rows, |_| Vec::new());
+    }
+    let table_headers = ["AT", "TARGET", "TASK_TYPE", "RULE", "TRANSITION", "EVENT", "SUMMARY"];
+    output::render(format, &table_headers, rows, |r| {
+        vec![
+            r.at.clone(),
+            r.target.clone(),
+            r.task_type.clone(),
+            r.rule.clone(),
+            format!("{} -> {}", r.from, r.to),
+            r.event.clone().unwrap_or_else(|| "-".into()),
+            r.summary.clone(),
+        ]
+    })
+}
+
+async fn silence(store: &Store, cmd: SilenceCommand, now: DateTime<Utc>) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SilenceCommand::Add { matchers, for_, until, comment, author } => {
+            let mut parsed = std::collections::BTreeMap::new();
+            for m in &matchers {
+                let (k, v) = m
+                    .split_once('=')
+                    .filter(|(k, _)| !k.trim().is_empty())
+                    .ok_or_else(|| anyhow::anyhow!("--match `{m}`: write KEY=VALUE, e.g. target=prod-*"))?;
+                parsed.insert(k.trim().to_string(), v.to_string());
+            }
+            let ends_at = match (for_, until) {
+                (Some(d), _) => now + TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX),
+                (None, Some(u)) => parse_time(&u, now).context("--until")?,
+                (None, None) => anyhow::bail!("give --for or --until"),
+            };
+            if ends_at <= now {
+                anyhow::bail!("the silence would end before it starts ({})", output::rfc3339(ends_at));
+            }
+            let id = store.add_silence(&parsed, now, ends_at, &author, &comment, now).await?;
+            println!("silence {id} until {}", output::rfc3339(ends_at));
+            Ok(ExitCode::SUCCESS)
+        }
+        SilenceCommand::List { all, format } => {
+            #[derive(serde::Serialize)]
+            struct SilenceJson {
+                id: i64,
+                matchers: std::collections::BTreeMap<String, String>,
+                starts_at: String,
+                ends_at: String,
+                created_by: String,
+                comment: String,
+            }
+            let rows: Vec<SilenceJson> = store
+                .silences(now, all)
+                .await?
+                .into_iter()
+                .map(|s| SilenceJson {
+                    id: s.id,
+                    matchers: s.matchers,
+                    starts_at: output::rfc3339(s.starts_at),
+                    ends_at: output::rfc3339(s.ends_at),
+                    created_by: s.created_by,
+                    comment: s.comment,
+                })
+                .collect();
+            let cells = |r: &SilenceJson| {
+                vec![
+                    r.id.to_string(),
+                    r.matchers.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+                    r.starts_at.clone(),
+                    r.ends_at.clone(),
+                    r.created_by.clone(),
+                    r.comment.clone(),
+                ]
+            };
+            let text = if format == Format::Csv {
+                let flat: Vec<Vec<String>> = rows.iter().map(cells).collect();
+                output::render(
+                    format,
+                    &["id", "matchers", "starts_at", "ends_at", "created_by", "comment"],
+                    &flat,
+                    |_| Vec::new(),
+                )
+            } else {
+                output::render(format, &["ID", "MATCHERS", "STARTS", "ENDS", "BY", "COMMENT"], &rows, cells)
+            };
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        SilenceCommand::Expire { id } => {
+            if store.expire_silence(id, now).await? {
+                println!("silence {id} expired");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("no silence {id} in force");
+                Ok(ExitCode::from(EXIT_FAILURE))
+            }
+        }
+    }
+}
+
+/// Replays every configured series (or one target's) from `from` with the current rules, starting inactive.
+async fn replay(
+    config: &Config,
+    store: &Store,
+    from: DateTime<Utc>,
+    target: Option<&str>,
+) -> anyhow::Result<Vec<TransitionJson>> {
+    if let Some(t) = target
+        && !config.targets.iter().any(|x| x.name == t)
+    {
+        anyhow::bail!("no target named `{t}` in {}", config.file.display());
+    }
+    let lifecycle = config.alerting.lifecycle();
+    let stored = store.series().await?;
+    let mut out = Vec::new();
+    for (t, key) in config.series().filter(|(t, _)| target.is_none_or(|name| t.name == name)) {
+        let rule_set = t.rules.rule_set();
+        let Some(series_id) =
+            stored.iter().find(|s| s.key.target == key.target && s.key.task_type == key.task_type).map(|s| s.id)
+        else {
+            continue;
+        };
+        // Twice the longest window: enough for every rule's view of the first replayed snapshot.
+        let lookback = TimeDelta::from_std(crate::rules::lookback(&rule_set) * 2).unwrap_or(TimeDelta::MAX);
+        let history = store.snapshots_since(series_id, from - lookback).await?;
+        for rule in rule_set.enabled() {
+            let fp = alerting::fingerprint(rule, &key);
+            let (_, transitions) =
+                alerting::replay(rule, &rule_set, &lifecycle, &key, &history, from, alerting::Alert::default());
+            out.extend(transitions.iter().map(|tr| TransitionJson::new(&fp, &key, rule, tr)));
+        }
+    }
+    out.sort_by(|a, b| a.at.cmp(&b.at).then(a.target.cmp(&b.target)).then(a.task_type.cmp(&b.task_type)));
+    Ok(out)
 }

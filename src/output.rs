@@ -60,6 +60,61 @@ impl From<&HistoryRow> for HistoryJson {
     }
 }
 
+/// One `alerts` row in DESIGN.md's JSON field names.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertJson {
+    pub fingerprint: String,
+    pub target: String,
+    pub task_type: String,
+    pub rule: String,
+    pub severity: String,
+    pub state: String,
+    pub since: Option<String>,
+    pub summary: String,
+    pub value: String,
+    pub last_notified_at: Option<String>,
+    pub acked: bool,
+    /// Whether a silence in force matches it (its notifications are recorded as suppressed).
+    pub silenced: bool,
+}
+
+/// One alert transition (`transitions`, `replay`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TransitionJson {
+    pub fingerprint: String,
+    pub target: String,
+    pub task_type: String,
+    pub rule: String,
+    pub at: String,
+    pub from: String,
+    pub to: String,
+    pub event: Option<String>,
+    pub summary: String,
+    pub value: String,
+}
+
+impl TransitionJson {
+    pub fn new(
+        fingerprint: &str,
+        series: &crate::model::SeriesKey,
+        rule: crate::rules::RuleName,
+        t: &crate::alerting::Transition,
+    ) -> Self {
+        TransitionJson {
+            fingerprint: fingerprint.to_string(),
+            target: series.target.clone(),
+            task_type: series.task_type.as_str().to_string(),
+            rule: rule.as_str().to_string(),
+            at: rfc3339(t.at),
+            from: t.from.as_str().to_string(),
+            to: t.to.as_str().to_string(),
+            event: t.event.map(|e| crate::store::alerts::event_str(e).to_string()),
+            summary: t.summary.clone(),
+            value: t.value.clone(),
+        }
+    }
+}
+
 /// RFC 3339 in UTC with second precision and `Z`.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

@@ -14,12 +14,15 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::future::join_all;
 use url::Url;
 
+use crate::alerting::Lifecycle;
+use crate::alerting::engine::{AlertChange, record_and_evaluate};
 use crate::clock::Clock;
 use crate::config::{AccountAuth, Config};
 use crate::hss::budget::{self, RateBudget};
 use crate::hss::client::{self, ClientOptions, Credentials, HssClient, PasswordLogin, ProjectScope, StatsRequest};
 use crate::hss::regions;
 use crate::model::{ErrorKind, PollError, PollRecord, SeriesKey};
+use crate::rules::RuleSet;
 use crate::store::{Store, StoreError};
 
 /// The error code of a poll that scanwatch recorded without calling HSS.
@@ -31,6 +34,8 @@ pub struct PolledSeries {
     pub key: SeriesKey,
     pub series_id: i64,
     pub endpoint: Url,
+    /// The target's effective rules.
+    pub rules: RuleSet,
     /// The client-side account (per region for password logins: IAM tokens are regional).
     account: Arc<client::Account>,
 }
@@ -45,6 +50,8 @@ pub struct PollResult {
     pub sent: bool,
     /// The stored snapshot's id (None with `--no-store`).
     pub snapshot_id: Option<i64>,
+    /// Alert transitions this poll caused (none with `--no-store`).
+    pub changes: Vec<AlertChange>,
 }
 
 struct AccountRuntime {
@@ -60,6 +67,7 @@ pub struct Poller {
     clock: Arc<dyn Clock>,
     /// The first step of the credential backoff.
     backoff_base: Duration,
+    lifecycle: Lifecycle,
 }
 
 impl Poller {
@@ -107,11 +115,19 @@ impl Poller {
                     key,
                     series_id,
                     endpoint: target.endpoint.clone(),
+                    rules: target.rules.rule_set(),
                     account: hss_account,
                 });
             }
         }
-        Ok(Poller { client, accounts, store, clock, backoff_base: config.schedule.interval })
+        Ok(Poller {
+            client,
+            accounts,
+            store,
+            clock,
+            backoff_base: config.schedule.interval,
+            lifecycle: config.alerting.lifecycle(),
+        })
     }
 
     pub fn series(&self) -> impl Iterator<Item = &PolledSeries> {
@@ -157,9 +173,14 @@ impl Poller {
             if let Err(e) = &record.outcome {
                 tracing::warn!(target: "scanwatch::poll", series = %s.key, kind = %e.kind, error = %e, "poll failed");
             }
-            let snapshot_id =
-                if store { Some(self.store.record_poll(s.series_id, &record, sent).await?) } else { None };
-            results.push(PollResult { key: s.key.clone(), series_id: s.series_id, record, sent, snapshot_id });
+            let (snapshot_id, changes) = if store {
+                let r = record_and_evaluate(&self.store, s.series_id, &s.key, &s.rules, &self.lifecycle, &record, sent)
+                    .await?;
+                (Some(r.snapshot_id), r.changes)
+            } else {
+                (None, Vec::new())
+            };
+            results.push(PollResult { key: s.key.clone(), series_id: s.series_id, record, sent, snapshot_id, changes });
         }
         Ok(results)
     }

@@ -2,6 +2,8 @@
 //! stored snapshots through the rules and the state machine. All pure; the store persists `Alert`s and writes the
 //! outbox rows for the returned events.
 
+pub mod engine;
+pub mod silence;
 pub mod state;
 
 pub use state::{Alert, AlertState, Event, Lifecycle, Transition, ack, step};
