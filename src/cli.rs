@@ -119,6 +119,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Watch the whole pipeline for about a minute against a built-in simulator: every rule fires and resolves.
+    Demo {
+        /// How long to watch.
+        #[arg(long, default_value = "55s", value_parser = parse_duration)]
+        duration: Duration,
+    },
     /// Run the HSS simulator: a real HTTP server speaking the task-statistics API and IAM login.
     Simulate {
         /// Address to listen on, e.g. 127.0.0.1:8080.
@@ -298,14 +304,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", render_transitions(&rows, format));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Demo { duration } => {
+            crate::demo::run(duration, crate::app::shutdown_token()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Simulate { listen, scenario } => {
-            let shutdown = tokio_util::sync::CancellationToken::new();
-            let on_signal = shutdown.clone();
-            tokio::spawn(async move {
-                crate::app::shutdown_signal().await;
-                on_signal.cancel();
-            });
-            crate::simulator::run(listen, &scenario, shutdown).await?;
+            crate::simulator::run(listen, &scenario, crate::app::shutdown_token()).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -10,6 +10,7 @@
 //! - [`rules`]: the alert rules, pure functions of a series' snapshot history and the clock.
 //! - [`alerting`]: the alert state machine, alert fingerprints and replay of stored history.
 //! - [`notify`]: notifications, the channel trait and one file per channel.
+//! - [`demo`]: the whole pipeline against a built-in simulator in about a minute.
 //! - [`cli`], [`output`], [`app`], [`clock`]: the command line, its formats, process wiring, the injected clock.
 
 pub mod alerting;
@@ -17,6 +18,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod hss;
 pub mod model;
 pub mod notify;

@@ -229,8 +229,11 @@ impl Snapshot {
     }
 }
 
-/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut; used for every excerpt we store.
+/// One line of at most `max` bytes (cut on a character boundary, the cut marked) with every run of whitespace
+/// folded to a space; used for every excerpt we store or print, so an HTML error page stays one readable line.
 pub fn excerpt(s: &str, max: usize) -> String {
+    let folded = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let s = folded.as_str();
     if s.len() <= max {
         return s.to_string();
     }
@@ -248,6 +251,7 @@ mod tests {
     #[test]
     fn excerpt_cuts_on_a_char_boundary() {
         assert_eq!(excerpt("abc", 10), "abc");
+        assert_eq!(excerpt("<html>\n  <body>\r\n\tx</body>", 100), "<html> <body> x</body>");
         assert_eq!(excerpt("中文字", 4), "中… (9 bytes in all)");
     }
 
