@@ -1,0 +1,193 @@
+//! `scanwatch validate` names every problem by its key path and exits 1, or says ok and exits 0; `config show`
+//! prints the effective configuration with every secret redacted but says where each one comes from.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const ACCOUNT: &str = r#"
+[[accounts]]
+name = "prod"
+ak_env = "SW_AK"
+sk_env = "SW_SK"
+"#;
+
+const TARGET: &str = r#"
+[[targets]]
+name = "prod-cn-north-4"
+account = "prod"
+region = "cn-north-4"
+project_id = "0123456789abcdef0123456789abcdef"
+"#;
+
+/// Runs `validate` on `config` and returns the run after checking it failed with exit code 1 and printed `key`.
+fn assert_rejected(config: &str, key: &str, also: &[&str]) -> Run {
+    let sb = Sandbox::new();
+    sb.write_config(config);
+    let run = sb.run(&["validate"]);
+    run.expect_code(1);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("- {key}:")))
+        .unwrap_or_else(|| panic!("validate names `{key}`\n{run}"));
+    for text in also {
+        assert!(line.contains(text), "the problem of `{key}` says `{text}`: {line}");
+    }
+    assert!(!run.stdout.contains(": ok ("), "a bad config is not ok\n{run}");
+    run
+}
+
+#[test]
+fn a_good_config_validates_ok() {
+    let sb = Sandbox::new();
+    sb.write_config(&format!("[schedule]\ninterval = \"5m\"\n{ACCOUNT}{TARGET}"));
+    let run = sb.run(&["validate"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains(": ok (1 accounts, 1 targets, 2 polled series every 5m)"), "{run}");
+    assert!(!sb.db_path().exists(), "validate opens no database");
+}
+
+#[test]
+fn validate_names_an_unknown_key() {
+    assert_rejected(&format!("{ACCOUNT}{TARGET}colour = \"blue\"\n"), "targets[0].colour", &["unknown key"]);
+    assert_rejected(
+        &format!("[schedule]\nintervall = \"5m\"\n{ACCOUNT}{TARGET}"),
+        "schedule.intervall",
+        &["unknown key"],
+    );
+}
+
+#[test]
+fn validate_names_a_bad_duration() {
+    assert_rejected(
+        &format!("[schedule]\ninterval = \"5 parsecs\"\n{ACCOUNT}{TARGET}"),
+        "schedule.interval",
+        &["5 parsecs", "not a duration"],
+    );
+}
+
+#[test]
+fn validate_names_a_bad_region() {
+    let target = TARGET.replace("cn-north-4", "mars-north-1");
+    assert_rejected(&format!("{ACCOUNT}{target}"), "targets[0].region", &["mars-north-1", "not an HSS region"]);
+}
+
+#[test]
+fn validate_names_a_target_whose_account_does_not_exist() {
+    let target = TARGET.replace("account = \"prod\"", "account = \"ghost\"");
+    assert_rejected(&format!("{ACCOUNT}{target}"), "targets[0].account", &["ghost", "prod"]);
+}
+
+#[test]
+fn validate_names_a_missing_secret() {
+    let unset = ACCOUNT.replace("SW_SK", "SW_NOT_SET");
+    assert_rejected(&format!("{unset}{TARGET}"), "accounts[0].sk_env", &["SW_NOT_SET", "not set"]);
+    // Without sk_env the SDK's default variables are tried, and the child's environment has neither.
+    let defaults = ACCOUNT.replace("sk_env = \"SW_SK\"\n", "");
+    assert_rejected(
+        &format!("{defaults}{TARGET}"),
+        "accounts[0].sk",
+        &["missing secret", "HUAWEICLOUD_SDK_SK", "CLOUD_SDK_SK"],
+    );
+}
+
+#[test]
+fn validate_names_an_interval_the_api_budget_cannot_meet() {
+    // Two targets × two task types = 4 calls per cycle at 5 calls a minute need 48s.
+    let second = TARGET.replace("prod-cn-north-4", "prod-2").replace("0123456789abcdef", "fedcba9876543210");
+    let run = assert_rejected(
+        &format!("[schedule]\ninterval = \"30s\"\n{ACCOUNT}calls_per_minute = 5\n{TARGET}{second}"),
+        "schedule.interval",
+        &["cannot fit the API budget", "48s"],
+    );
+    assert!(run.stdout.contains("accounts[0] `prod`"), "names the account\n{run}");
+}
+
+#[test]
+fn every_problem_is_listed_at_once() {
+    let target = TARGET.replace("cn-north-4", "mars-north-1").replace("account = \"prod\"", "account = \"ghost\"");
+    let run = assert_rejected(&format!("[schedule]\ninterval = \"soon\"\n{ACCOUNT}{target}"), "schedule.interval", &[]);
+    for key in ["targets[0].account", "targets[0].region"] {
+        assert!(run.stdout.contains(&format!("- {key}:")), "also names {key}\n{run}");
+    }
+}
+
+/// Accounts of every kind, with secrets from the environment and from a file beside the config.
+fn config_with_every_secret(sb: &Sandbox) -> String {
+    std::fs::write(sb.dir().join("hss-sk"), format!("{OTHER_SK}\n")).expect("write the secret file");
+    format!(
+        r#"
+[[accounts]]
+name = "temporary"
+ak_env = "SW_STS_AK"
+sk_env = "SW_STS_SK"
+security_token_env = "SW_STS_TOKEN"
+
+[[accounts]]
+name = "from-file"
+ak_env = "SW_OTHER_AK"
+sk_file = "hss-sk"
+
+[[accounts]]
+name = "static"
+auth = "token"
+token_env = "SW_TOKEN"
+
+[[accounts]]
+name = "iam"
+auth = "password"
+domain = "{DOMAIN}"
+user = "{USER}"
+password_env = "SW_PASSWORD"
+
+[[targets]]
+name = "t"
+account = "temporary"
+region = "cn-north-4"
+project_id = "p"
+"#
+    )
+}
+
+#[test]
+fn config_show_prints_no_secret_but_where_each_comes_from() {
+    let sb = Sandbox::new();
+    sb.write_config(&config_with_every_secret(&sb));
+
+    let toml = sb.run(&["config", "show"]);
+    toml.expect_code(0);
+    assert_no_secret(&toml.all_output(), "config show");
+    for shown in ["SW_STS_SK", "SW_STS_TOKEN", "SW_TOKEN", "SW_PASSWORD", "hss-sk", "[redacted]"] {
+        assert!(toml.stdout.contains(shown), "config show mentions {shown}\n{toml}");
+    }
+
+    let json = sb.run(&["config", "show", "--format", "json"]);
+    json.expect_code(0);
+    assert_no_secret(&json.all_output(), "config show --format json");
+    let c: Value = serde_json::from_str(&json.stdout).expect("config show --format json is JSON");
+    let accounts = c["accounts"].as_array().expect("accounts");
+    let auth = |i: usize| accounts[i]["auth"].clone();
+    let redacted_from = |secret: &Value, from: &str, name: &str| {
+        assert_eq!(secret["value"], "[redacted]", "{secret:#}");
+        assert_eq!(secret["from"], from, "{secret:#}");
+        assert_eq!(secret["name"], name, "{secret:#}");
+    };
+    redacted_from(&auth(0)["sk"], "env", "SW_STS_SK");
+    redacted_from(&auth(0)["security_token"], "env", "SW_STS_TOKEN");
+    redacted_from(&auth(1)["ak"], "env", "SW_OTHER_AK");
+    redacted_from(&auth(1)["sk"], "file", &sb.dir().join("hss-sk").display().to_string());
+    redacted_from(&auth(2)["token"], "env", "SW_TOKEN");
+    redacted_from(&auth(3)["password"], "env", "SW_PASSWORD");
+}
+
+#[test]
+fn a_broken_config_stops_poll_with_the_usage_exit_code() {
+    let sb = Sandbox::new();
+    sb.write_config(&format!("{ACCOUNT}{TARGET}colour = \"blue\"\n"));
+    let run = sb.run(&["poll"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("targets[0].colour"), "{run}");
+    assert!(!sb.db_path().exists(), "nothing was opened");
+}
