@@ -335,7 +335,7 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
                 config.accounts.len(),
                 config.targets.len(),
                 config.series().count(),
-                humantime::format_duration(config.schedule.interval)
+                crate::config::format_duration(config.schedule.interval)
             );
             Ok(ExitCode::SUCCESS)
         }

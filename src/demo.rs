@@ -88,9 +88,9 @@ pub async fn run(duration: Duration, shutdown: CancellationToken) -> anyhow::Res
     println!(
         "polling {} series every {}; rule windows: no scan for 20s, running for 15s, total flat for 20s, 3 failed polls",
         poller.series().count(),
-        humantime::format_duration(config.schedule.interval)
+        crate::config::format_duration(config.schedule.interval)
     );
-    println!("watching for {} …\n", humantime::format_duration(duration));
+    println!("watching for {} …\n", crate::config::format_duration(duration));
 
     let mut tick = tokio::time::interval(config.schedule.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -101,6 +101,7 @@ pub struct Schedule {
 #[derive(Debug, Clone, Serialize)]
 pub struct Account {
     pub name: String,
+    #[serde(flatten)]
     pub auth: AccountAuth,
     pub calls_per_minute: u32,
 }
@@ -271,8 +272,23 @@ mod humantime_ser {
     use std::time::Duration;
 
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
+        s.serialize_str(&super::format_duration(*d))
     }
+}
+
+/// Exact days, hours, minutes, seconds, milliseconds (`90d`, `1h30m`, `1m30s`): what an operator writes, and what
+/// humantime reads back (its own formatter says "2months 29days 2h 52m 48s" for 90 days).
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs / 3600 % 24, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+        (u64::from(d.subsec_millis()), "ms"),
+    ];
+    let text: String = parts.iter().filter(|(n, _)| *n > 0).map(|(n, u)| format!("{n}{u}")).collect();
+    if text.is_empty() { "0s".into() } else { text }
 }
 
 impl Config {
@@ -916,7 +932,7 @@ impl Validator {
                     "accounts[{i}] `{}` has {polls} polls per cycle at {} calls/min, which needs {}",
                     a.name,
                     a.calls_per_minute,
-                    humantime::format_duration(min)
+                    format_duration(min)
                 ));
                 needed = needed.max(min);
             }
@@ -926,9 +942,9 @@ impl Validator {
                 "schedule.interval",
                 format!(
                     "{} cannot fit the API budget: {}; use interval = \"{}\" or more (or raise calls_per_minute if your limit is higher)",
-                    humantime::format_duration(schedule.interval),
+                    format_duration(schedule.interval),
                     offenders.into_iter().collect::<Vec<_>>().join("; "),
-                    humantime::format_duration(needed)
+                    format_duration(needed)
                 ),
             );
         }

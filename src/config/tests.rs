@@ -131,7 +131,7 @@ fn an_infeasible_interval_says_which_interval_would_fit() {
     let e = load(&text, &env()).unwrap_err();
     assert_eq!(e.problems[0].key, "schedule.interval");
     // 8 polls at 5/min need 96 s.
-    assert!(e.problems[0].message.contains("1m 36s"), "{e}");
+    assert!(e.problems[0].message.contains("1m36s"), "{e}");
 }
 
 #[test]
@@ -207,4 +207,18 @@ fn rule_settings_become_the_rule_functions_parameters() {
     let (pf, sev) = set.poll_failing.unwrap();
     assert_eq!((pf.after, sev), (5, Severity::Warning));
     assert_eq!(set.no_recent_scan.unwrap().0.max_age, hours(24));
+}
+
+#[test]
+fn durations_are_shown_the_way_operators_write_them_and_read_back() {
+    for (d, text) in [
+        (hours(90 * 24), "90d"),
+        (Duration::from_secs(5400), "1h30m"),
+        (Duration::from_secs(90), "1m30s"),
+        (Duration::ZERO, "0s"),
+        (Duration::from_millis(1500), "1s500ms"),
+    ] {
+        assert_eq!(format_duration(d), text);
+        assert_eq!(humantime::parse_duration(text).unwrap(), d);
+    }
 }
