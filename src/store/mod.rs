@@ -16,9 +16,11 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 pub mod alerts;
+pub mod outbox;
 
 use crate::model::{ErrorKind, PollRecord, SeriesKey, Snapshot, TaskStats, TaskType};
 pub use alerts::{AlertRow, SilenceRow, TransitionRow};
+pub use outbox::{AttemptResult, DeliveryStatus, NotificationRow};
 
 /// Errors from the store; all carry what failed.
 #[derive(Debug, thiserror::Error)]

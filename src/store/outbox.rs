@@ -1,0 +1,326 @@
+//! The outbox tables: notices written with their transition, notifications sealed from them, delivery attempts.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Store, StoreError, WriteTx, millis, sql};
+use crate::alerting::Event;
+use crate::notify::{AlertNotice, Notification};
+
+/// Delivery state of a notification; the names are the `status` values shown and stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Failed,
+    Expired,
+    Suppressed,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 5] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Expired,
+        DeliveryStatus::Suppressed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Expired => "expired",
+            DeliveryStatus::Suppressed => "suppressed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        DeliveryStatus::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// A stored notification with its delivery state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub notification: Notification,
+    pub event: Event,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptResult {
+    Delivered {
+        detail: String,
+    },
+    /// Try again at `next_attempt_at`.
+    Retry {
+        error: String,
+        next_attempt_at: DateTime<Utc>,
+    },
+    /// Give up: `Failed` (permanent) or `Expired` (too old).
+    GiveUp {
+        status: DeliveryStatus,
+        error: String,
+    },
+}
+
+fn corrupt(detail: String) -> StoreError {
+    StoreError::Corrupt { table: "notifications", detail }
+}
+
+fn event_of(s: &str) -> Result<Event, StoreError> {
+    match s {
+        "firing" => Ok(Event::Firing),
+        "repeat" => Ok(Event::Repeat),
+        "resolved" => Ok(Event::Resolved),
+        other => Err(corrupt(format!("event `{other}`"))),
+    }
+}
+
+fn notification_from_row(row: &SqliteRow) -> Result<NotificationRow, StoreError> {
+    let read = sql("reading a notification");
+    let (id, uid, channel, event, status, payload, attempts, created, next, delivered, last_error) = (|| {
+        Ok::<_, sqlx::Error>((
+            row.try_get::<i64, _>("id")?,
+            row.try_get::<String, _>("uid")?,
+            row.try_get::<String, _>("channel")?,
+            row.try_get::<String, _>("event")?,
+            row.try_get::<String, _>("status")?,
+            row.try_get::<String, _>("payload")?,
+            row.try_get::<i64, _>("attempts")?,
+            row.try_get::<i64, _>("created_at")?,
+            row.try_get::<i64, _>("next_attempt_at")?,
+            row.try_get::<Option<i64>, _>("delivered_at")?,
+            row.try_get::<Option<String>, _>("last_error")?,
+        ))
+    })()
+    .map_err(read)?;
+    let alerts: Vec<AlertNotice> =
+        serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload of notification {id}: {e}")))?;
+    Ok(NotificationRow {
+        id,
+        notification: Notification { id: uid, channel, created_at: millis(created), alerts },
+        event: event_of(&event)?,
+        status: DeliveryStatus::parse(&status).ok_or_else(|| corrupt(format!("status `{status}`")))?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        next_attempt_at: millis(next),
+        delivered_at: delivered.map(millis),
+        last_error,
+    })
+}
+
+impl WriteTx {
+    /// Writes one notice (a transition for one channel) to the outbox.
+    pub async fn insert_notice(
+        &mut self,
+        channel: &str,
+        notice: &AlertNotice,
+        suppressed: bool,
+    ) -> Result<(), StoreError> {
+        let payload = serde_json::to_string(notice).map_err(|e| corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO notices (channel, fingerprint, event, payload, created_at, suppressed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(channel)
+        .bind(&notice.fingerprint)
+        .bind(super::alerts::event_str(notice.event))
+        .bind(payload)
+        .bind(notice.at.timestamp_millis())
+        .bind(suppressed)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(sql("writing a notice"))?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Groups every unsealed notice into one notification per channel (suppressed ones into their own, recorded
+    /// as `suppressed`). `order` sorts a group's alerts; `uid` names a new notification. Returns the new ids.
+    pub async fn seal_notices(
+        &self,
+        now: DateTime<Utc>,
+        order: impl Fn(&mut Vec<AlertNotice>),
+        mut uid: impl FnMut() -> String,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(
+            "SELECT id, channel, payload, suppressed FROM notices WHERE notification_id IS NULL ORDER BY channel, id",
+        )
+        .fetch_all(&mut *tx.tx)
+        .await
+        .map_err(sql("reading notices"))?;
+        // (channel, suppressed) -> (notice ids, notices)
+        let mut groups: std::collections::BTreeMap<(String, bool), (Vec<i64>, Vec<AlertNotice>)> = Default::default();
+        for row in &rows {
+            let (id, channel, payload, suppressed): (i64, String, String, bool) =
+                (|| Ok::<_, sqlx::Error>((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)))()
+                    .map_err(sql("reading notices"))?;
+            let notice: AlertNotice =
+                serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload of notice {id}: {e}")))?;
+            let g = groups.entry((channel, suppressed)).or_default();
+            g.0.push(id);
+            g.1.push(notice);
+        }
+        let mut created = Vec::new();
+        for ((channel, suppressed), (ids, mut alerts)) in groups {
+            order(&mut alerts);
+            let event = if alerts.iter().any(|a| a.event == Event::Firing) {
+                Event::Firing
+            } else if alerts.iter().any(|a| a.event == Event::Repeat) {
+                Event::Repeat
+            } else {
+                Event::Resolved
+            };
+            let fingerprints: Vec<&str> = alerts.iter().map(|a| a.fingerprint.as_str()).collect();
+            let status = if suppressed { DeliveryStatus::Suppressed } else { DeliveryStatus::Pending };
+            let row = sqlx::query(
+                "INSERT INTO notifications (uid, channel, event, status, fingerprints, payload, created_at, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id",
+            )
+            .bind(uid())
+            .bind(&channel)
+            .bind(super::alerts::event_str(event))
+            .bind(status.as_str())
+            .bind(serde_json::to_string(&fingerprints).map_err(|e| corrupt(e.to_string()))?)
+            .bind(serde_json::to_string(&alerts).map_err(|e| corrupt(e.to_string()))?)
+            .bind(now.timestamp_millis())
+            .fetch_one(&mut *tx.tx)
+            .await
+            .map_err(sql("sealing a notification"))?;
+            let nid: i64 = row.try_get(0).map_err(sql("sealing a notification"))?;
+            for id in ids {
+                sqlx::query("UPDATE notices SET notification_id = ?1 WHERE id = ?2")
+                    .bind(nid)
+                    .bind(id)
+                    .execute(&mut *tx.tx)
+                    .await
+                    .map_err(sql("sealing a notification"))?;
+            }
+            created.push(nid);
+        }
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// Pending notifications due at `now`, oldest first.
+    pub async fn due_notifications(&self, now: DateTime<Utc>) -> Result<Vec<NotificationRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM notifications WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id",
+        )
+        .bind(now.timestamp_millis())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("reading due notifications"))?;
+        rows.iter().map(notification_from_row).collect()
+    }
+
+    /// The delivery log, newest first; optionally of one status.
+    pub async fn notifications(
+        &self,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM notifications WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, id DESC LIMIT ?2",
+        )
+        .bind(status.map(DeliveryStatus::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("reading notifications"))?;
+        rows.iter().map(notification_from_row).collect()
+    }
+
+    /// How many notifications are still to be delivered (the outbox depth).
+    pub async fn pending_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM notifications WHERE status = 'pending'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql("counting pending notifications"))?;
+        row.try_get(0).map_err(sql("counting pending notifications"))
+    }
+
+    /// Records one attempt and its consequence in one transaction.
+    pub async fn record_attempt(
+        &self,
+        notification_id: i64,
+        at: DateTime<Utc>,
+        duration_ms: u64,
+        result: &AttemptResult,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let (outcome, detail) = match result {
+            AttemptResult::Delivered { detail } => ("delivered", detail.as_str()),
+            AttemptResult::Retry { error, .. } => ("retryable", error.as_str()),
+            AttemptResult::GiveUp { status, error } => (status.as_str(), error.as_str()),
+        };
+        sqlx::query(
+            "INSERT INTO delivery_attempts (notification_id, at, outcome, detail, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(notification_id)
+        .bind(at.timestamp_millis())
+        .bind(outcome)
+        .bind(detail)
+        .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
+        .execute(&mut *tx.tx)
+        .await
+        .map_err(sql("recording a delivery attempt"))?;
+        let q = match result {
+            AttemptResult::Delivered { .. } => sqlx::query(
+                "UPDATE notifications SET status = 'delivered', attempts = attempts + 1, delivered_at = ?2, last_error = NULL WHERE id = ?1",
+            )
+            .bind(notification_id)
+            .bind(at.timestamp_millis()),
+            AttemptResult::Retry { error, next_attempt_at } => sqlx::query(
+                "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+            )
+            .bind(notification_id)
+            .bind(next_attempt_at.timestamp_millis())
+            .bind(error.as_str()),
+            AttemptResult::GiveUp { status, error } => sqlx::query(
+                "UPDATE notifications SET status = ?2, attempts = attempts + 1, last_error = ?3 WHERE id = ?1",
+            )
+            .bind(notification_id)
+            .bind(status.as_str())
+            .bind(error.as_str()),
+        };
+        q.execute(&mut *tx.tx).await.map_err(sql("updating a notification"))?;
+        tx.commit().await
+    }
+
+    /// Gives up on a notification without an attempt (too old, or its channel is gone).
+    pub async fn give_up(&self, notification_id: i64, status: DeliveryStatus, error: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE notifications SET status = ?2, last_error = ?3 WHERE id = ?1 AND status = 'pending'")
+            .bind(notification_id)
+            .bind(status.as_str())
+            .bind(error)
+            .execute(&mut *tx.tx)
+            .await
+            .map_err(sql("giving up a notification"))?;
+        tx.commit().await
+    }
+
+    /// Delays a notification without counting an attempt (a channel's rate limit).
+    pub async fn defer(&self, notification_id: i64, until: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE notifications SET next_attempt_at = ?2 WHERE id = ?1")
+            .bind(notification_id)
+            .bind(until.timestamp_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(sql("deferring a notification"))?;
+        Ok(())
+    }
+}
