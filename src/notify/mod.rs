@@ -14,6 +14,8 @@ use crate::alerting::Event;
 use crate::model::SeriesKey;
 use crate::rules::{RuleName, Severity};
 
+pub mod channels;
+
 /// One alert inside a notification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertNotice {
