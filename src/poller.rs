@@ -15,15 +15,16 @@ use futures_util::future::join_all;
 use url::Url;
 
 use crate::alerting::Lifecycle;
-use crate::alerting::engine::{AlertChange, record_and_evaluate};
+use crate::alerting::engine::{AlertChange, Outbox, record_and_evaluate};
 use crate::clock::Clock;
 use crate::config::{AccountAuth, Config};
 use crate::hss::budget::{self, RateBudget};
 use crate::hss::client::{self, ClientOptions, Credentials, HssClient, PasswordLogin, ProjectScope, StatsRequest};
 use crate::hss::regions;
 use crate::model::{ErrorKind, PollError, PollRecord, SeriesKey};
+use crate::notify::outbox::Route;
 use crate::rules::RuleSet;
-use crate::store::{Store, StoreError};
+use crate::store::{SilenceRow, Store, StoreError};
 
 /// The error code of a poll that scanwatch recorded without calling HSS.
 pub const NOT_SENT_CODE: &str = "SCANWATCH.BACKOFF";
@@ -36,6 +37,8 @@ pub struct PolledSeries {
     pub endpoint: Url,
     /// The target's effective rules.
     pub rules: RuleSet,
+    /// The target's user labels (routing, silences, messages).
+    pub labels: BTreeMap<String, String>,
     /// The client-side account (per region for password logins: IAM tokens are regional).
     account: Arc<client::Account>,
 }
@@ -68,6 +71,8 @@ pub struct Poller {
     /// The first step of the credential backoff.
     backoff_base: Duration,
     lifecycle: Lifecycle,
+    /// Which channels want which alerts.
+    routes: Vec<Arc<dyn Route>>,
 }
 
 impl Poller {
@@ -116,6 +121,7 @@ impl Poller {
                     series_id,
                     endpoint: target.endpoint.clone(),
                     rules: target.rules.rule_set(),
+                    labels: target.labels.clone(),
                     account: hss_account,
                 });
             }
@@ -127,7 +133,14 @@ impl Poller {
             clock,
             backoff_base: config.schedule.interval,
             lifecycle: config.alerting.lifecycle(),
+            routes: Vec::new(),
         })
+    }
+
+    /// Sets the channels' routes: from now on alert changes write outbox notices for them.
+    pub fn with_routes(mut self, routes: Vec<Arc<dyn Route>>) -> Self {
+        self.routes = routes;
+        self
     }
 
     pub fn series(&self) -> impl Iterator<Item = &PolledSeries> {
@@ -140,7 +153,9 @@ impl Poller {
 
     /// Polls every series once. With `store = false` nothing is written (`poll --no-store`).
     pub async fn poll_all(&self, store: bool) -> Result<Vec<PollResult>, StoreError> {
-        let per_account = join_all(self.accounts.iter().map(|(name, rt)| self.poll_account(name, rt, store))).await;
+        let silences = if store { self.store.silences(self.clock.now(), false).await? } else { Vec::new() };
+        let per_account =
+            join_all(self.accounts.iter().map(|(name, rt)| self.poll_account(name, rt, store, &silences))).await;
         let mut out = Vec::new();
         for r in per_account {
             out.extend(r?);
@@ -148,7 +163,13 @@ impl Poller {
         Ok(out)
     }
 
-    async fn poll_account(&self, name: &str, rt: &AccountRuntime, store: bool) -> Result<Vec<PollResult>, StoreError> {
+    async fn poll_account(
+        &self,
+        name: &str,
+        rt: &AccountRuntime,
+        store: bool,
+        silences: &[SilenceRow],
+    ) -> Result<Vec<PollResult>, StoreError> {
         let mut results = Vec::with_capacity(rt.series.len());
         let mut blocked = self.credential_backoff(name).await?;
         for s in &rt.series {
@@ -174,8 +195,18 @@ impl Poller {
                 tracing::warn!(target: "scanwatch::poll", series = %s.key, kind = %e.kind, error = %e, "poll failed");
             }
             let (snapshot_id, changes) = if store {
-                let r = record_and_evaluate(&self.store, s.series_id, &s.key, &s.rules, &self.lifecycle, &record, sent)
-                    .await?;
+                let outbox = Outbox { labels: Some(&s.labels), routes: &self.routes, silences };
+                let r = record_and_evaluate(
+                    &self.store,
+                    s.series_id,
+                    &s.key,
+                    &s.rules,
+                    &self.lifecycle,
+                    &record,
+                    sent,
+                    outbox,
+                )
+                .await?;
                 (Some(r.snapshot_id), r.changes)
             } else {
                 (None, Vec::new())

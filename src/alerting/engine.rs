@@ -2,11 +2,18 @@
 //! transition. A crash before the commit leaves none of them; after it, all of them. Evaluation time is the
 //! snapshot's `polled_at`, which is also what `replay` uses, so replaying stored history gives the live transitions.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use chrono::TimeDelta;
 
-use super::{Alert, Lifecycle, Transition, fingerprint, step};
+use super::silence::silenced_by;
+use super::{Alert, AlertState, Event, Lifecycle, Transition, fingerprint, step};
 use crate::model::{PollRecord, SeriesKey};
+use crate::notify::AlertNotice;
+use crate::notify::outbox::{Route, route};
 use crate::rules::{self, RuleName, RuleSet, Severity};
+use crate::store::SilenceRow;
 use crate::store::{Store, StoreError};
 
 /// One alert's change of state, ready for the outbox.
@@ -28,7 +35,17 @@ pub struct Recorded {
     pub changes: Vec<AlertChange>,
 }
 
-/// Stores `record` for the series and evaluates its rules over the stored history, all in one transaction.
+/// Where alert changes go: the target's user labels, the channels' routes and the silences in force.
+#[derive(Clone, Copy, Default)]
+pub struct Outbox<'a> {
+    pub labels: Option<&'a BTreeMap<String, String>>,
+    pub routes: &'a [Arc<dyn Route>],
+    pub silences: &'a [SilenceRow],
+}
+
+/// Stores `record` for the series, evaluates its rules over the stored history and writes the outbox notices of
+/// every change, all in one transaction.
+#[allow(clippy::too_many_arguments)]
 pub async fn record_and_evaluate(
     store: &Store,
     series_id: i64,
@@ -37,6 +54,7 @@ pub async fn record_and_evaluate(
     lifecycle: &Lifecycle,
     record: &PollRecord,
     sent: bool,
+    outbox: Outbox<'_>,
 ) -> Result<Recorded, StoreError> {
     let mut tx = store.begin_write().await?;
     let snapshot_id = tx.insert_snapshot(series_id, record, sent).await?;
@@ -57,7 +75,45 @@ pub async fn record_and_evaluate(
         if stored.is_none() && next == Alert::default() {
             continue;
         }
-        let alert_id = tx.save_alert(&fp, series_id, rule, severity, &next, Some(snapshot_id)).await?;
+        let was_suppressed = stored.as_ref().is_some_and(|r| r.firing_suppressed);
+        let event = transition.as_ref().and_then(|t| t.event);
+        let notice = |event: Event| AlertNotice {
+            fingerprint: fp.clone(),
+            rule,
+            severity,
+            event,
+            series: key.clone(),
+            labels: outbox.labels.cloned().unwrap_or_default(),
+            summary: next.summary.clone(),
+            value: next.value.clone(),
+            // A new alert fires now; reminders and resolutions count from when it started firing.
+            since: if event == Event::Firing && current.state != AlertState::Firing {
+                now
+            } else {
+                current.since.unwrap_or(now)
+            },
+            at: now,
+        };
+        let silenced = {
+            let probe = notice(Event::Firing);
+            silenced_by(outbox.silences, &crate::notify::outbox::notice_labels(&probe), now).is_some()
+        };
+        // What to write: the transition's own event, or the firing that a silence held back, once it has ended.
+        let (to_send, suppressed_after) = match event {
+            Some(Event::Firing | Event::Repeat) if silenced => (event, true),
+            Some(Event::Resolved) if was_suppressed => (None, false),
+            Some(e) => (Some(e), false),
+            None if was_suppressed && next.state == AlertState::Firing && !silenced => (Some(Event::Firing), false),
+            None => (None, was_suppressed && next.state == AlertState::Firing),
+        };
+        let alert_id =
+            tx.save_alert(&fp, series_id, rule, severity, &next, Some(snapshot_id), suppressed_after).await?;
+        if let Some(e) = to_send {
+            let n = notice(e);
+            for channel in route(outbox.routes, &n) {
+                tx.insert_notice(channel, &n, silenced).await?;
+            }
+        }
         if let Some(t) = transition {
             tx.insert_transition(alert_id, Some(snapshot_id), &t).await?;
             tracing::info!(series = %key, rule = %rule, from = t.from.as_str(), to = t.to.as_str(), summary = %t.summary, "alert transition");
@@ -132,7 +188,7 @@ mod tests {
         let lc = Lifecycle::default();
         let mut events = Vec::new();
         for (i, rec) in [fresh(0), failing(1), failing(2), failing(3), fresh(4)].iter().enumerate() {
-            let r = record_and_evaluate(&store, id, &key(), &set, &lc, rec, true).await.unwrap();
+            let r = record_and_evaluate(&store, id, &key(), &set, &lc, rec, true, Outbox::default()).await.unwrap();
             for c in r.changes {
                 events.push((i, c.transition.to, c.transition.event));
             }
@@ -154,10 +210,52 @@ mod tests {
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
         let id = store.ensure_series(&key()).await.unwrap();
         for m in 0..3 {
-            record_and_evaluate(&store, id, &key(), &RuleSet::default(), &Lifecycle::default(), &fresh(m), true)
-                .await
-                .unwrap();
+            let (set, lc) = (RuleSet::default(), Lifecycle::default());
+            record_and_evaluate(&store, id, &key(), &set, &lc, &fresh(m), true, Outbox::default()).await.unwrap();
         }
         assert!(store.alerts(true).await.unwrap().is_empty());
+    }
+
+    struct All;
+    impl Route for All {
+        fn channel(&self) -> &str {
+            "hook"
+        }
+        fn accepts(&self, _: &AlertNotice) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silenced_firing_is_recorded_suppressed_and_sent_when_the_silence_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let id = store.ensure_series(&key()).await.unwrap();
+        let mut set = RuleSet::none();
+        set.poll_failing =
+            Some((rules::PollFailing { after: 1, for_: std::time::Duration::from_secs(3600) }, Severity::Critical));
+        let lc = Lifecycle::default();
+        let routes: Vec<Arc<dyn Route>> = vec![Arc::new(All)];
+        let matchers = BTreeMap::from([("target".to_string(), "t".to_string())]);
+        store.add_silence(&matchers, at(0), at(10), "me", "maintenance", at(0)).await.unwrap();
+        let silences = store.silences(at(1), false).await.unwrap();
+        let outbox_at = |silences| Outbox { labels: None, routes: &routes, silences };
+        record_and_evaluate(&store, id, &key(), &set, &lc, &failing(1), true, outbox_at(&silences)).await.unwrap();
+        record_and_evaluate(&store, id, &key(), &set, &lc, &failing(5), true, outbox_at(&silences)).await.unwrap();
+        // The silence has ended by minute 11: the alert still fires, so its firing goes out now.
+        record_and_evaluate(&store, id, &key(), &set, &lc, &failing(11), true, outbox_at(&[])).await.unwrap();
+        record_and_evaluate(&store, id, &key(), &set, &lc, &failing(12), true, outbox_at(&[])).await.unwrap();
+        store.seal_notices(at(12), |_| {}, crate::notify::outbox::new_uid).await.unwrap();
+        let log = store.notifications(None, 10).await.unwrap();
+        let mut statuses: Vec<_> = log.iter().map(|n| (n.status, n.event)).collect();
+        statuses.sort_by_key(|(s, _)| s.as_str());
+        use crate::alerting::Event;
+        use crate::store::DeliveryStatus;
+        assert_eq!(
+            statuses,
+            vec![(DeliveryStatus::Pending, Event::Firing), (DeliveryStatus::Suppressed, Event::Firing)]
+        );
+        let sent = log.iter().find(|n| n.status == DeliveryStatus::Pending).unwrap();
+        assert_eq!(sent.notification.alerts[0].since, at(1), "it has been firing since the first failure");
     }
 }

@@ -15,6 +15,7 @@ use crate::model::SeriesKey;
 use crate::rules::{RuleName, Severity};
 
 pub mod channels;
+pub mod outbox;
 
 /// One alert inside a notification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

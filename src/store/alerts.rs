@@ -22,6 +22,8 @@ pub struct AlertRow {
     pub alert: Alert,
     pub ack_comment: Option<String>,
     pub evaluated_snapshot_id: Option<i64>,
+    /// A firing notice was suppressed by a silence and not yet sent.
+    pub firing_suppressed: bool,
 }
 
 /// A stored transition with the alert it belongs to.
@@ -80,10 +82,11 @@ fn alert_from_row(row: &SqliteRow) -> Result<AlertRow, StoreError> {
             },
             row.try_get::<Option<String>, _>("ack_comment")?,
             row.try_get::<Option<i64>, _>("evaluated_snapshot_id")?,
+            row.try_get::<bool, _>("firing_suppressed")?,
         ))
     })()
     .map_err(read)?;
-    let (id, fingerprint, rule, severity, state, mut alert, ack_comment, evaluated_snapshot_id) = r;
+    let (id, fingerprint, rule, severity, state, mut alert, ack_comment, evaluated_snapshot_id, firing_suppressed) = r;
     alert.state = AlertState::parse(&state).ok_or_else(|| corrupt(format!("state `{state}`")))?;
     Ok(AlertRow {
         id,
@@ -94,6 +97,7 @@ fn alert_from_row(row: &SqliteRow) -> Result<AlertRow, StoreError> {
         alert,
         ack_comment,
         evaluated_snapshot_id,
+        firing_suppressed,
     })
 }
 
@@ -113,6 +117,7 @@ impl WriteTx {
     }
 
     /// Inserts or updates an alert's state and returns its id.
+    #[allow(clippy::too_many_arguments)] // one column each; a struct would only rename them
     pub async fn save_alert(
         &mut self,
         fingerprint: &str,
@@ -121,17 +126,19 @@ impl WriteTx {
         severity: Severity,
         alert: &Alert,
         snapshot_id: Option<i64>,
+        firing_suppressed: bool,
     ) -> Result<i64, StoreError> {
         let row = sqlx::query(
             "INSERT INTO alerts (fingerprint, series_id, rule, severity, state, since, breach_started, ok_since,
-                                 last_notified_at, acked, summary, value, evaluated_snapshot_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                                 last_notified_at, acked, summary, value, evaluated_snapshot_id, firing_suppressed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
              ON CONFLICT (fingerprint) DO UPDATE SET series_id = excluded.series_id, severity = excluded.severity,
                  state = excluded.state, since = excluded.since, breach_started = excluded.breach_started,
                  ok_since = excluded.ok_since, last_notified_at = excluded.last_notified_at, acked = excluded.acked,
                  ack_comment = CASE WHEN excluded.acked THEN alerts.ack_comment ELSE NULL END,
                  summary = excluded.summary, value = excluded.value,
-                 evaluated_snapshot_id = COALESCE(excluded.evaluated_snapshot_id, alerts.evaluated_snapshot_id)
+                 evaluated_snapshot_id = COALESCE(excluded.evaluated_snapshot_id, alerts.evaluated_snapshot_id),
+                 firing_suppressed = excluded.firing_suppressed
              RETURNING id",
         )
         .bind(fingerprint)
@@ -147,6 +154,7 @@ impl WriteTx {
         .bind(&alert.summary)
         .bind(&alert.value)
         .bind(snapshot_id)
+        .bind(firing_suppressed)
         .fetch_one(&mut *self.tx)
         .await
         .map_err(sql("saving an alert"))?;

@@ -151,7 +151,7 @@ impl Store {
     pub async fn seal_notices(
         &self,
         now: DateTime<Utc>,
-        order: impl Fn(&mut Vec<AlertNotice>),
+        order: impl Fn(&mut [AlertNotice]),
         mut uid: impl FnMut() -> String,
     ) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.begin_write().await?;

@@ -1,0 +1,220 @@
+//! The outbox: turning alert changes into notices (routing, silences), sealing them into one notification per
+//! channel per cycle, and delivering due notifications at least once with backoff, channel rate limits and expiry.
+//!
+//! One pass of the dispatcher is [`Dispatcher::dispatch_due`]: the daemon calls it on a timer, `poll` once after
+//! its cycle, tests step by step. Every attempt is recorded before the next one starts, so a kill at any moment
+//! leaves each notification either delivered or still pending (at least once: a kill between the service's answer
+//! and the commit repeats the delivery, with the same `webhook-id`).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::Rng;
+
+use super::{AlertNotice, Channel, DeliveryError};
+use crate::alerting::Event;
+use crate::store::{AttemptResult, DeliveryStatus, Store, StoreError};
+
+/// Which alerts a channel wants. The channel configuration implements it; tests use closures.
+pub trait Route: Send + Sync {
+    fn channel(&self) -> &str;
+    fn accepts(&self, notice: &AlertNotice) -> bool;
+}
+
+/// The first retry delay; it doubles per attempt up to [`MAX_BACKOFF`].
+pub const BASE_BACKOFF: Duration = Duration::from_secs(1);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Full jitter (AWS's "exponential backoff and jitter"): a uniform draw in `[0, min(max, base·2^attempt)]`, never
+/// shorter than what the service asked for.
+pub fn retry_delay(attempt: u32, retry_after: Option<Duration>, rng: &mut impl Rng) -> Duration {
+    let cap = BASE_BACKOFF.checked_mul(1u32 << attempt.min(20)).unwrap_or(MAX_BACKOFF).min(MAX_BACKOFF);
+    let jitter = Duration::from_millis(rng.random_range(0..=u64::try_from(cap.as_millis()).unwrap_or(u64::MAX)));
+    jitter.max(retry_after.unwrap_or_default())
+}
+
+/// Alerts in a message: new firing first, then reminders, then resolutions; critical before warning before info.
+pub fn order_alerts(alerts: &mut [AlertNotice]) {
+    let rank = |e: Event| match e {
+        Event::Firing => 0,
+        Event::Repeat => 1,
+        Event::Resolved => 2,
+    };
+    alerts.sort_by(|a, b| {
+        rank(a.event)
+            .cmp(&rank(b.event))
+            .then(b.severity.cmp(&a.severity))
+            .then(a.series.cmp(&b.series))
+            .then(a.rule.cmp(&b.rule))
+    });
+}
+
+/// A new notification id in the Standard Webhooks style (`msg_` + 26 random alphanumerics).
+pub fn new_uid() -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    let tail: String = (0..26).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    format!("msg_{tail}")
+}
+
+/// Sliding-window limits of one destination: each `(calls, window)` pair must hold at once.
+#[derive(Debug)]
+pub struct ChannelLimiter {
+    limits: Vec<(usize, Duration)>,
+    sent: Mutex<VecDeque<Instant>>,
+}
+
+impl ChannelLimiter {
+    pub fn new(limits: &[(usize, Duration)]) -> Self {
+        ChannelLimiter { limits: limits.to_vec(), sent: Mutex::new(VecDeque::new()) }
+    }
+
+    /// The service's documented limits: DingTalk and WeCom 20/min, Feishu 5/s and 100/min, Slack 1/s, Teams 4/s.
+    pub fn for_kind(kind: &str) -> Self {
+        let (s, m) = (Duration::from_secs(1), Duration::from_secs(60));
+        match kind {
+            "dingtalk" | "wecom" => ChannelLimiter::new(&[(20, m)]),
+            "feishu" => ChannelLimiter::new(&[(5, s), (100, m)]),
+            "slack" => ChannelLimiter::new(&[(1, s)]),
+            "teams" => ChannelLimiter::new(&[(4, s)]),
+            _ => ChannelLimiter::new(&[]),
+        }
+    }
+
+    /// Takes a slot now, or says how long until one frees up.
+    pub fn try_take(&self, now: Instant) -> Result<(), Duration> {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let longest = self.limits.iter().map(|(_, w)| *w).max().unwrap_or_default();
+        while sent.front().is_some_and(|t| now.duration_since(*t) >= longest) {
+            sent.pop_front();
+        }
+        let mut wait = Duration::ZERO;
+        for (calls, window) in &self.limits {
+            let in_window: Vec<&Instant> = sent.iter().filter(|t| now.duration_since(**t) < *window).collect();
+            if in_window.len() >= *calls {
+                let oldest = in_window[in_window.len() - calls];
+                wait = wait.max(*window - now.duration_since(*oldest));
+            }
+        }
+        if wait > Duration::ZERO {
+            return Err(wait);
+        }
+        sent.push_back(now);
+        Ok(())
+    }
+}
+
+/// What one dispatch pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DispatchReport {
+    pub delivered: usize,
+    pub retrying: usize,
+    pub failed: usize,
+    pub expired: usize,
+    /// Left for later: not due, rate-limited, or the deadline came first.
+    pub deferred: usize,
+}
+
+/// Delivers due notifications through the configured channels.
+pub struct Dispatcher {
+    channels: HashMap<String, (Arc<dyn Channel>, ChannelLimiter)>,
+    max_delivery_age: Duration,
+}
+
+impl Dispatcher {
+    pub fn new(channels: Vec<Arc<dyn Channel>>, max_delivery_age: Duration) -> Self {
+        let channels = channels
+            .into_iter()
+            .map(|c| (c.name().to_string(), (c.clone(), ChannelLimiter::for_kind(c.kind()))))
+            .collect();
+        Dispatcher { channels, max_delivery_age }
+    }
+
+    /// Seals unsent notices into notifications, then tries every due notification once, stopping at `deadline`.
+    pub async fn dispatch_due(
+        &self,
+        store: &Store,
+        now: DateTime<Utc>,
+        deadline: Instant,
+    ) -> Result<DispatchReport, StoreError> {
+        store.seal_notices(now, order_alerts, new_uid).await?;
+        let mut report = DispatchReport::default();
+        let max_age = TimeDelta::from_std(self.max_delivery_age).unwrap_or(TimeDelta::MAX);
+        for row in store.due_notifications(now).await? {
+            if Instant::now() >= deadline {
+                report.deferred += 1;
+                continue;
+            }
+            let n = &row.notification;
+            if now - n.created_at > max_age {
+                let why = format!(
+                    "not delivered within max_delivery_age ({}); last error: {}",
+                    crate::config::format_duration(self.max_delivery_age),
+                    row.last_error.as_deref().unwrap_or("none")
+                );
+                store.give_up(row.id, DeliveryStatus::Expired, &why).await?;
+                report.expired += 1;
+                continue;
+            }
+            let Some((channel, limiter)) = self.channels.get(&n.channel) else {
+                let why = format!("channel `{}` is no longer configured", n.channel);
+                store.give_up(row.id, DeliveryStatus::Failed, &why).await?;
+                report.failed += 1;
+                continue;
+            };
+            if let Err(wait) = limiter.try_take(Instant::now()) {
+                store.defer(row.id, now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX)).await?;
+                report.deferred += 1;
+                continue;
+            }
+            let started = Instant::now();
+            let remaining = deadline.saturating_duration_since(started);
+            let outcome = match tokio::time::timeout(remaining, channel.send(n)).await {
+                Ok(r) => r,
+                Err(_) => Err(DeliveryError::Retryable {
+                    reason: "the delivery deadline passed before the service answered".into(),
+                    retry_after: None,
+                }),
+            };
+            let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let result = match outcome {
+                Ok(d) => {
+                    report.delivered += 1;
+                    tracing::info!(channel = %n.channel, id = %n.id, alerts = n.alerts.len(), "notification delivered");
+                    AttemptResult::Delivered { detail: format!("HTTP {}: {}", d.status, d.detail) }
+                }
+                Err(DeliveryError::Retryable { reason, retry_after }) => {
+                    report.retrying += 1;
+                    let delay = retry_delay(row.attempts, retry_after, &mut rand::rng());
+                    tracing::warn!(channel = %n.channel, id = %n.id, attempt = row.attempts + 1, retry_in = %crate::config::format_duration(delay), error = %reason, "delivery failed; will retry");
+                    AttemptResult::Retry {
+                        error: reason,
+                        next_attempt_at: now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX),
+                    }
+                }
+                Err(DeliveryError::Permanent { reason }) => {
+                    report.failed += 1;
+                    tracing::error!(channel = %n.channel, id = %n.id, error = %reason, "delivery failed permanently");
+                    AttemptResult::GiveUp { status: DeliveryStatus::Failed, error: reason }
+                }
+            };
+            store.record_attempt(row.id, now, took, &result).await?;
+        }
+        Ok(report)
+    }
+}
+
+/// The notices one alert change produces: one per channel whose route accepts it.
+pub fn route<'a>(routes: &'a [Arc<dyn Route>], notice: &AlertNotice) -> Vec<&'a str> {
+    routes.iter().filter(|r| r.accepts(notice)).map(|r| r.channel()).collect()
+}
+
+/// Labels a notice is matched on (used by routes and silences).
+pub fn notice_labels(notice: &AlertNotice) -> BTreeMap<String, String> {
+    crate::alerting::silence::alert_labels(&notice.series, notice.rule, notice.severity, &notice.labels)
+}
+
+#[cfg(test)]
+mod tests;

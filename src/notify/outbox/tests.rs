@@ -1,0 +1,240 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+use crate::model::{SeriesKey, TaskType};
+use crate::notify::{Delivered, Notification};
+use crate::rules::{RuleName, Severity};
+
+/// A far end that fails its first `fail_first` deliveries with `failure`, then accepts; it remembers every id.
+struct Flaky {
+    name: String,
+    fail_first: usize,
+    failure: DeliveryError,
+    calls: AtomicUsize,
+    seen: Mutex<Vec<Notification>>,
+}
+
+impl Flaky {
+    fn new(name: &str, fail_first: usize, failure: DeliveryError) -> Arc<Flaky> {
+        Arc::new(Flaky { name: name.into(), fail_first, failure, calls: AtomicUsize::new(0), seen: Mutex::new(vec![]) })
+    }
+}
+
+#[async_trait::async_trait]
+impl Channel for Flaky {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+    async fn send(&self, n: &Notification) -> Result<Delivered, DeliveryError> {
+        self.seen.lock().unwrap().push(n.clone());
+        if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail_first {
+            return Err(self.failure.clone());
+        }
+        Ok(Delivered { status: 200, detail: "ok".into() })
+    }
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+}
+
+fn notice(i: usize, event: Event, severity: Severity) -> AlertNotice {
+    AlertNotice {
+        fingerprint: format!("{i:016x}"),
+        rule: RuleName::NoRecentScan,
+        severity,
+        event,
+        series: SeriesKey {
+            target: format!("t{i:02}"),
+            account: "a".into(),
+            region: "cn-north-4".into(),
+            project_id: "p".into(),
+            enterprise_project_id: None,
+            task_type: TaskType::ClusterScan,
+        },
+        labels: Default::default(),
+        summary: "no cluster scan has started for 31h; limit 24h".into(),
+        value: "31h".into(),
+        since: t0(),
+        at: t0(),
+    }
+}
+
+async fn store_with(notices: &[(&str, AlertNotice, bool)]) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("o.db")).await.unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    for (channel, n, suppressed) in notices {
+        tx.insert_notice(channel, n, *suppressed).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    (dir, store)
+}
+
+fn far() -> Instant {
+    Instant::now() + Duration::from_secs(30)
+}
+
+#[test]
+fn retry_delays_grow_with_full_jitter_and_respect_the_services_hint() {
+    let mut rng = rand::rng();
+    for attempt in 0..12 {
+        let cap = (BASE_BACKOFF * (1 << attempt)).min(MAX_BACKOFF);
+        for _ in 0..50 {
+            assert!(retry_delay(attempt, None, &mut rng) <= cap);
+        }
+    }
+    assert!(retry_delay(0, Some(Duration::from_secs(42)), &mut rng) >= Duration::from_secs(42));
+    assert!(retry_delay(u32::MAX, None, &mut rng) <= MAX_BACKOFF);
+}
+
+#[test]
+fn a_channel_limiter_delays_the_twenty_first_message_of_a_minute() {
+    let l = ChannelLimiter::for_kind("dingtalk");
+    let start = Instant::now();
+    for i in 0..20 {
+        assert!(l.try_take(start + Duration::from_millis(i)).is_ok());
+    }
+    let wait = l.try_take(start + Duration::from_secs(1)).unwrap_err();
+    assert!(wait > Duration::from_secs(58) && wait <= Duration::from_secs(59), "{wait:?}");
+    assert!(l.try_take(start + Duration::from_secs(60)).is_ok());
+    let feishu = ChannelLimiter::for_kind("feishu");
+    for i in 0..5 {
+        assert!(feishu.try_take(start + Duration::from_millis(i)).is_ok());
+    }
+    assert!(feishu.try_take(start + Duration::from_millis(10)).is_err(), "5 per second");
+}
+
+#[tokio::test]
+async fn fifty_alerts_of_one_cycle_become_one_notification_per_channel_in_order() {
+    let mut notices = Vec::new();
+    for i in 0..50 {
+        let (event, sev) = match i % 3 {
+            0 => (Event::Resolved, Severity::Critical),
+            1 => (Event::Firing, Severity::Warning),
+            _ => (Event::Firing, Severity::Critical),
+        };
+        notices.push(("hook", notice(i, event, sev), false));
+        notices.push(("mail", notice(i, event, sev), false));
+    }
+    let (_d, store) = store_with(&notices).await;
+    let (hook, mail) = (Flaky::new("hook", 0, retryable()), Flaky::new("mail", 0, retryable()));
+    let d = Dispatcher::new(vec![hook.clone(), mail.clone()], Duration::from_secs(86400));
+    let r = d.dispatch_due(&store, t0(), far()).await.unwrap();
+    assert_eq!(r.delivered, 2);
+    for ch in [&hook, &mail] {
+        let seen = ch.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "one message for the whole cycle");
+        let events: Vec<(Event, Severity)> = seen[0].alerts.iter().map(|a| (a.event, a.severity)).collect();
+        assert_eq!(events.len(), 50);
+        let mut sorted = events.clone();
+        sorted.sort_by_key(|(e, s)| (*e != Event::Firing, *e == Event::Resolved, std::cmp::Reverse(*s)));
+        assert_eq!(events, sorted, "firing first, critical first");
+    }
+    let log = store.notifications(None, 10).await.unwrap();
+    assert!(log.iter().all(|n| n.status == DeliveryStatus::Delivered && n.event == Event::Firing));
+}
+
+fn retryable() -> DeliveryError {
+    DeliveryError::Retryable { reason: "HTTP 503".into(), retry_after: None }
+}
+
+#[tokio::test]
+async fn a_receiver_that_is_down_is_retried_with_the_same_id_until_it_is_back() {
+    let (_d, store) = store_with(&[("hook", notice(1, Event::Firing, Severity::Critical), false)]).await;
+    let hook = Flaky::new("hook", 4, retryable());
+    let d = Dispatcher::new(vec![hook.clone()], Duration::from_secs(86400));
+    let mut now = t0();
+    let mut rounds = 0;
+    while hook.seen.lock().unwrap().len() < 5 {
+        d.dispatch_due(&store, now, far()).await.unwrap();
+        now += TimeDelta::minutes(10); // past any backoff
+        rounds += 1;
+        assert!(rounds < 10);
+    }
+    d.dispatch_due(&store, now, far()).await.unwrap();
+    let seen = hook.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 5, "4 failures, then one success, then nothing more");
+    assert!(seen.iter().all(|n| n.id == seen[0].id), "webhook-id stable across retries");
+    let n = &store.notifications(None, 10).await.unwrap()[0];
+    assert_eq!((n.status, n.attempts), (DeliveryStatus::Delivered, 5));
+}
+
+#[tokio::test]
+async fn a_retry_waits_for_its_backoff() {
+    let (_d, store) = store_with(&[("hook", notice(1, Event::Firing, Severity::Critical), false)]).await;
+    let hook = Flaky::new(
+        "hook",
+        1,
+        DeliveryError::Retryable { reason: "429".into(), retry_after: Some(Duration::from_secs(120)) },
+    );
+    let d = Dispatcher::new(vec![hook.clone()], Duration::from_secs(86400));
+    d.dispatch_due(&store, t0(), far()).await.unwrap();
+    d.dispatch_due(&store, t0() + TimeDelta::seconds(119), far()).await.unwrap();
+    assert_eq!(hook.seen.lock().unwrap().len(), 1, "Retry-After honoured");
+    d.dispatch_due(&store, t0() + TimeDelta::seconds(121), far()).await.unwrap();
+    assert_eq!(hook.seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn permanent_failures_stop_and_old_notifications_expire() {
+    let (_d, store) = store_with(&[
+        ("bad", notice(1, Event::Firing, Severity::Critical), false),
+        ("down", notice(2, Event::Firing, Severity::Critical), false),
+        ("gone", notice(3, Event::Firing, Severity::Critical), false),
+    ])
+    .await;
+    let bad = Flaky::new("bad", usize::MAX, DeliveryError::Permanent { reason: "sign match fail".into() });
+    let down = Flaky::new("down", usize::MAX, retryable());
+    let d = Dispatcher::new(vec![bad.clone(), down.clone()], Duration::from_secs(3600));
+    d.dispatch_due(&store, t0(), far()).await.unwrap();
+    d.dispatch_due(&store, t0() + TimeDelta::minutes(30), far()).await.unwrap();
+    assert_eq!(bad.seen.lock().unwrap().len(), 1, "a permanent failure is not retried");
+    let r = d.dispatch_due(&store, t0() + TimeDelta::minutes(61), far()).await.unwrap();
+    assert_eq!(r.expired, 1);
+    let status = |ch: &str, log: &[crate::store::NotificationRow]| {
+        log.iter().find(|n| n.notification.channel == ch).map(|n| (n.status, n.last_error.clone().unwrap_or_default()))
+    };
+    let log = store.notifications(None, 10).await.unwrap();
+    assert_eq!(status("bad", &log).unwrap().0, DeliveryStatus::Failed);
+    let (st, err) = status("down", &log).unwrap();
+    assert_eq!(st, DeliveryStatus::Expired);
+    assert!(err.contains("HTTP 503"), "the last error is kept: {err}");
+    let (st, err) = status("gone", &log).unwrap();
+    assert_eq!(st, DeliveryStatus::Failed);
+    assert!(err.contains("no longer configured"));
+}
+
+#[tokio::test]
+async fn suppressed_notices_are_recorded_and_never_sent() {
+    let (_d, store) = store_with(&[("hook", notice(1, Event::Firing, Severity::Critical), true)]).await;
+    let hook = Flaky::new("hook", 0, retryable());
+    let d = Dispatcher::new(vec![hook.clone()], Duration::from_secs(3600));
+    d.dispatch_due(&store, t0(), far()).await.unwrap();
+    assert!(hook.seen.lock().unwrap().is_empty());
+    assert_eq!(store.notifications(None, 10).await.unwrap()[0].status, DeliveryStatus::Suppressed);
+}
+
+#[tokio::test]
+async fn pending_notifications_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    {
+        let store = Store::open(&path).await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        tx.insert_notice("hook", &notice(1, Event::Firing, Severity::Critical), false).await.unwrap();
+        tx.commit().await.unwrap();
+        let down = Flaky::new("hook", usize::MAX, retryable());
+        Dispatcher::new(vec![down], Duration::from_secs(3600)).dispatch_due(&store, t0(), far()).await.unwrap();
+        store.close().await;
+    }
+    let store = Store::open(&path).await.unwrap();
+    let hook = Flaky::new("hook", 0, retryable());
+    let d = Dispatcher::new(vec![hook.clone()], Duration::from_secs(3600));
+    d.dispatch_due(&store, t0() + TimeDelta::minutes(5), far()).await.unwrap();
+    assert_eq!(hook.seen.lock().unwrap().len(), 1);
+    assert_eq!(store.pending_count().await.unwrap(), 0);
+}
