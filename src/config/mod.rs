@@ -859,16 +859,16 @@ impl Validator {
             }
             for s in t.series() {
                 let id = (s.account, s.region, s.project_id, s.enterprise_project_id, s.task_type);
-                if let Some(first) = identities.insert(id, i) {
-                    if first != i {
-                        self.problem(
-                            format!("targets[{i}]"),
-                            format!(
-                                "polls the same account, region, project and task type {} as targets[{first}]",
-                                s.task_type
-                            ),
-                        );
-                    }
+                if let Some(first) = identities.insert(id, i)
+                    && first != i
+                {
+                    self.problem(
+                        format!("targets[{i}]"),
+                        format!(
+                            "polls the same account, region, project and task type {} as targets[{first}]",
+                            s.task_type
+                        ),
+                    );
                 }
             }
         }

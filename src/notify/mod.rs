@@ -3,6 +3,15 @@
 //! The outbox (later) turns alert transitions into [`Notification`]s — one per channel per evaluation cycle, listing
 //! every alert that changed — and hands them to a [`Channel`]. Each channel lives in its own file under
 //! `channels/`, classifies the service's answer as delivered / retryable / permanent, and never logs a secret.
+//!
+//! - [`message`]: titles and per-alert blocks in English and Chinese, each service's markup, user templates, and
+//!   [`message::fit`], which cuts a message to a service's size limit with "… and N more".
+//! - [`channels`]: the HTTP channels (webhook, Feishu, DingTalk, WeCom, Slack, Teams) and what they share.
+//! - [`config`]: `[[channels]]` validation, routing ([`config::ChannelConfig::matches`]) and [`config::build`].
+
+pub mod channels;
+pub mod config;
+pub mod message;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
