@@ -194,6 +194,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_template_that_fails_at_send_time_still_sends_the_built_in_message() {
+        let server = spawn(checking).await;
+        let mut ch = channel(&server.url);
+        ch.common.template = Some("{{ title }}{% for a in alerts %}{{ a.labels.missing_label }}{% endfor %}".into());
+        ch.send(&one()).await.unwrap();
+        let body: Value = serde_json::from_slice(&server.only_request().body).unwrap();
+        let content = body["markdown"]["content"].as_str().unwrap();
+        assert!(content.starts_with("**[FIRING:1]"), "{content}");
+        assert!(content.contains("no cluster scan has started for 31h"), "{content}");
+    }
+
+    #[tokio::test]
     async fn an_error_message_never_shows_the_key() {
         let server = spawn(|r: &Recorded| {
             Reply::json(200, json!({"errcode": 93000, "errmsg": format!("invalid webhook url, {}", r.query.clone().unwrap_or_default())}))
