@@ -9,7 +9,7 @@
 //! - [`poller`]: one poll cycle over every series, within each account's budget.
 //! - [`rules`]: the alert rules, pure functions of a series' snapshot history and the clock.
 //! - [`alerting`]: the alert state machine, alert fingerprints and replay of stored history.
-//! - [`notify`]: notifications, the channel trait and one file per channel.
+//! - [`notify`]: notifications, the channel trait, message rendering, `[[channels]]` config, one file per channel.
 //! - [`demo`]: the whole pipeline against a built-in simulator in about a minute.
 //! - [`cli`], [`output`], [`app`], [`clock`]: the command line, its formats, process wiring, the injected clock.
 

@@ -1,8 +1,19 @@
 //! Notifications: what a channel is asked to deliver, and how a delivery attempt ends.
 //!
-//! The outbox (later) turns alert transitions into [`Notification`]s — one per channel per evaluation cycle, listing
+//! The [`outbox`] turns alert transitions into [`Notification`]s — one per channel per evaluation cycle, listing
 //! every alert that changed — and hands them to a [`Channel`]. Each channel lives in its own file under
 //! `channels/`, classifies the service's answer as delivered / retryable / permanent, and never logs a secret.
+//!
+//! - [`message`]: titles and per-alert blocks in English and Chinese, each service's markup, user templates, and
+//!   [`message::fit`], which cuts a message to a service's size limit with "… and N more".
+//! - [`channels`]: email and the HTTP channels (webhook, Feishu, DingTalk, WeCom, Slack, Teams).
+//! - [`outbox`]: routing, sealing a cycle's notices into one message per channel, and the dispatcher.
+//! - [`config`]: `[[channels]]` validation, routing ([`config::ChannelConfig::matches`]) and [`config::build`].
+
+pub mod channels;
+pub mod config;
+pub mod message;
+pub mod outbox;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,9 +24,6 @@ use serde::{Deserialize, Serialize};
 use crate::alerting::Event;
 use crate::model::SeriesKey;
 use crate::rules::{RuleName, Severity};
-
-pub mod channels;
-pub mod outbox;
 
 /// One alert inside a notification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

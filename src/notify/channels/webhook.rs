@@ -1,0 +1,471 @@
+//! The generic webhook: an Alertmanager-v4 JSON body (so existing receivers work), optional bearer or basic auth,
+//! and Standard Webhooks signing with a `whsec_` secret. `webhook-id` (the notification id, stable across
+//! retries: the receiver's idempotency key) and `webhook-timestamp` are always sent.
+//!
+//! Besides the Alertmanager fields the body carries `title` and `message` (the rendered text, or the user
+//! template's output) for receivers that only forward text. Any 2xx is success; 408, 429 and 5xx are retried with
+//! `Retry-After`; 410 means "stop sending"; redirects and other 4xx are permanent.
+
+use std::collections::BTreeMap;
+
+use super::{Common, to_bytes};
+use crate::alerting::Event;
+use crate::hss::signer::hmac_sha256;
+use crate::notify::message::{Budget, Format, Unit};
+use crate::notify::{AlertNotice, Channel, Delivered, DeliveryError, Notification};
+use crate::secret::Secret;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::SecondsFormat;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Value, json};
+
+/// The largest body sent. Standard Webhooks suggests small payloads, but a machine receiver needs every alert: a
+/// storm of thousands is cut here and counted in `truncatedAlerts`.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The `message` text's share of the body.
+pub const MESSAGE_LIMIT: usize = 16 * 1024;
+
+/// How the receiver authenticates us, besides the signature.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    /// `Authorization: Bearer …`
+    Bearer(Secret),
+    /// `Authorization: Basic …`
+    Basic { user: String, password: Secret },
+}
+
+/// A Standard Webhooks signing key: the base64-decoded part of a `whsec_…` secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey(Vec<u8>);
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(crate::secret::REDACTED)
+    }
+}
+
+impl SigningKey {
+    /// Decodes `whsec_<base64>`; the error says what is wrong without repeating the secret.
+    pub fn from_whsec(secret: &str) -> Result<SigningKey, String> {
+        let Some(encoded) = secret.strip_prefix("whsec_") else {
+            return Err("a Standard Webhooks secret starts with `whsec_` followed by base64".to_string());
+        };
+        match B64.decode(encoded) {
+            Ok(key) if key.is_empty() => Err("the key after `whsec_` is empty".to_string()),
+            Ok(key) => Ok(SigningKey(key)),
+            Err(_) => Err("the part after `whsec_` is not valid base64".to_string()),
+        }
+    }
+
+    /// The key length in bytes (the spec asks for 24 to 64 random bytes).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The `webhook-signature` value: `v1,` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")).
+pub fn standard_webhooks_signature(key: &SigningKey, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut signed = format!("{id}.{timestamp}.").into_bytes();
+    signed.extend_from_slice(body);
+    format!("v1,{}", B64.encode(hmac_sha256(&key.0, &signed)))
+}
+
+/// A generic webhook destination.
+#[derive(Debug, Clone)]
+pub struct WebhookChannel {
+    common: Common,
+    auth: Auth,
+    signing_key: Option<SigningKey>,
+    max_body: usize,
+}
+
+impl WebhookChannel {
+    pub fn new(common: Common, auth: Auth, signing_key: Option<SigningKey>) -> Self {
+        WebhookChannel { common, auth, signing_key, max_body: MAX_BODY_BYTES }
+    }
+
+    /// A smaller body limit (tests of truncation).
+    pub fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// The Alertmanager-v4 body, with as many alerts as fit in the body limit.
+    pub fn payload(&self, n: &Notification) -> Value {
+        let title = self.common.title(n);
+        let message = self.common.body(n, Format::Plain, true, Budget { limit: MESSAGE_LIMIT, unit: Unit::JsonBytes });
+        let alerts: Vec<Value> = n.alerts.iter().map(|a| alert_json(a, &self.common)).collect();
+        let common_labels = intersect(alerts.iter().map(|a| &a["labels"]));
+        let common_annotations = intersect(alerts.iter().map(|a| &a["annotations"]));
+        let firing = n.alerts.iter().any(|a| a.event != Event::Resolved);
+        let envelope = |alerts: &[Value], truncated: usize| {
+            json!({
+                "version": "4",
+                "groupKey": format!("scanwatch:{}", self.common.name),
+                "truncatedAlerts": truncated,
+                "status": if firing { "firing" } else { "resolved" },
+                "receiver": self.common.name,
+                "groupLabels": {},
+                "commonLabels": common_labels,
+                "commonAnnotations": common_annotations,
+                "externalURL": "",
+                "title": title,
+                "message": message,
+                "alerts": alerts,
+            })
+        };
+        // The envelope without alerts, with room for the largest truncatedAlerts number.
+        let base = envelope(&[], usize::MAX).to_string().len();
+        let mut used = base;
+        let mut kept = 0;
+        for a in &alerts {
+            let size = a.to_string().len() + 1;
+            if used + size > self.max_body {
+                break;
+            }
+            used += size;
+            kept += 1;
+        }
+        envelope(&alerts[..kept], alerts.len() - kept)
+    }
+}
+
+fn alert_json(a: &AlertNotice, common: &Common) -> Value {
+    let s = &a.series;
+    let mut labels: BTreeMap<String, String> = a.labels.clone();
+    let builtin = [
+        ("alertname", a.rule.as_str().to_string()),
+        ("rule", a.rule.as_str().to_string()),
+        ("target", s.target.clone()),
+        ("account", s.account.clone()),
+        ("region", s.region.clone()),
+        ("project_id", s.project_id.clone()),
+        ("task_type", s.task_type.as_str().to_string()),
+        ("severity", a.severity.as_str().to_string()),
+    ];
+    labels.extend(builtin.into_iter().map(|(k, v)| (k.to_string(), v)));
+    if let Some(eps) = &s.enterprise_project_id {
+        labels.insert("enterprise_project_id".to_string(), eps.clone());
+    }
+    let resolved = a.event == Event::Resolved;
+    let description = crate::notify::message::describe(a, common.language);
+    json!({
+        "status": if resolved { "resolved" } else { "firing" },
+        "labels": labels,
+        "annotations": {
+            "summary": a.summary,
+            "value": a.value,
+            "description": description,
+            "event": a.event.as_str(),
+        },
+        "startsAt": a.since.to_rfc3339_opts(SecondsFormat::Secs, true),
+        "endsAt": if resolved { a.at.to_rfc3339_opts(SecondsFormat::Secs, true) } else { "0001-01-01T00:00:00Z".to_string() },
+        "generatorURL": "",
+        "fingerprint": a.fingerprint,
+    })
+}
+
+/// The key/value pairs every object has in common (Alertmanager's `commonLabels`).
+fn intersect<'a>(mut maps: impl Iterator<Item = &'a Value>) -> Value {
+    let Some(Value::Object(first)) = maps.next() else { return json!({}) };
+    let mut common = first.clone();
+    for m in maps {
+        common.retain(|k, v| m.get(k) == Some(v));
+    }
+    Value::Object(common)
+}
+
+/// Standard Webhooks forbids `.` in the id (it separates the signed parts); this keeps the id stable and valid.
+fn webhook_id(n: &Notification) -> String {
+    n.id.replace('.', "-")
+}
+
+#[async_trait::async_trait]
+impl Channel for WebhookChannel {
+    fn name(&self) -> &str {
+        &self.common.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    async fn send(&self, n: &Notification) -> Result<Delivered, DeliveryError> {
+        let body = to_bytes(&self.payload(n));
+        let id = webhook_id(n);
+        let timestamp = self.common.clock.now().timestamp();
+        let mut headers = HeaderMap::new();
+        let header = |v: &str| {
+            HeaderValue::from_str(v).map_err(|_| DeliveryError::Permanent {
+                reason: "a header value has characters HTTP does not allow (check the notification id and the \
+                         credentials for line breaks)"
+                    .to_string(),
+            })
+        };
+        headers.insert(HeaderName::from_static("webhook-id"), header(&id)?);
+        headers.insert(HeaderName::from_static("webhook-timestamp"), header(&timestamp.to_string())?);
+        if let Some(key) = &self.signing_key {
+            let signature = standard_webhooks_signature(key, &id, timestamp, &body);
+            headers.insert(HeaderName::from_static("webhook-signature"), header(&signature)?);
+        }
+        let mut secrets: Vec<&str> = Vec::new();
+        match &self.auth {
+            Auth::None => {}
+            Auth::Bearer(token) => {
+                let mut v = header(&format!("Bearer {}", token.expose()))?;
+                v.set_sensitive(true);
+                headers.insert(AUTHORIZATION, v);
+                secrets.push(token.expose());
+            }
+            Auth::Basic { user, password } => {
+                let encoded = B64.encode(format!("{user}:{}", password.expose()));
+                let mut v = header(&format!("Basic {encoded}"))?;
+                v.set_sensitive(true);
+                headers.insert(AUTHORIZATION, v);
+                secrets.push(password.expose());
+            }
+        }
+        let answer = self.common.post_json("the webhook receiver", &self.common.url, headers, body, &secrets).await?;
+        answer.classify_status("the webhook receiver")?;
+        Ok(Delivered { status: answer.status, detail: answer.excerpt() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
+    use super::*;
+    use crate::hss::test_support::{Recorded, Reply, spawn};
+    use crate::notify::channels::testkit::{batch, common, notice, notification, one, refused_url};
+
+    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+    fn channel(url: url::Url, auth: Auth, secret: Option<&str>) -> WebhookChannel {
+        WebhookChannel::new(common(url), auth, secret.map(|s| SigningKey::from_whsec(s).unwrap()))
+    }
+
+    /// The receiver's check, written from the spec rather than with our signing function.
+    fn verify(r: &Recorded, secret: &str) -> Result<(), String> {
+        let id = r.header("webhook-id").ok_or("no webhook-id")?;
+        let ts = r.header("webhook-timestamp").ok_or("no webhook-timestamp")?;
+        let sigs = r.header("webhook-signature").ok_or("no webhook-signature")?;
+        let key = B64.decode(secret.trim_start_matches("whsec_")).map_err(|e| e.to_string())?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|e| e.to_string())?;
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(ts.as_bytes());
+        mac.update(b".");
+        mac.update(&r.body);
+        let expected = format!("v1,{}", B64.encode(mac.finalize().into_bytes()));
+        if sigs.split(' ').any(|s| s == expected) { Ok(()) } else { Err(format!("bad signature {sigs}")) }
+    }
+
+    fn verifying_server_reply(r: &Recorded) -> Reply {
+        match verify(r, SECRET) {
+            Ok(()) => Reply::raw(200, "accepted"),
+            Err(e) => Reply::raw(401, e),
+        }
+    }
+
+    #[test]
+    fn the_standard_webhooks_vector_signs_as_specified() {
+        let key = SigningKey::from_whsec(SECRET).unwrap();
+        let body = br#"{"email":"test@example.com","username":"test_user"}"#;
+        assert_eq!(
+            standard_webhooks_signature(&key, "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body),
+            "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
+        );
+    }
+
+    #[test]
+    fn a_secret_without_the_prefix_or_with_bad_base64_is_rejected() {
+        assert!(SigningKey::from_whsec("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap_err().contains("whsec_"));
+        assert!(SigningKey::from_whsec("whsec_%%%").unwrap_err().contains("base64"));
+        assert!(SigningKey::from_whsec("whsec_").is_err());
+        assert_eq!(SigningKey::from_whsec(SECRET).unwrap().len(), 24);
+        assert_eq!(format!("{:?}", SigningKey::from_whsec(SECRET).unwrap()), "[redacted]");
+    }
+
+    #[tokio::test]
+    async fn a_signed_alertmanager_body_is_accepted_by_a_verifying_receiver() {
+        let server = spawn(verifying_server_reply).await;
+        let ch =
+            channel(server.url.join("/hooks/scanwatch").unwrap(), Auth::Bearer(Secret::new("tok-123")), Some(SECRET));
+        let n = notification(vec![notice(0, Event::Firing), notice(1, Event::Resolved)]);
+        let delivered = ch.send(&n).await.unwrap();
+        assert_eq!(delivered, Delivered { status: 200, detail: "accepted".into() });
+
+        let r = server.only_request();
+        assert_eq!(r.path, "/hooks/scanwatch");
+        assert_eq!(r.header("webhook-id"), Some("ntf-0001"));
+        assert_eq!(r.header("webhook-timestamp"), Some("1745309051"));
+        assert_eq!(r.header("authorization"), Some("Bearer tok-123"));
+        assert!(r.header("content-type").unwrap().starts_with("application/json"));
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["version"], "4");
+        assert_eq!(body["status"], "firing");
+        assert_eq!(body["receiver"], "test");
+        assert_eq!(body["truncatedAlerts"], 0);
+        let a0 = &body["alerts"][0];
+        assert_eq!(a0["status"], "firing");
+        assert_eq!(a0["labels"]["alertname"], "no_recent_scan");
+        assert_eq!(a0["labels"]["target"], "prod-cn-north-4-cluster-000");
+        assert_eq!(a0["labels"]["account"], "prod");
+        assert_eq!(a0["labels"]["region"], "cn-north-4");
+        assert_eq!(a0["labels"]["project_id"], "0123456789abcdef0123456789abcdef");
+        assert_eq!(a0["labels"]["task_type"], "cluster_scan");
+        assert_eq!(a0["labels"]["severity"], "critical");
+        assert_eq!(a0["labels"]["env"], "prod");
+        assert_eq!(a0["annotations"]["summary"], "no cluster scan has started for 31h; limit 24h");
+        assert_eq!(a0["annotations"]["value"], "31h");
+        assert_eq!(a0["startsAt"], "2025-04-22T01:04:11Z");
+        assert_eq!(a0["endsAt"], "0001-01-01T00:00:00Z");
+        assert_eq!(a0["fingerprint"], "0000000000000000");
+        let a1 = &body["alerts"][1];
+        assert_eq!(a1["status"], "resolved");
+        assert_eq!(a1["endsAt"], "2025-04-22T08:04:11Z");
+        assert_eq!(body["commonLabels"]["env"], "prod");
+        assert!(body["commonLabels"].get("target").is_none());
+        assert!(body["title"].as_str().unwrap().starts_with("[FIRING:1] scanwatch: no_recent_scan, stuck_running"));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_secret_fails_the_receivers_check_and_is_permanent() {
+        let server = spawn(verifying_server_reply).await;
+        let ch = channel(server.url.clone(), Auth::None, Some("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+        let err = ch.send(&one()).await.unwrap_err();
+        let DeliveryError::Permanent { reason } = err else { panic!("{err:?}") };
+        assert!(reason.contains("HTTP 401"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn the_webhook_id_is_the_same_on_every_retry_and_each_attempt_is_signed() {
+        let server = spawn(verifying_server_reply).await;
+        let ch = channel(server.url.clone(), Auth::None, Some(SECRET));
+        let mut n = one();
+        n.id = "ntf.42".to_string();
+        ch.send(&n).await.unwrap();
+        ch.send(&n).await.unwrap();
+        let ids: Vec<_> = server.requests().iter().map(|r| r.header("webhook-id").unwrap().to_string()).collect();
+        assert_eq!(ids, ["ntf-42", "ntf-42"]);
+    }
+
+    #[tokio::test]
+    async fn unsigned_requests_still_carry_id_and_timestamp_and_basic_auth() {
+        let server = spawn(|_| Reply::raw(204, "")).await;
+        let ch = channel(server.url.clone(), Auth::Basic { user: "sw".into(), password: Secret::new("pw") }, None);
+        assert_eq!(ch.send(&one()).await.unwrap().status, 204);
+        let r = server.only_request();
+        assert!(r.header("webhook-id").is_some() && r.header("webhook-timestamp").is_some());
+        assert!(r.header("webhook-signature").is_none());
+        assert_eq!(r.header("authorization"), Some("Basic c3c6cHc="));
+    }
+
+    #[tokio::test]
+    async fn http_statuses_are_classified_as_standard_webhooks_asks() {
+        let cases: [(u16, Option<&str>, bool, Option<u64>); 7] = [
+            (410, None, false, None),
+            (429, Some("30"), true, Some(30)),
+            (502, None, true, None),
+            (503, Some("5"), true, Some(5)),
+            (408, None, true, None),
+            (400, None, false, None),
+            (302, None, false, None),
+        ];
+        for (status, retry_after, retryable, wait) in cases {
+            let server = spawn(move |_| {
+                let reply = Reply::raw(status, "nope");
+                match retry_after {
+                    Some(v) => reply.header("Retry-After", v),
+                    None => reply,
+                }
+            })
+            .await;
+            let err = channel(server.url.clone(), Auth::None, None).send(&one()).await.unwrap_err();
+            match err {
+                DeliveryError::Retryable { retry_after, .. } if retryable => {
+                    assert_eq!(retry_after, wait.map(Duration::from_secs), "{status}")
+                }
+                DeliveryError::Permanent { reason } if !retryable => {
+                    assert!(reason.contains(&status.to_string()), "{reason}");
+                    if status == 410 {
+                        assert!(reason.contains("asked to stop"), "{reason}");
+                    }
+                }
+                other => panic!("HTTP {status}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_retryable_and_names_only_the_host() {
+        let url = refused_url().await;
+        let err = channel(url, Auth::None, None).send(&one()).await.unwrap_err();
+        let DeliveryError::Retryable { reason, .. } = err else { panic!("{err:?}") };
+        assert!(reason.contains("could not connect"), "{reason}");
+        assert!(reason.contains("http://127.0.0.1:"), "{reason}");
+        assert!(!reason.contains("0123456789abcdef"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_does_not_answer_in_time_is_retryable() {
+        let server = spawn(|_| Reply::raw(200, "late").delay(Duration::from_secs(30))).await;
+        let mut ch = channel(server.url.clone(), Auth::None, None);
+        ch.common.timeout = Duration::from_millis(300);
+        let err = ch.send(&one()).await.unwrap_err();
+        let DeliveryError::Retryable { reason, .. } = err else { panic!("{err:?}") };
+        assert!(reason.contains("did not answer within 300ms"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn an_error_body_echoing_the_url_token_is_scrubbed() {
+        let server = spawn(|r: &Recorded| Reply::raw(500, format!("no such hook {}", r.path))).await;
+        let url = server.url.join("/hook/0123456789abcdef0123456789").unwrap();
+        let err = channel(url, Auth::Bearer(Secret::new("bearer-secret")), None).send(&one()).await.unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("0123456789abcdef"), "{text}");
+        assert!(text.contains("no such hook /hook/[redacted]"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn fifty_alerts_are_one_request_with_every_alert_and_a_cut_message() {
+        let server = spawn(|_| Reply::raw(200, "")).await;
+        let ch = channel(server.url.clone(), Auth::None, None);
+        ch.send(&batch(50)).await.unwrap();
+        let r = server.only_request();
+        assert!(r.body.len() <= MAX_BODY_BYTES);
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["alerts"].as_array().unwrap().len(), 50);
+        assert_eq!(body["truncatedAlerts"], 0);
+        let message = body["message"].as_str().unwrap();
+        assert!(message.len() <= MESSAGE_LIMIT);
+        assert!(message.starts_with("[FIRING:50]"), "{message}");
+        let tail = message.rsplit("\n\n").next().unwrap();
+        assert!(tail.starts_with("… and ") && tail.ends_with(" more"), "{tail}");
+    }
+
+    #[tokio::test]
+    async fn a_storm_larger_than_the_body_limit_is_truncated_and_counted() {
+        let server = spawn(|_| Reply::raw(200, "")).await;
+        let ch = channel(server.url.clone(), Auth::None, None).with_max_body(40 * 1024);
+        ch.send(&batch(200)).await.unwrap();
+        let r = server.only_request();
+        assert!(r.body.len() <= 40 * 1024, "{}", r.body.len());
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        let kept = body["alerts"].as_array().unwrap().len();
+        assert!(kept > 0 && kept < 200, "{kept}");
+        assert_eq!(body["truncatedAlerts"], 200 - kept);
+    }
+}

@@ -1,0 +1,713 @@
+//! What a notification says: the title, one block per alert in English or Simplified Chinese with times in the
+//! configured zone, the markup each service understands, user templates, and cutting to a service's size limit.
+//!
+//! Every channel renders through [`body`]: a user template when the channel has one (falling back to the built-in
+//! body, with a warning, when it fails or renders nothing), cut by [`fit`] to the service's limit in the service's
+//! unit so that one cycle's alerts always go out as one message ending with "… and N more" when they do not fit.
+//!
+//! # Template context
+//!
+//! A channel's `template` / `template_file` is a [minijinja](https://docs.rs/minijinja) template that renders the
+//! message body; the built-in title stays where the service has a title field (Feishu card header, DingTalk
+//! preview, Slack `text`, Teams, webhook `title`). WeCom has none, so a WeCom template is the whole message: start it
+//! with `{{ title }}`. Printing an undefined name is an error, caught by `validate`. The template sees:
+//!
+//! | name | what |
+//! |---|---|
+//! | `title` | the built-in title, e.g. `[FIRING:2] scanwatch: no_recent_scan, stuck_running` |
+//! | `language` | `en` or `zh-CN` |
+//! | `status` | `firing` when any alert fires (or still fires), else `resolved` |
+//! | `channel`, `notification_id`, `timezone` | the channel name, the notification's stable id, e.g. `Asia/Shanghai` |
+//! | `created_at` | local time, `2025-04-22 16:04 CST` |
+//! | `counts` | `total`, `firing`, `repeat`, `resolved` |
+//! | `alerts` | a list; each has `fingerprint`, `rule`, `rule_title`, `severity`, `event` (`firing`, `repeat`, `resolved`), `status` (`firing` or `resolved`), `target`, `account`, `region`, `project_id`, `enterprise_project_id` (may be none), `task_type`, `task_type_human`, `labels` (a map), `summary` (English), `value`, `description` (the summary in the channel's language), `since` and `at` (local time), `since_utc` and `at_utc` (RFC 3339), `lasted` (`3h20m`), `text` (the built-in plain-text block) |
+//!
+//! Example: `{% for a in alerts %}{{ a.severity|upper }} {{ a.target }}: {{ a.description }}\n{% endfor %}`
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use super::{AlertNotice, Language, Notification};
+use crate::alerting::Event;
+use crate::model::{SeriesKey, TaskType};
+use crate::rules::{RuleName, Severity, human_duration};
+
+/// How a service measures its size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// UTF-8 bytes of the text itself (WeCom's 4096-byte markdown content).
+    Bytes,
+    /// Unicode scalar values (Slack, Discord, Telegram count characters).
+    Chars,
+    /// UTF-8 bytes the text takes inside a JSON string, escapes included: for services that limit the whole JSON
+    /// body (Feishu, DingTalk, Teams), the text's share of the body is measured exactly.
+    JsonBytes,
+}
+
+impl Unit {
+    /// The size of `s` in this unit.
+    pub fn measure(self, s: &str) -> usize {
+        match self {
+            Unit::Bytes => s.len(),
+            Unit::Chars => s.chars().count(),
+            Unit::JsonBytes => s.chars().map(json_char_len).sum(),
+        }
+    }
+
+    fn char_size(self, c: char) -> usize {
+        match self {
+            Unit::Bytes => c.len_utf8(),
+            Unit::Chars => 1,
+            Unit::JsonBytes => json_char_len(c),
+        }
+    }
+}
+
+/// How serde_json writes one character inside a string: two-byte escapes for `"` `\` and the common controls,
+/// `\u00XX` for the other controls, UTF-8 otherwise (it escapes neither `/` nor non-ASCII).
+fn json_char_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{08}' | '\u{0c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// A fitted text and how many of the items made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fitted {
+    pub text: String,
+    pub shown: usize,
+    pub omitted: usize,
+}
+
+/// The line that replaces the items that did not fit.
+pub fn more_line(language: Language, omitted: usize) -> String {
+    match (language, omitted) {
+        (_, 0) => "…".to_string(),
+        (Language::En, n) => format!("… and {n} more"),
+        (Language::ZhCn, n) => format!("…… 另有 {n} 条"),
+    }
+}
+
+/// Joins `head` and `items` (with `sep` between items, and between the head and the first item) into at most
+/// `limit` units. When not everything fits, keeps the longest prefix of items that fits together with the
+/// "… and N more" line; when not even the head fits, cuts the head. Never returns an empty text for a non-empty
+/// input. Every channel cuts its message with this, so a storm of alerts is one message, not a lost one.
+pub fn fit(head: &str, items: &[String], sep: &str, limit: usize, unit: Unit, language: Language) -> Fitted {
+    let join = |k: usize| {
+        let mut text = head.to_string();
+        for item in &items[..k] {
+            if !text.is_empty() {
+                text.push_str(sep);
+            }
+            text.push_str(item);
+        }
+        text
+    };
+    let sep_len = unit.measure(sep);
+    let head_len = unit.measure(head);
+    // prefix[k] = size of head + the first k items with their separators.
+    let mut prefix = Vec::with_capacity(items.len() + 1);
+    prefix.push(head_len);
+    for (i, item) in items.iter().enumerate() {
+        let joint = if i == 0 && head.is_empty() { 0 } else { sep_len };
+        prefix.push(prefix[i] + joint + unit.measure(item));
+    }
+    if prefix[items.len()] <= limit {
+        return Fitted { text: join(items.len()), shown: items.len(), omitted: 0 };
+    }
+    for k in (0..items.len()).rev() {
+        let more = more_line(language, items.len() - k);
+        let joint = if prefix[k] == 0 { 0 } else { sep_len };
+        if prefix[k] + joint + unit.measure(&more) <= limit {
+            let mut text = join(k);
+            if !text.is_empty() {
+                text.push_str(sep);
+            }
+            text.push_str(&more);
+            return Fitted { text, shown: k, omitted: items.len() - k };
+        }
+    }
+    // Not even the head fits next to the "more" line: cut the head.
+    let more = more_line(language, items.len());
+    let joint = if items.is_empty() { "" } else { sep };
+    let room = limit.saturating_sub(unit.measure(&more) + unit.measure(joint));
+    let mut text = cut(head, room, unit).trim_end().to_string();
+    if !text.is_empty() {
+        text.push_str(joint);
+    }
+    text.push_str(&more);
+    if unit.measure(&text) > limit {
+        text = cut(&more, limit, unit).to_string();
+    }
+    Fitted { text, shown: 0, omitted: items.len() }
+}
+
+/// The longest prefix of `s` (on a character boundary) whose size is at most `room`.
+fn cut(s: &str, room: usize, unit: Unit) -> &str {
+    let mut used = 0;
+    for (i, c) in s.char_indices() {
+        used += unit.char_size(c);
+        if used > room {
+            return &s[..i];
+        }
+    }
+    s
+}
+
+/// The markup a service understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// No markup (webhook `message`, email text part).
+    Plain,
+    /// CommonMark-ish: `**bold**`, `- ` lists (Feishu card markdown, Teams TextBlock).
+    Markdown,
+    /// Slack mrkdwn: `*bold*`, `•` bullets, `&` `<` `>` escaped.
+    Slack,
+    /// DingTalk markdown: `####` headings, blank lines between blocks.
+    DingTalk,
+    /// WeCom markdown: `<font color>` and `>` quote lines.
+    WeCom,
+    /// Small inline-styled HTML (email).
+    Html,
+}
+
+/// How one channel writes its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Style {
+    pub language: Language,
+    pub tz: Tz,
+    pub format: Format,
+}
+
+/// A size limit in a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub limit: usize,
+    pub unit: Unit,
+}
+
+/// Counts by event, for titles and templates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub total: usize,
+    pub firing: usize,
+    pub repeat: usize,
+    pub resolved: usize,
+}
+
+impl Counts {
+    pub fn of(alerts: &[AlertNotice]) -> Counts {
+        let mut c = Counts { total: alerts.len(), ..Counts::default() };
+        for a in alerts {
+            match a.event {
+                Event::Firing => c.firing += 1,
+                Event::Repeat => c.repeat += 1,
+                Event::Resolved => c.resolved += 1,
+            }
+        }
+        c
+    }
+
+    /// Alerts that are firing now, new or not.
+    pub fn still_firing(&self) -> usize {
+        self.firing + self.repeat
+    }
+}
+
+/// The one-line title: `[FIRING:2] scanwatch: no_recent_scan, stuck_running (prod-cn-north-4)` or
+/// `[RESOLVED] …`; in Chinese `【告警:2】…` / `【恢复】…`. The target is named when there is only one.
+pub fn title(n: &Notification, language: Language) -> String {
+    let counts = Counts::of(&n.alerts);
+    let mut rules: Vec<&str> = Vec::new();
+    let mut targets: Vec<&str> = Vec::new();
+    for a in &n.alerts {
+        if !rules.contains(&a.rule.as_str()) {
+            rules.push(a.rule.as_str());
+        }
+        if !targets.contains(&a.series.target.as_str()) {
+            targets.push(a.series.target.as_str());
+        }
+    }
+    let rules = rules.join(", ");
+    let firing = counts.still_firing();
+    match language {
+        Language::En => {
+            let status = if firing > 0 { format!("[FIRING:{firing}]") } else { "[RESOLVED]".to_string() };
+            let target = if targets.len() == 1 { format!(" ({})", targets[0]) } else { String::new() };
+            format!("{status} scanwatch: {rules}{target}")
+        }
+        Language::ZhCn => {
+            let status = if firing > 0 { format!("【告警:{firing}】") } else { "【恢复】".to_string() };
+            let target = if targets.len() == 1 { format!("({})", targets[0]) } else { String::new() };
+            format!("{status}scanwatch:{rules}{target}")
+        }
+    }
+}
+
+/// The title as the first line of a body, for services without a title field (WeCom) or whose title is only a
+/// preview (DingTalk).
+pub fn title_line(title: &str, format: Format) -> String {
+    match format {
+        Format::Plain => title.to_string(),
+        Format::Markdown | Format::WeCom => format!("**{}**", escape(format, title)),
+        Format::Slack => format!("*{}*", escape(format, title)),
+        Format::DingTalk => format!("### {}", escape(format, title)),
+        Format::Html => format!("<h2 style=\"margin:0 0 12px\">{}</h2>", escape(format, title)),
+    }
+}
+
+/// How a format separates alert blocks.
+pub fn separator(format: Format) -> &'static str {
+    match format {
+        Format::Html => "\n",
+        _ => "\n\n",
+    }
+}
+
+/// The message body for one channel: the user's template when it renders to something, else the built-in blocks,
+/// cut to `budget`. A template that fails is logged (channel name and error, never the data) and replaced by the
+/// built-in body: a broken template must not silence an alert.
+pub fn body(
+    n: &Notification,
+    style: &Style,
+    template: Option<&str>,
+    with_title: bool,
+    budget: Budget,
+    channel: &str,
+) -> String {
+    if let Some(src) = template {
+        match render_template(src, &context(n, style)) {
+            Ok(text) if !text.trim().is_empty() => {
+                return fit(&text, &[], "", budget.limit, budget.unit, style.language).text;
+            }
+            Ok(_) => tracing::warn!(channel, "message template rendered an empty body; using the built-in message"),
+            Err(error) => {
+                tracing::warn!(channel, %error, "message template failed; using the built-in message")
+            }
+        }
+    }
+    builtin_body(n, style, with_title, budget).text
+}
+
+/// The built-in body: the title (when asked) and one block per alert, cut to `budget`.
+pub fn builtin_body(n: &Notification, style: &Style, with_title: bool, budget: Budget) -> Fitted {
+    let head = if with_title { title_line(&title(n, style.language), style.format) } else { String::new() };
+    let items: Vec<String> = n.alerts.iter().map(|a| alert_block(a, style)).collect();
+    fit(&head, &items, separator(style.format), budget.limit, budget.unit, style.language)
+}
+
+/// One alert as a block in the style's format and language.
+pub fn alert_block(a: &AlertNotice, style: &Style) -> String {
+    let facts = Facts::of(a, style.language, style.tz);
+    let f = style.format;
+    let e = |s: &str| escape(f, s);
+    let resolved = a.event == Event::Resolved;
+    // Chinese text takes the full-width colon, with no space after it.
+    let colon = if style.language == Language::ZhCn { ":" } else { ": " };
+    let mut out = String::new();
+    match f {
+        Format::Plain => {
+            out.push_str(&format!("{}\n{}", facts.heading, facts.statement));
+            for (k, v) in &facts.rows {
+                out.push_str(&format!("\n  {k}{colon}{v}"));
+            }
+        }
+        Format::Markdown => {
+            out.push_str(&format!("**{} {}**\n{}", marker(a.event), e(&facts.heading), e(&facts.statement)));
+            for (k, v) in &facts.rows {
+                out.push_str(&format!("\n- {k}{colon}{}", e(v)));
+            }
+        }
+        Format::Slack => {
+            out.push_str(&format!("*{} {}*\n{}", marker(a.event), e(&facts.heading), e(&facts.statement)));
+            for (k, v) in &facts.rows {
+                out.push_str(&format!("\n• {k}{colon}{}", e(v)));
+            }
+        }
+        Format::DingTalk => {
+            out.push_str(&format!("#### {} {}\n\n{}\n", marker(a.event), e(&facts.heading), e(&facts.statement)));
+            for (k, v) in &facts.rows {
+                out.push_str(&format!("\n- {k}{colon}{}", e(v)));
+            }
+        }
+        Format::WeCom => {
+            let colour = if resolved { "info" } else { "warning" };
+            out.push_str(&format!(
+                "<font color=\"{colour}\">**{}**</font>\n{}",
+                e(&facts.heading),
+                e(&facts.statement)
+            ));
+            for (k, v) in &facts.rows {
+                out.push_str(&format!("\n> {k}{colon}<font color=\"comment\">{}</font>", e(v)));
+            }
+        }
+        Format::Html => {
+            let colour = if resolved { "#2e7d32" } else { "#c62828" };
+            out.push_str(&format!(
+                "<div style=\"margin:0 0 16px\"><div style=\"font-weight:bold;color:{colour}\">{}</div><div>{}</div><table style=\"border-collapse:collapse\">",
+                e(&facts.heading),
+                e(&facts.statement)
+            ));
+            for (k, v) in &facts.rows {
+                out.push_str(&format!(
+                    "<tr><td style=\"padding:0 12px 0 0;color:#555\">{k}</td><td>{}</td></tr>",
+                    e(v)
+                ));
+            }
+            out.push_str("</table></div>");
+        }
+    }
+    out
+}
+
+fn marker(event: Event) -> &'static str {
+    match event {
+        Event::Firing | Event::Repeat => "🔴",
+        Event::Resolved => "✅",
+    }
+}
+
+/// Escapes text that comes from outside (target names, labels, HSS error messages) so that it cannot turn into
+/// markup: an `<at user_id="all">` or `<!channel>` in an error message must not page a whole group.
+pub fn escape(format: Format, s: &str) -> String {
+    match format {
+        Format::Plain => s.to_string(),
+        Format::Html => s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;"),
+        Format::Slack => s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"),
+        // These renderers do not reliably decode entities; full-width brackets read the same and are inert.
+        Format::Markdown | Format::DingTalk | Format::WeCom => s.replace('<', "＜").replace('>', "＞"),
+    }
+}
+
+/// What an on-call person needs about one alert, in one language; formats only add markup.
+struct Facts {
+    heading: String,
+    statement: String,
+    rows: Vec<(&'static str, String)>,
+}
+
+impl Facts {
+    fn of(a: &AlertNotice, language: Language, tz: Tz) -> Facts {
+        let s = &a.series;
+        let since = local_time(a.since, tz);
+        let lasted = human_duration(a.lasted());
+        let labels = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
+        let zh = language == Language::ZhCn;
+        let heading = format!(
+            "{} · {} · {} · {}/{}",
+            event_word(a.event, language),
+            severity_word(a.severity, language),
+            rule_title(a.rule, language),
+            s.target,
+            s.task_type
+        );
+        let statement = describe(a, language);
+        let mut rows: Vec<(&'static str, String)> = vec![
+            (if zh { "目标" } else { "Target" }, s.target.clone()),
+            (if zh { "账号" } else { "Account" }, s.account.clone()),
+            (if zh { "区域" } else { "Region" }, s.region.clone()),
+            (if zh { "项目" } else { "Project" }, s.project_id.clone()),
+        ];
+        if let Some(eps) = &s.enterprise_project_id {
+            rows.push((if zh { "企业项目" } else { "Enterprise project" }, eps.clone()));
+        }
+        rows.push((if zh { "任务类型" } else { "Task type" }, task_type_human(s.task_type, language).to_string()));
+        rows.push((if zh { "开始时间" } else { "Since" }, since));
+        match a.event {
+            Event::Firing => {}
+            Event::Repeat => rows.push((
+                if zh { "状态" } else { "Status" },
+                if zh { format!("仍在告警,已持续 {lasted}") } else { format!("still firing for {lasted}") },
+            )),
+            Event::Resolved => rows.push((
+                if zh { "状态" } else { "Status" },
+                if zh {
+                    format!("已恢复,告警持续 {lasted}(恢复于 {})", local_time(a.at, tz))
+                } else {
+                    format!("resolved after {lasted} (at {})", local_time(a.at, tz))
+                },
+            )),
+        }
+        if !labels.is_empty() {
+            rows.push((if zh { "标签" } else { "Labels" }, labels));
+        }
+        Facts { heading, statement, rows }
+    }
+}
+
+/// `2025-04-22 16:04 CST` in the channel's time zone.
+pub fn local_time(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
+}
+
+fn event_word(event: Event, language: Language) -> &'static str {
+    match (language, event) {
+        (Language::En, Event::Firing) => "FIRING",
+        (Language::En, Event::Repeat) => "STILL FIRING",
+        (Language::En, Event::Resolved) => "RESOLVED",
+        (Language::ZhCn, Event::Firing) => "告警",
+        (Language::ZhCn, Event::Repeat) => "持续告警",
+        (Language::ZhCn, Event::Resolved) => "已恢复",
+    }
+}
+
+fn severity_word(severity: Severity, language: Language) -> &'static str {
+    match (language, severity) {
+        (Language::En, s) => s.as_str(),
+        (Language::ZhCn, Severity::Critical) => "严重",
+        (Language::ZhCn, Severity::Warning) => "警告",
+        (Language::ZhCn, Severity::Info) => "提示",
+    }
+}
+
+/// The rule's name as people read it: the config name in English, a Chinese name with the config name after it.
+pub fn rule_title(rule: RuleName, language: Language) -> String {
+    match language {
+        Language::En => rule.as_str().to_string(),
+        Language::ZhCn => {
+            let name = match rule {
+                RuleName::NoRecentScan => "长时间未扫描",
+                RuleName::StuckRunning => "扫描任务卡住",
+                RuleName::TotalStalled => "任务总数停滞",
+                RuleName::PollFailing => "HSS 接口轮询失败",
+            };
+            format!("{name}({})", rule.as_str())
+        }
+    }
+}
+
+fn task_type_human(t: TaskType, language: Language) -> &'static str {
+    match (language, t) {
+        (Language::En, t) => t.human(),
+        (Language::ZhCn, TaskType::ClusterScan) => "集群扫描",
+        (Language::ZhCn, TaskType::IacScan) => "IaC 扫描",
+    }
+}
+
+/// What is wrong, in plain words with the value: the rule's English summary, or a Chinese sentence built from the
+/// rule, the value and the limit named in the summary.
+pub fn describe(a: &AlertNotice, language: Language) -> String {
+    if language == Language::En {
+        return a.summary.clone();
+    }
+    let scan = task_type_human(a.series.task_type, language);
+    let v = &a.value;
+    match a.rule {
+        RuleName::NoRecentScan if v == "never" => format!("{scan}从未启动过任务"),
+        RuleName::NoRecentScan => match after_word(&a.summary, "limit ") {
+            Some(limit) => format!("{scan}已 {v} 未启动新任务(阈值 {limit})"),
+            None => format!("{scan}已 {v} 未启动新任务"),
+        },
+        RuleName::StuckRunning => match after_word(&a.summary, "limit ") {
+            Some(limit) => format!("{scan}任务已运行 {v} 且没有新任务启动(阈值 {limit})"),
+            None => format!("{scan}任务已运行 {v} 且没有新任务启动"),
+        },
+        RuleName::TotalStalled => match after_word(&a.summary, "window ") {
+            Some(window) => format!("{scan}任务总数已 {v} 没有增长(窗口 {window})"),
+            None => format!("{scan}任务总数已 {v} 没有增长"),
+        },
+        RuleName::PollFailing => {
+            let failures = v.split_whitespace().next().and_then(|n| n.parse::<u64>().ok());
+            let over = v.split_once(" over ").map(|(_, d)| d);
+            let what = if a.summary.starts_with("HSS rejects the account's credentials") {
+                "HSS 拒绝了账号凭据".to_string()
+            } else if a.summary.starts_with("HSS denies the account permission") {
+                "HSS 拒绝账号访问(权限不足)".to_string()
+            } else {
+                match (failures, over) {
+                    (Some(n), Some(d)) => format!("HSS 接口轮询已连续失败 {n} 次,持续 {d}"),
+                    (Some(n), None) => format!("HSS 接口轮询已连续失败 {n} 次"),
+                    _ => "HSS 接口轮询失败".to_string(),
+                }
+            };
+            match a.summary.split_once(": ") {
+                Some((_, detail)) => format!("{what};错误:{detail}"),
+                None => what,
+            }
+        }
+    }
+}
+
+/// The token after the last `word` in `text` (`limit 24h` → `24h`).
+fn after_word<'a>(text: &'a str, word: &str) -> Option<&'a str> {
+    let start = text.rfind(word)? + word.len();
+    let rest = &text[start..];
+    let end = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
+}
+
+/// The data a user template sees (see the module doc).
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateContext {
+    pub title: String,
+    pub language: &'static str,
+    pub status: &'static str,
+    pub channel: String,
+    pub notification_id: String,
+    pub timezone: String,
+    pub created_at: String,
+    pub counts: Counts,
+    pub alerts: Vec<TemplateAlert>,
+}
+
+/// One alert as a user template sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateAlert {
+    pub fingerprint: String,
+    pub rule: &'static str,
+    pub rule_title: String,
+    pub severity: &'static str,
+    pub event: &'static str,
+    pub status: &'static str,
+    pub target: String,
+    pub account: String,
+    pub region: String,
+    pub project_id: String,
+    pub enterprise_project_id: Option<String>,
+    pub task_type: &'static str,
+    pub task_type_human: &'static str,
+    pub labels: BTreeMap<String, String>,
+    pub summary: String,
+    pub value: String,
+    pub description: String,
+    pub since: String,
+    pub since_utc: String,
+    pub at: String,
+    pub at_utc: String,
+    pub lasted: String,
+    pub text: String,
+}
+
+fn language_code(language: Language) -> &'static str {
+    match language {
+        Language::En => "en",
+        Language::ZhCn => "zh-CN",
+    }
+}
+
+/// The template context of one notification.
+pub fn context(n: &Notification, style: &Style) -> TemplateContext {
+    let counts = Counts::of(&n.alerts);
+    let plain = Style { format: Format::Plain, ..*style };
+    TemplateContext {
+        title: title(n, style.language),
+        language: language_code(style.language),
+        status: if counts.still_firing() > 0 { "firing" } else { "resolved" },
+        channel: n.channel.clone(),
+        notification_id: n.id.clone(),
+        timezone: style.tz.name().to_string(),
+        created_at: local_time(n.created_at, style.tz),
+        counts,
+        alerts: n
+            .alerts
+            .iter()
+            .map(|a| TemplateAlert {
+                fingerprint: a.fingerprint.clone(),
+                rule: a.rule.as_str(),
+                rule_title: rule_title(a.rule, style.language),
+                severity: a.severity.as_str(),
+                event: a.event.as_str(),
+                status: if a.event == Event::Resolved { "resolved" } else { "firing" },
+                target: a.series.target.clone(),
+                account: a.series.account.clone(),
+                region: a.series.region.clone(),
+                project_id: a.series.project_id.clone(),
+                enterprise_project_id: a.series.enterprise_project_id.clone(),
+                task_type: a.series.task_type.as_str(),
+                task_type_human: task_type_human(a.series.task_type, style.language),
+                labels: a.labels.clone(),
+                summary: a.summary.clone(),
+                value: a.value.clone(),
+                description: describe(a, style.language),
+                since: local_time(a.since, style.tz),
+                since_utc: a.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                at: local_time(a.at, style.tz),
+                at_utc: a.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                lasted: human_duration(a.lasted()),
+                text: alert_block(a, &plain),
+            })
+            .collect(),
+    }
+}
+
+/// Instructions a template may run per render: plenty for thousands of alerts, and a bound on a runaway loop.
+const TEMPLATE_FUEL: u64 = 5_000_000;
+
+/// Renders a user template against a context; the error is minijinja's, with line and cause.
+pub fn render_template(src: &str, ctx: &TemplateContext) -> Result<String, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env.render_str(src, minijinja::Value::from(minijinja::value::Serde(ctx))).map_err(|e| e.to_string())
+}
+
+/// Checks a user template for `validate`: it must render against sample data (a firing and a resolved alert, in
+/// both languages) to a non-empty body.
+pub fn check_template(src: &str) -> Result<(), String> {
+    let n = sample_notification();
+    for language in [Language::En, Language::ZhCn] {
+        let style = Style { language, tz: chrono_tz::Asia::Shanghai, format: Format::Markdown };
+        let text = render_template(src, &context(&n, &style))?;
+        if text.trim().is_empty() {
+            return Err("the template renders an empty message for the sample alerts".to_string());
+        }
+    }
+    Ok(())
+}
+
+/// Two alerts with every field filled: what `validate` and `notify-test` render.
+pub fn sample_notification() -> Notification {
+    // 2025-04-22 16:33:20 UTC, minutes from then.
+    let at = |min: i64| DateTime::<Utc>::from_timestamp(1_745_339_600 + min * 60, 0).unwrap_or_default();
+    let series = |task_type| SeriesKey {
+        target: "prod-cn-north-4".to_string(),
+        account: "prod".to_string(),
+        region: "cn-north-4".to_string(),
+        project_id: "0123456789abcdef0123456789abcdef".to_string(),
+        enterprise_project_id: Some("all_granted_eps".to_string()),
+        task_type,
+    };
+    let labels: BTreeMap<String, String> =
+        [("env", "prod"), ("team", "secops")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Notification {
+        id: "sample-notification".to_string(),
+        channel: "sample".to_string(),
+        created_at: at(0),
+        alerts: vec![
+            AlertNotice {
+                fingerprint: "3f2a9c1d0e8b7a65".to_string(),
+                rule: RuleName::NoRecentScan,
+                severity: Severity::Critical,
+                event: Event::Firing,
+                series: series(TaskType::ClusterScan),
+                labels: labels.clone(),
+                summary: "no cluster scan has started for 31h; limit 24h".to_string(),
+                value: "31h".to_string(),
+                since: at(0),
+                at: at(0),
+            },
+            AlertNotice {
+                fingerprint: "9b8a7c6d5e4f3a21".to_string(),
+                rule: RuleName::StuckRunning,
+                severity: Severity::Warning,
+                event: Event::Resolved,
+                series: series(TaskType::IacScan),
+                labels,
+                summary: "1 IaC scan task(s) running for 2h10m with no new task started (the latest task started \
+                          2025-04-22 05:33 UTC); limit 2h"
+                    .to_string(),
+                value: "2h10m".to_string(),
+                since: at(-240),
+                at: at(-40),
+            },
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests;
