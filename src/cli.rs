@@ -15,8 +15,13 @@ use crate::alerting::{
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, ConfigError};
-use crate::output::{self, AlertJson, Format, HistoryJson, TransitionJson};
+use crate::notify::{
+    self,
+    outbox::{DispatchReport, Dispatcher, Route},
+};
+use crate::output::{self, AlertJson, Format, HistoryJson, NotificationJson, TransitionJson};
 use crate::poller::{PollResult, Poller};
+use crate::store::DeliveryStatus;
 use crate::store::{HistoryQuery, Store};
 
 /// Exit codes: 0 all good, 1 something failed at run time (a poll, a delivery), 2 usage or configuration.
@@ -57,11 +62,28 @@ pub enum Command {
     Config(ConfigCommand),
     /// Poll every target once, store the results and print them (exit 1 if any poll failed).
     Poll {
-        /// Print only; do not store the snapshots.
+        /// Print only; do not store the snapshots (and so evaluate and notify nothing).
         #[arg(long)]
         no_store: bool,
+        /// How long to spend delivering notifications after polling; what is left stays pending for the next run.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        deliver_timeout: Duration,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// Show the notification delivery log, newest first.
+    Notifications {
+        #[arg(long, value_enum)]
+        status: Option<DeliveryStatus>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Send a sample alert through one channel and report the service's answer.
+    NotifyTest {
+        #[arg(long)]
+        channel: String,
     },
     /// Show stored snapshots.
     History {
@@ -227,16 +249,62 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Poll { no_store, format } => {
+        Command::Poll { no_store, deliver_timeout, format } => {
             let config = load(&cli.config)?;
             let store = open_store(&config).await?;
-            let poller = Poller::new(&config, store, clock).await?;
+            let routes: Vec<Arc<dyn Route>> =
+                config.channels.iter().map(|c| Arc::new(c.clone()) as Arc<dyn Route>).collect();
+            let channels = notify::build_channels(&config.channels, config.schedule.timezone)?;
+            let poller = Poller::new(&config, store.clone(), clock.clone()).await?.with_routes(routes);
             let results = poller.poll_all(!no_store).await?;
             print!("{}", render_poll(&results, format));
+            let mut code = ExitCode::SUCCESS;
             let failed = results.iter().filter(|r| r.record.outcome.is_err()).count();
             if failed > 0 {
                 eprintln!("{failed} of {} polls failed", results.len());
-                return Ok(ExitCode::from(EXIT_FAILURE));
+                code = ExitCode::from(EXIT_FAILURE);
+            }
+            if !no_store {
+                let dispatcher = Dispatcher::new(channels, config.alerting.max_delivery_age);
+                let report = deliver_until(&dispatcher, &store, clock.as_ref(), deliver_timeout).await?;
+                if report.failed > 0 || report.retrying > 0 {
+                    eprintln!(
+                        "notifications: {} delivered, {} failed, {} still pending",
+                        report.delivered,
+                        report.failed,
+                        store.pending_count().await?
+                    );
+                    code = ExitCode::from(EXIT_FAILURE);
+                }
+            }
+            Ok(code)
+        }
+        Command::Notifications { status, limit, format } => {
+            let config = load(&cli.config)?;
+            let store = open_store(&config).await?;
+            let rows: Vec<NotificationJson> =
+                store.notifications(status, limit).await?.iter().map(NotificationJson::from).collect();
+            print!("{}", render_notifications(&rows, format));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::NotifyTest { channel } => {
+            let config = load(&cli.config)?;
+            let Some(cfg) = config.channels.iter().find(|c| c.name == channel) else {
+                let names: Vec<&str> = config.channels.iter().map(|c| c.name.as_str()).collect();
+                anyhow::bail!("no channel named `{channel}` (channels: {})", names.join(", "));
+            };
+            let built = notify::build_channels(std::slice::from_ref(cfg), config.schedule.timezone)?;
+            let mut sample = notify::message::sample_notification();
+            sample.channel = channel.clone();
+            sample.id = notify::outbox::new_uid();
+            for ch in &built {
+                match ch.send(&sample).await {
+                    Ok(d) => println!("{channel}: delivered (HTTP {}): {}", d.status, d.detail),
+                    Err(e) => {
+                        println!("{channel}: {e}");
+                        return Ok(ExitCode::from(EXIT_FAILURE));
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -644,4 +712,49 @@ async fn replay(
     }
     out.sort_by(|a, b| a.at.cmp(&b.at).then(a.target.cmp(&b.target)).then(a.task_type.cmp(&b.task_type)));
     Ok(out)
+}
+
+/// Dispatch passes until nothing is due before `budget` runs out; retries that fall due meanwhile are tried again.
+async fn deliver_until(
+    dispatcher: &Dispatcher,
+    store: &Store,
+    clock: &dyn Clock,
+    budget: Duration,
+) -> anyhow::Result<DispatchReport> {
+    let deadline = std::time::Instant::now() + budget;
+    let mut total = DispatchReport::default();
+    loop {
+        let r = dispatcher.dispatch_due(store, clock.now(), deadline).await?;
+        total.delivered += r.delivered;
+        total.failed += r.failed + r.expired;
+        total.retrying = r.retrying + r.deferred;
+        let Some(next) = store.next_attempt_at().await? else { break };
+        let wait = (next - clock.now()).to_std().unwrap_or_default();
+        if std::time::Instant::now() + wait >= deadline {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+    }
+    Ok(total)
+}
+
+fn render_notifications(rows: &[NotificationJson], format: Format) -> String {
+    let headers =
+        ["id", "channel", "fingerprints", "event", "status", "attempts", "created_at", "delivered_at", "last_error"];
+    if format != Format::Table {
+        return output::render(format, &headers, rows, |_| Vec::new());
+    }
+    let table = ["ID", "CHANNEL", "EVENT", "STATUS", "ATTEMPTS", "CREATED", "ALERTS", "LAST_ERROR"];
+    output::render(format, &table, rows, |r| {
+        vec![
+            r.id.clone(),
+            r.channel.clone(),
+            r.event.clone(),
+            r.status.clone(),
+            r.attempts.to_string(),
+            r.created_at.clone(),
+            r.fingerprints.len().to_string(),
+            r.last_error.clone().map(|e| crate::model::excerpt(&e, 120)).unwrap_or_default(),
+        ]
+    })
 }

@@ -115,6 +115,37 @@ impl TransitionJson {
     }
 }
 
+/// One `notifications` row in DESIGN.md's JSON field names.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationJson {
+    /// The notification's stable id (the `webhook-id`).
+    pub id: String,
+    pub channel: String,
+    pub fingerprints: Vec<String>,
+    pub event: String,
+    pub status: String,
+    pub attempts: u32,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+impl From<&crate::store::NotificationRow> for NotificationJson {
+    fn from(r: &crate::store::NotificationRow) -> Self {
+        NotificationJson {
+            id: r.notification.id.clone(),
+            channel: r.notification.channel.clone(),
+            fingerprints: r.notification.alerts.iter().map(|a| a.fingerprint.clone()).collect(),
+            event: crate::store::alerts::event_str(r.event).to_string(),
+            status: r.status.as_str().to_string(),
+            attempts: r.attempts,
+            created_at: rfc3339(r.notification.created_at),
+            delivered_at: r.delivered_at.map(rfc3339),
+            last_error: r.last_error.clone(),
+        }
+    }
+}
+
 /// RFC 3339 in UTC with second precision and `Z`.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

@@ -168,7 +168,7 @@ fn config_show_prints_no_secret_but_where_each_comes_from() {
     assert_no_secret(&json.all_output(), "config show --format json");
     let c: Value = serde_json::from_str(&json.stdout).expect("config show --format json is JSON");
     let accounts = c["accounts"].as_array().expect("accounts");
-    let auth = |i: usize| accounts[i]["auth"].clone();
+    let auth = |i: usize| accounts[i].clone(); // the auth kind and its secrets sit on the account itself
     let redacted_from = |secret: &Value, from: &str, name: &str| {
         assert_eq!(secret["value"], "[redacted]", "{secret:#}");
         assert_eq!(secret["from"], from, "{secret:#}");

@@ -22,6 +22,7 @@ use crate::alerting;
 use crate::hss::budget;
 use crate::hss::regions;
 use crate::model::{SeriesKey, TaskType};
+use crate::notify::config::ChannelConfig;
 use crate::rules;
 use raw::*;
 pub use secrets::{Environment, SecretSource, SourcedSecret};
@@ -74,6 +75,7 @@ pub struct Config {
     pub targets: Vec<Target>,
     pub rules: Rules,
     pub alerting: Alerting,
+    pub channels: Vec<ChannelConfig>,
     /// Non-fatal remarks (a literal secret in the file, say), printed by `validate` and logged at start.
     #[serde(skip)]
     pub warnings: Vec<Problem>,
@@ -338,7 +340,7 @@ impl Config {
 }
 
 /// Sections a later release implements; naming them beats calling them unknown.
-const NOT_YET: [&str; 3] = ["channels", "server", "heartbeat"];
+const NOT_YET: [&str; 2] = ["server", "heartbeat"];
 
 fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
     let overrides: config::Map<String, String> =
@@ -475,6 +477,9 @@ impl Validator {
             .collect();
         let alerting = self.alerting(&raw.alerting);
         self.cross_checks(&accounts, &targets, &schedule);
+        let (channels, problems, warnings) = crate::notify::config::validate_channels(&raw.channels, ctx);
+        self.problems.extend(problems.into_iter().map(|(key, message)| Problem { key, message }));
+        self.warnings.extend(warnings.into_iter().map(|(key, message)| Problem { key, message }));
         Config {
             file: PathBuf::new(),
             storage,
@@ -483,6 +488,7 @@ impl Validator {
             targets,
             rules: defaults,
             alerting,
+            channels,
             warnings: Vec::new(),
         }
     }

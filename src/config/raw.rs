@@ -19,6 +19,8 @@ pub struct RawConfig {
     pub rules: RawRules,
     #[serde(default)]
     pub alerting: RawAlerting,
+    #[serde(default)]
+    pub channels: Vec<crate::notify::config::RawChannel>,
 }
 
 #[derive(Debug, Default, Deserialize)]

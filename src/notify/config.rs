@@ -234,49 +234,8 @@ impl ChannelConfig {
     pub fn matches(&self, notice: &AlertNotice) -> bool {
         notice.severity >= self.min_severity
             && (self.rules.is_empty() || self.rules.contains(&notice.rule))
-            && self.matchers.iter().all(|(label, pattern)| glob_match(pattern, &label_value(notice, label)))
+            && crate::alerting::silence::matches_all(&self.matchers, &crate::notify::outbox::notice_labels(notice))
     }
-}
-
-/// The value of a routing label for an alert; empty when the alert does not have it.
-pub fn label_value(notice: &AlertNotice, label: &str) -> String {
-    let s = &notice.series;
-    match label {
-        "target" => s.target.clone(),
-        "account" => s.account.clone(),
-        "region" => s.region.clone(),
-        "project_id" => s.project_id.clone(),
-        "enterprise_project_id" => s.enterprise_project_id.clone().unwrap_or_default(),
-        "task_type" => s.task_type.as_str().to_string(),
-        "rule" => notice.rule.as_str().to_string(),
-        "severity" => notice.severity.as_str().to_string(),
-        other => notice.labels.get(other).cloned().unwrap_or_default(),
-    }
-}
-
-/// Glob matching of a whole string: `*` is any run of characters (also none), `?` exactly one, the rest literal.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    // Where the last `*` was, and the text position it currently absorbs up to.
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// The channel kinds, as written in `kind`.
@@ -929,3 +888,14 @@ pub fn build(cfg: &ChannelConfig, http: reqwest::Client, tz: Tz) -> Option<Arc<d
 
 #[cfg(test)]
 mod tests;
+
+/// Routing: a channel takes the alerts its `min_severity`, `rules` and `match` select.
+impl crate::notify::outbox::Route for ChannelConfig {
+    fn channel(&self) -> &str {
+        &self.name
+    }
+
+    fn accepts(&self, notice: &AlertNotice) -> bool {
+        self.matches(notice)
+    }
+}

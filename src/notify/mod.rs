@@ -138,3 +138,23 @@ pub enum EmailTls {
     /// Plain text; allowed only to a loopback host.
     None,
 }
+
+/// Builds every configured channel, sharing one HTTP client (per-channel timeouts are applied per request).
+pub fn build_channels(
+    configs: &[config::ChannelConfig],
+    tz: chrono_tz::Tz,
+) -> anyhow::Result<Vec<std::sync::Arc<dyn Channel>>> {
+    let http = channels::http_client(Duration::from_secs(10), Duration::from_secs(60))?;
+    configs
+        .iter()
+        .map(|c| match &c.settings {
+            config::ChannelSettings::Email { settings } => {
+                channels::email::EmailChannel::new(c.name.clone(), settings.clone(), c.language, tz)
+                    .map(|e| std::sync::Arc::new(e) as std::sync::Arc<dyn Channel>)
+                    .map_err(|e| anyhow::anyhow!("channel `{}`: {e}", c.name))
+            }
+            _ => config::build(c, http.clone(), tz)
+                .ok_or_else(|| anyhow::anyhow!("channel `{}` cannot be built", c.name)),
+        })
+        .collect()
+}

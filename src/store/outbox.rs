@@ -243,6 +243,15 @@ impl Store {
         rows.iter().map(notification_from_row).collect()
     }
 
+    /// When the next pending notification falls due, if any is pending.
+    pub async fn next_attempt_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = sqlx::query("SELECT MIN(next_attempt_at) FROM notifications WHERE status = 'pending'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql("reading the next attempt"))?;
+        Ok(row.try_get::<Option<i64>, _>(0).map_err(sql("reading the next attempt"))?.map(millis))
+    }
+
     /// How many notifications are still to be delivered (the outbox depth).
     pub async fn pending_count(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) FROM notifications WHERE status = 'pending'")

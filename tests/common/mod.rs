@@ -331,6 +331,22 @@ impl Sandbox {
         run_scanwatch(self.dir(), &full, &env)
     }
 
+    /// Starts `scanwatch --config <sandbox config> ARGS...` without waiting (to kill it mid-flight).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_scanwatch"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .current_dir(self.dir())
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start scanwatch")
+    }
+
     /// `history --format json` (plus `args`), which must succeed, parsed.
     pub fn history(&self, args: &[&str]) -> Vec<Value> {
         let mut full = vec!["history", "--format", "json"];
@@ -403,4 +419,86 @@ pub fn database_bytes(db: &Path) -> String {
         }
     }
     String::from_utf8_lossy(&all).into_owned()
+}
+
+/// What a local receiver does with the next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// 200 with `ok` (what Slack says; any 2xx is success for a webhook).
+    Ok,
+    /// 503: the receiver is down.
+    Unavailable,
+    /// Never answer (the request is still recorded and announced).
+    Hang,
+}
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub webhook_id: Option<String>,
+    pub body: Value,
+    /// What the receiver answered.
+    pub answer: Answer,
+}
+
+/// A local chat/webhook service on 127.0.0.1:0 whose answers a test switches, recording every request and
+/// announcing each on a channel (so a test can wait for "a request arrived" without sleeping).
+pub struct Receiver {
+    pub url: String,
+    answer: std::sync::Arc<std::sync::Mutex<Answer>>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    pub arrivals: mpsc::Receiver<()>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, StatusCode, Uri};
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let answer = std::sync::Arc::new(std::sync::Mutex::new(Answer::Ok));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, arrivals) = mpsc::channel();
+        let tx = std::sync::Arc::new(std::sync::Mutex::new(tx));
+        let (a, l) = (answer.clone(), log.clone());
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (a, l, tx) = (a.clone(), l.clone(), tx.clone());
+            async move {
+                let mode = *a.lock().unwrap();
+                l.lock().unwrap().push(Received {
+                    path: uri.path().to_string(),
+                    webhook_id: headers.get("webhook-id").and_then(|v| v.to_str().ok()).map(str::to_string),
+                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                    answer: mode,
+                });
+                let _ = tx.lock().unwrap().send(());
+                match mode {
+                    Answer::Ok => (StatusCode::OK, "ok"),
+                    Answer::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "down"),
+                    Answer::Hang => std::future::pending().await,
+                }
+            }
+        });
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, answer, log, arrivals, runtime: Some(runtime) }
+    }
+
+    pub fn answer(&self, a: Answer) {
+        *self.answer.lock().unwrap() = a;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }

@@ -2,6 +2,7 @@ use std::path::Path;
 
 use super::*;
 use crate::alerting::Event;
+use crate::alerting::silence::glob_match;
 use crate::config::secrets::Environment;
 use crate::notify::channels::testkit::{client, notice, one};
 
