@@ -55,6 +55,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: poll on schedule, evaluate, notify; SIGHUP reloads the config, SIGTERM stops.
+    Run,
     /// Check the configuration; list every problem with its key path (exit 1 when there is any).
     Validate,
     /// Show the effective configuration.
@@ -240,6 +242,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::shifted(cli.clock_offset.unwrap_or_default()));
     match cli.command {
         Command::Validate => validate(&cli.config),
+        Command::Run => {
+            let config = load(&cli.config)?;
+            crate::daemon::run(&cli.config, config, clock, crate::app::shutdown_token()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config(ConfigCommand::Show { format }) => {
             let config = load(&cli.config)?;
             let text = match format {
@@ -414,7 +421,7 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Store> {
+pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
     if let Some(dir) = config.storage.path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

@@ -10,6 +10,7 @@
 //! - [`rules`]: the alert rules, pure functions of a series' snapshot history and the clock.
 //! - [`alerting`]: the alert state machine, alert fingerprints and replay of stored history.
 //! - [`notify`]: notifications, the channel trait, message rendering, `[[channels]]` config, one file per channel.
+//! - [`daemon`]: `scanwatch run`: the schedule, the dispatcher beside it, reloads, systemd notification.
 //! - [`demo`]: the whole pipeline against a built-in simulator in about a minute.
 //! - [`cli`], [`output`], [`app`], [`clock`]: the command line, its formats, process wiring, the injected clock.
 
@@ -18,6 +19,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod hss;
 pub mod model;

@@ -76,6 +76,8 @@ pub struct Config {
     pub rules: Rules,
     pub alerting: Alerting,
     pub channels: Vec<ChannelConfig>,
+    /// Pinged after each cycle that polled and delivered without error, `/fail` appended otherwise.
+    pub heartbeat: Option<SourcedSecret>,
     /// Non-fatal remarks (a literal secret in the file, say), printed by `validate` and logged at start.
     #[serde(skip)]
     pub warnings: Vec<Problem>,
@@ -340,7 +342,7 @@ impl Config {
 }
 
 /// Sections a later release implements; naming them beats calling them unknown.
-const NOT_YET: [&str; 2] = ["server", "heartbeat"];
+const NOT_YET: [&str; 1] = ["server"];
 
 fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
     let overrides: config::Map<String, String> =
@@ -477,6 +479,25 @@ impl Validator {
             .collect();
         let alerting = self.alerting(&raw.alerting);
         self.cross_checks(&accounts, &targets, &schedule);
+        let heartbeat = raw.heartbeat.as_ref().and_then(|h| {
+            let keys = SecretKeys {
+                stem: "url",
+                literal: h.url.as_deref(),
+                env: h.url_env.as_deref(),
+                file: h.url_file.as_deref(),
+                default_envs: &[],
+            };
+            let url = self.secret("heartbeat", ctx, keys, true)?;
+            match Url::parse(url.value.expose()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(url),
+                _ => {
+                    self.problem("heartbeat.url", "is not an http(s) URL, e.g. `https://hc-ping.com/your-uuid`");
+                    None
+                }
+            }
+        });
+        // A heartbeat URL in the file is normal (healthchecks.io's own docs do it): no literal-secret warning.
+        self.warnings.retain(|w| w.key != "heartbeat.url");
         let (channels, problems, warnings) = crate::notify::config::validate_channels(&raw.channels, ctx);
         self.problems.extend(problems.into_iter().map(|(key, message)| Problem { key, message }));
         self.warnings.extend(warnings.into_iter().map(|(key, message)| Problem { key, message }));
@@ -489,6 +510,7 @@ impl Validator {
             rules: defaults,
             alerting,
             channels,
+            heartbeat,
             warnings: Vec::new(),
         }
     }

@@ -21,6 +21,16 @@ pub struct RawConfig {
     pub alerting: RawAlerting,
     #[serde(default)]
     pub channels: Vec<crate::notify::config::RawChannel>,
+    pub heartbeat: Option<RawHeartbeat>,
+}
+
+/// `[heartbeat]`: a URL pinged after every good cycle (`/fail` appended after a bad one). The URL identifies the
+/// check, so it is a secret like a webhook URL.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHeartbeat {
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    pub url_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

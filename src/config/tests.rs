@@ -222,3 +222,12 @@ fn durations_are_shown_the_way_operators_write_them_and_read_back() {
         assert_eq!(humantime::parse_duration(text).unwrap(), d);
     }
 }
+
+#[test]
+fn a_heartbeat_url_must_be_http() {
+    let c = load(&format!("{MINIMAL}\n[heartbeat]\nurl = \"https://hc-ping.com/abc\"\n"), &env()).unwrap();
+    assert_eq!(c.heartbeat.unwrap().value.expose(), "https://hc-ping.com/abc");
+    assert!(c.warnings.is_empty());
+    let e = load(&format!("{MINIMAL}\n[heartbeat]\nurl = \"hc-ping.com/abc\"\n"), &env()).unwrap_err();
+    assert_eq!(keys(e), vec!["heartbeat.url"]);
+}
