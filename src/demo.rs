@@ -11,9 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SystemClock;
 use crate::config::{Config, Environment};
-use crate::poller::Poller;
+use crate::daemon::Daemon;
 use crate::simulator::{Scenario, Simulator};
-use crate::store::Store;
 
 /// The scenario the demo plays (also a worked example of the format).
 pub const SCENARIO: &str = include_str!("../scenarios/demo.toml");
@@ -49,6 +48,11 @@ endpoint = "http://127.0.0.1:{port}"
 project_id = "fedcba9876543210fedcba9876543210"
 labels = { env = "staging" }
 
+[[channels]]
+name = "demo-receiver"
+kind = "webhook"
+url = "http://127.0.0.1:{hook}/alerts"
+
 [rules.no_recent_scan]
 max_age = "20s"
 [rules.stuck_running]
@@ -75,27 +79,53 @@ pub async fn run(duration: Duration, shutdown: CancellationToken) -> anyhow::Res
         async move { sim.serve(listener, stop).await }
     });
 
-    let text = CONFIG.replace("{port}", &port.to_string()).replace("{db}", &db.display().to_string());
+    // The local webhook receiver: prints every message it gets, as an on-call chat would show it.
+    let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the receiver")?;
+    let hook_port = hook_listener.local_addr()?.port();
+    let started = std::time::Instant::now();
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let receiver = {
+        let received = received.clone();
+        axum::Router::new().route(
+            "/alerts",
+            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+                received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                print_message(started, &body);
+                async { "ok" }
+            }),
+        )
+    };
+    let hook_stop = CancellationToken::new();
+    let hook_server = tokio::spawn({
+        let stop = hook_stop.clone();
+        async move { axum::serve(hook_listener, receiver).with_graceful_shutdown(stop.cancelled_owned()).await }
+    });
+
+    let text = CONFIG
+        .replace("{port}", &port.to_string())
+        .replace("{hook}", &hook_port.to_string())
+        .replace("{db}", &db.display().to_string());
     let env = Environment::from_pairs([
         ("SCANWATCH_DEMO_AK", "HPUAEXAMPLEAK0000001"),
         ("SCANWATCH_DEMO_SK", "exampleSecretKey0000000000000000000000001"),
     ]);
-    let config = Config::from_toml_str(&text, dir.path(), &env)?;
-    let store = Store::open(&db).await?;
-    let poller = Poller::new(&config, store.clone(), Arc::new(SystemClock::default())).await?;
+    let config_path = dir.path().join("demo.toml");
+    std::fs::write(&config_path, &text)?;
+    let config = Config::load_with(&config_path, &env)?;
+    let interval = config.schedule.interval;
+    let mut daemon = Daemon::start(&config_path, config, Arc::new(SystemClock::default())).await?;
+    let store = daemon.store().clone();
 
-    println!("scanwatch demo: simulator on http://127.0.0.1:{port}, database {}", db.display());
+    println!("scanwatch demo: simulator on http://127.0.0.1:{port}, webhook receiver on http://127.0.0.1:{hook_port}");
     println!(
-        "polling {} series every {}; rule windows: no scan for 20s, running for 15s, total flat for 20s, 3 failed polls",
-        poller.series().count(),
-        crate::config::format_duration(config.schedule.interval)
+        "polling 4 series every {}; rule windows: no scan for 20s, running for 15s, total flat for 20s, 3 failed polls",
+        crate::config::format_duration(interval)
     );
-    println!("watching for {} …\n", crate::config::format_duration(duration));
+    println!("watching for {}; messages as the receiver gets them:\n", crate::config::format_duration(duration));
 
-    let mut tick = tokio::time::interval(config.schedule.interval);
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = tokio::time::Instant::now() + duration;
-    let started = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -104,24 +134,7 @@ pub async fn run(duration: Duration, shutdown: CancellationToken) -> anyhow::Res
         if tokio::time::Instant::now() >= deadline {
             break;
         }
-        for r in poller.poll_all(true).await? {
-            for c in &r.changes {
-                let what = match c.transition.event {
-                    Some(e) => format!("{e:?}").to_uppercase(),
-                    None => format!("{} -> {}", c.transition.from.as_str(), c.transition.to.as_str()),
-                };
-                let summary = match c.transition.event {
-                    Some(crate::alerting::Event::Resolved) => format!("back to normal (was: {})", c.transition.summary),
-                    _ => c.transition.summary.clone(),
-                };
-                println!(
-                    "[{:>4.1}s] {what:<9} {:<15} {:<22} {summary}",
-                    started.elapsed().as_secs_f64(),
-                    c.rule.as_str(),
-                    c.series.to_string(),
-                );
-            }
-        }
+        daemon.run_cycle().await?;
     }
 
     println!("\nlast snapshots:");
@@ -149,13 +162,36 @@ pub async fn run(duration: Duration, shutdown: CancellationToken) -> anyhow::Res
             t.transition.to.as_str()
         );
     }
+    let pending = store.pending_count().await?;
     println!(
-        "\nsimulator answered {} calls. Try it yourself: see README.md, \"Rehearse with the simulator\".",
-        sim.calls().len()
+        "\nthe simulator answered {} calls; the receiver got {} messages; {pending} notifications pending.",
+        sim.calls().len(),
+        received.load(std::sync::atomic::Ordering::Relaxed)
     );
+    println!("Rehearse your own setup against the simulator: README.md, \"Rehearse with the simulator\".");
 
+    hook_stop.cancel();
+    let _ = hook_server.await;
     sim_stop.cancel();
     let _ = server.await;
     store.close().await;
     Ok(())
+}
+
+/// One received Alertmanager-style message, one line per alert.
+fn print_message(started: std::time::Instant, body: &serde_json::Value) {
+    let at = started.elapsed().as_secs_f64();
+    for a in body["alerts"].as_array().into_iter().flatten() {
+        let status = a["status"].as_str().unwrap_or("?").to_uppercase();
+        let rule = a["labels"]["alertname"].as_str().unwrap_or("?");
+        let series = format!(
+            "{}/{}",
+            a["labels"]["target"].as_str().unwrap_or("?"),
+            a["labels"]["task_type"].as_str().unwrap_or("?")
+        );
+        let summary = a["annotations"]["summary"].as_str().unwrap_or("");
+        let summary =
+            if status == "RESOLVED" { format!("back to normal (was: {summary})") } else { summary.to_string() };
+        println!("[{at:>4.1}s] {status:<9} {rule:<15} {series:<22} {summary}");
+    }
 }

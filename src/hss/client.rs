@@ -404,6 +404,15 @@ pub fn parse_task_stats(body: &[u8]) -> Result<TaskStats, PollError> {
 /// Classifies a non-2xx answer: 401 `auth`, 403 `forbidden`, 429 `throttled`, 5xx `server`, other 4xx
 /// `hss_error`, anything else (a redirect) `bad_response`. `error_code` / `error_msg` are found the way the SDK
 /// finds them; without them the code is the status and the message an excerpt of the body.
+/// The `<title>` of an HTML page, if the body is one.
+fn html_title(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let start = lower.find("<title>")? + "<title>".len();
+    let end = start + lower[start..].find("</title>")?;
+    let title = text.get(start..end)?.trim();
+    (!title.is_empty()).then(|| title.to_string())
+}
+
 pub fn classify_error(
     status: u16,
     request_id: Option<String>,
@@ -424,7 +433,11 @@ pub fn classify_error(
         Some((code, msg)) if !msg.trim().is_empty() => (code, excerpt(msg.trim(), ERROR_MSG_BYTES)),
         Some((code, _)) => (code, format!("HTTP {status} with error code but no message")),
         None if text.trim().is_empty() => (status.to_string(), format!("HTTP {status} with an empty body")),
-        None => (status.to_string(), excerpt(text.trim(), EXCERPT_BYTES)),
+        None => match html_title(&text) {
+            // An HTML error page (a proxy or load balancer): its title says it all, the markup says nothing.
+            Some(title) => (status.to_string(), format!("HTML page: {}", excerpt(&title, EXCERPT_BYTES))),
+            None => (status.to_string(), excerpt(text.trim(), EXCERPT_BYTES)),
+        },
     };
     if (300..400).contains(&status) {
         message = format!("unexpected redirect (redirects are not followed): {message}");
@@ -1153,5 +1166,19 @@ mod tests {
         let shown = format!("{account:?}");
         assert!(!shown.contains("super-secret-key-value") && !shown.contains("security-token-value"), "{shown}");
         assert!(shown.contains(AK));
+    }
+}
+
+#[cfg(test)]
+mod html_tests {
+    #[test]
+    fn an_html_error_page_is_summed_up_by_its_title() {
+        let page =
+            b"<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head><body>nginx</body></html>";
+        let e = super::classify_error(503, None, None, page);
+        assert_eq!(e.message, "HTML page: 503 Service Temporarily Unavailable");
+        assert_eq!(e.error_code.as_deref(), Some("503"));
+        let e = super::classify_error(502, None, None, b"<html><body>bad gateway</body></html>");
+        assert_eq!(e.message, "<html><body>bad gateway</body></html>", "no title: the excerpt");
     }
 }
