@@ -200,7 +200,11 @@ fn the_daemon_unit_has_the_settings_design_md_promises() {
     assert_eq!(one("Type"), "notify");
     assert_eq!(one("ExecStartPre"), "/usr/bin/scanwatch validate --config /etc/scanwatch/scanwatch.toml");
     assert_eq!(one("ExecStart"), "/usr/bin/scanwatch run --config /etc/scanwatch/scanwatch.toml");
-    assert_eq!(one("ExecReload"), "/bin/kill -HUP $MAINPID");
+    assert_eq!(
+        value_of(&s, "ExecReload"),
+        ["/usr/bin/scanwatch validate --config /etc/scanwatch/scanwatch.toml", "/bin/kill -HUP $MAINPID"],
+        "reload validates, then signals"
+    );
     assert_eq!(one("Restart"), "on-failure");
     assert_eq!(one("StateDirectory"), "scanwatch");
     assert_eq!(one("ConfigurationDirectory"), "scanwatch");
