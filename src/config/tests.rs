@@ -33,6 +33,11 @@ fn the_example_config_parses_and_validates() {
         ("STAGING_HSS_AK", "a"),
         ("STAGING_HSS_SK", "b"),
         ("PARTNER_IAM_PASSWORD", "c"),
+        ("SCANWATCH_HOOK_URL", "https://hooks.example.com/scanwatch"),
+        ("SCANWATCH_FEISHU_URL", "https://open.feishu.cn/open-apis/bot/v2/hook/x"),
+        ("SCANWATCH_FEISHU_SECRET", "s"),
+        ("SCANWATCH_SMTP_PASSWORD", "p"),
+        ("SCANWATCH_HEARTBEAT_URL", "https://hc-ping.com/u"),
     ]);
     let c = Config::from_toml_str(text, Path::new("/etc/scanwatch"), &env).unwrap();
     assert_eq!(c.targets.len(), 4);
@@ -43,7 +48,9 @@ fn the_example_config_parses_and_validates() {
     assert!(!c.targets[2].rules.total_stalled.enabled);
     let AccountAuth::Aksk { sk, .. } = &c.accounts[0].auth else { panic!("aksk") };
     assert_eq!(sk.value.expose(), "SKFILE");
-    assert!(c.warnings.is_empty());
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.channels.len(), 3);
+    assert!(c.heartbeat.is_some());
 }
 
 #[test]
