@@ -10,6 +10,7 @@
 //! - [`rules`]: the alert rules, pure functions of a series' snapshot history and the clock.
 //! - [`alerting`]: the alert state machine, alert fingerprints and replay of stored history.
 //! - [`notify`]: notifications, the channel trait, message rendering, `[[channels]]` config, one file per channel.
+//! - [`server`]: the HTTP API: `/healthz`, `/metrics`, and read-only JSON with the CLI's fields.
 //! - [`demo`]: the whole pipeline against a built-in simulator in about a minute.
 //! - [`cli`], [`output`], [`app`], [`clock`]: the command line, its formats, process wiring, the injected clock.
 
@@ -26,5 +27,6 @@ pub mod output;
 pub mod poller;
 pub mod rules;
 pub mod secret;
+pub mod server;
 pub mod simulator;
 pub mod store;

@@ -11,7 +11,7 @@ pub mod secrets;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -76,6 +76,8 @@ pub struct Config {
     pub rules: Rules,
     pub alerting: Alerting,
     pub channels: Vec<ChannelConfig>,
+    /// The HTTP API; `None` when `[server]` is absent (no HTTP server).
+    pub server: Option<Server>,
     /// Non-fatal remarks (a literal secret in the file, say), printed by `validate` and logged at start.
     #[serde(skip)]
     pub warnings: Vec<Problem>,
@@ -86,6 +88,20 @@ pub struct Storage {
     pub path: PathBuf,
     #[serde(with = "humantime_ser")]
     pub retention: Duration,
+}
+
+/// `[server]`: where the HTTP API listens and the bearer token it demands.
+#[derive(Debug, Clone, Serialize)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// Required on every route but `/healthz` when set; mandatory for a non-loopback `listen`.
+    pub token: Option<SourcedSecret>,
+}
+
+/// Whether listening on `addr` exposes the API beyond this host, so that it must demand a bearer token.
+/// `0.0.0.0` and `::` count as exposed; `::ffff:127.0.0.1` as loopback.
+pub fn exposed_beyond_loopback(addr: &SocketAddr) -> bool {
+    !addr.ip().to_canonical().is_loopback()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -340,7 +356,7 @@ impl Config {
 }
 
 /// Sections a later release implements; naming them beats calling them unknown.
-const NOT_YET: [&str; 2] = ["server", "heartbeat"];
+const NOT_YET: [&str; 1] = ["heartbeat"];
 
 fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
     let overrides: config::Map<String, String> =
@@ -480,6 +496,7 @@ impl Validator {
         let (channels, problems, warnings) = crate::notify::config::validate_channels(&raw.channels, ctx);
         self.problems.extend(problems.into_iter().map(|(key, message)| Problem { key, message }));
         self.warnings.extend(warnings.into_iter().map(|(key, message)| Problem { key, message }));
+        let server = raw.server.as_ref().and_then(|s| self.server(s, ctx));
         Config {
             file: PathBuf::new(),
             storage,
@@ -489,8 +506,53 @@ impl Validator {
             rules: defaults,
             alerting,
             channels,
+            server,
             warnings: Vec::new(),
         }
+    }
+
+    fn server(&mut self, raw: &RawServer, ctx: &SecretContext<'_>) -> Option<Server> {
+        let token = self.secret(
+            "server",
+            ctx,
+            SecretKeys {
+                stem: "token",
+                literal: raw.token.as_deref(),
+                env: raw.token_env.as_deref(),
+                file: raw.token_file.as_deref(),
+                default_envs: &[],
+            },
+            false,
+        );
+        let listen = match raw.listen.as_deref().map(str::trim) {
+            None | Some("") => {
+                self.problem(
+                    "server.listen",
+                    "is required in [server], e.g. `127.0.0.1:9464`; remove [server] to run without the HTTP API",
+                );
+                return None;
+            }
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(addr) => addr,
+                Err(_) => {
+                    self.problem(
+                        "server.listen",
+                        format!("`{text}` is not an IP address and port, e.g. `127.0.0.1:9464` or `[::1]:9464`"),
+                    );
+                    return None;
+                }
+            },
+        };
+        if exposed_beyond_loopback(&listen) && token.is_none() {
+            self.problem(
+                "server.token",
+                format!(
+                    "listening on {listen} exposes alerts, targets and snapshots beyond this host, so a bearer token is required; set `token_env` or `token_file`, or listen on 127.0.0.1"
+                ),
+            );
+            return None;
+        }
+        Some(Server { listen, token })
     }
 
     fn storage(&mut self, raw: &RawStorage, env: &Environment) -> Storage {
