@@ -9,10 +9,7 @@ use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::{Parser, Subcommand};
 
-use crate::alerting::{
-    self,
-    silence::{alert_labels, silenced_by},
-};
+use crate::alerting;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, ConfigError};
 use crate::notify::{
@@ -521,29 +518,7 @@ async fn alerts_view(
     format: Format,
 ) -> anyhow::Result<String> {
     let silences = store.silences(now, false).await?;
-    let rows: Vec<AlertJson> = store
-        .alerts(all)
-        .await?
-        .into_iter()
-        .map(|r| {
-            let user = config.targets.iter().find(|t| t.name == r.series.target).map(|t| t.labels.clone());
-            let labels = alert_labels(&r.series, r.rule, r.severity, &user.unwrap_or_default());
-            AlertJson {
-                fingerprint: r.fingerprint,
-                target: r.series.target.clone(),
-                task_type: r.series.task_type.as_str().into(),
-                rule: r.rule.as_str().into(),
-                severity: r.severity.as_str().into(),
-                state: r.alert.state.as_str().into(),
-                since: r.alert.since.map(output::rfc3339),
-                summary: r.alert.summary,
-                value: r.alert.value,
-                last_notified_at: r.alert.last_notified_at.map(output::rfc3339),
-                acked: r.alert.acked,
-                silenced: silenced_by(&silences, &labels, now).is_some(),
-            }
-        })
-        .collect();
+    let rows = AlertJson::rows(store.alerts(all).await?, &silences, &config.targets, now);
     let headers = [
         "fingerprint",
         "target",

@@ -21,9 +21,10 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::notify::{
     self,
-    outbox::{Dispatcher, Route},
+    outbox::{DispatchReport, Dispatcher, Route},
 };
 use crate::poller::Poller;
+use crate::server::{Health, Metrics, ServerState};
 use crate::store::Store;
 
 /// How long in-flight deliveries get after SIGTERM.
@@ -62,6 +63,8 @@ pub struct Daemon {
     http: reqwest::Client,
     last_prune: Option<Instant>,
     last_cycle: Option<DateTime<Utc>>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
 }
 
 /// What one cycle did, for logs, systemd's status line and the heartbeat.
@@ -82,6 +85,7 @@ impl CycleReport {
 impl Daemon {
     pub async fn start(config_path: &Path, config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Daemon> {
         let store = crate::cli::open_store(&config).await?;
+        let (interval, now) = (config.schedule.interval, clock.now());
         let current = Generation::build(config, &store, clock.clone()).await?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -96,6 +100,8 @@ impl Daemon {
             http,
             last_prune: None,
             last_cycle: None,
+            health: Arc::new(Health::new(interval).since(now)),
+            metrics: Arc::new(Metrics::new()),
         })
     }
 
@@ -106,7 +112,17 @@ impl Daemon {
     /// Polls every series once, evaluates, delivers what is due, prunes when a day has passed, pings the heartbeat.
     pub async fn run_cycle(&mut self) -> anyhow::Result<CycleReport> {
         let g = &self.current;
-        let results = g.poller.poll_all(true).await?;
+        let results = match g.poller.poll_all(true).await {
+            Ok(r) => r,
+            Err(e) => {
+                // The database refused: the cycle is not good, and /healthz will say so.
+                self.health.record_cycle(self.clock.now(), false);
+                return Err(e.into());
+            }
+        };
+        for r in results.iter().filter(|r| r.sent) {
+            self.metrics.poll(&r.key, &r.record);
+        }
         let mut report = CycleReport {
             polls: results.len(),
             failed_polls: results.iter().filter(|r| r.record.outcome.is_err()).count(),
@@ -116,6 +132,7 @@ impl Daemon {
         let deadline = Instant::now() + DISPATCH_BUDGET;
         let d = g.dispatcher.dispatch_due(&self.store, self.clock.now(), deadline).await?;
         report.delivery_failures = d.failed + d.expired;
+        self.record_deliveries(&d);
         if self.last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             let retention = TimeDelta::from_std(g.config.storage.retention).unwrap_or(TimeDelta::MAX);
             let pruned = self.store.prune(self.clock.now() - retention).await?;
@@ -123,6 +140,8 @@ impl Daemon {
             self.last_prune = Some(Instant::now());
         }
         self.last_cycle = Some(self.clock.now());
+        // Good = polled, stored and evaluated; HSS answering errors is poll_failing's business, not scanwatch's health.
+        self.health.record_cycle(self.clock.now(), true);
         self.heartbeat(report.ok()).await;
         tracing::info!(
             polls = report.polls,
@@ -131,6 +150,34 @@ impl Daemon {
             "cycle done"
         );
         Ok(report)
+    }
+
+    fn record_deliveries(&self, d: &DispatchReport) {
+        for (channel, outcome) in &d.outcomes {
+            self.metrics.delivery(channel, outcome);
+        }
+    }
+
+    /// Starts the HTTP API when `[server]` is configured.
+    async fn serve_http(&self, shutdown: CancellationToken) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+        let Some(server) = &self.current.config.server else { return Ok(None) };
+        let listener = tokio::net::TcpListener::bind(server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (server.listen)", server.listen))?;
+        let state = ServerState {
+            store: self.store.clone(),
+            health: self.health.clone(),
+            metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
+            config: self.current.config.clone(),
+        };
+        let router = crate::server::router(state, server.token.as_ref().map(|t| t.value.clone()));
+        tracing::info!(listen = %server.listen, "HTTP API listening");
+        Ok(Some(tokio::spawn(async move {
+            if let Err(e) = crate::server::serve(listener, router, shutdown).await {
+                tracing::error!(error = %e, "HTTP API stopped");
+            }
+        })))
     }
 
     async fn heartbeat(&self, ok: bool) {
@@ -158,6 +205,17 @@ impl Daemon {
         };
         match Generation::build(config, &self.store, self.clock.clone()).await {
             Ok(g) => {
+                self.health.set_interval(g.config.schedule.interval);
+                if g.config.server.as_ref().map(|s| (s.listen, s.token.as_ref().map(|t| t.value.clone())))
+                    != self
+                        .current
+                        .config
+                        .server
+                        .as_ref()
+                        .map(|s| (s.listen, s.token.as_ref().map(|t| t.value.clone())))
+                {
+                    tracing::warn!("[server] changed: the HTTP API keeps its old address and token until a restart");
+                }
                 self.current = g;
                 tracing::info!(series = self.current.poller.series().count(), "configuration reloaded");
                 true
@@ -186,6 +244,8 @@ pub async fn run(
     let interval = config.schedule.interval;
     let mut daemon = Daemon::start(config_path, config, clock.clone()).await?;
     let mut hup = hangup()?;
+    let http_stop = CancellationToken::new();
+    let http = daemon.serve_http(http_stop.clone()).await?;
 
     // A per-process offset into the interval, so several instances do not poll on the same second.
     let jitter = Duration::from_millis(
@@ -222,9 +282,10 @@ pub async fn run(
                 let deadline = Instant::now() + DISPATCH_BUDGET;
                 let d = daemon.current.dispatcher.clone();
                 tokio::select! {
-                    r = d.dispatch_due(&daemon.store, clock.now(), deadline) => {
-                        if let Err(e) = r { tracing::error!(error = %e, "dispatch failed"); }
-                    }
+                    r = d.dispatch_due(&daemon.store, clock.now(), deadline) => match r {
+                        Ok(report) => daemon.record_deliveries(&report),
+                        Err(e) => tracing::error!(error = %e, "dispatch failed"),
+                    },
                     _ = shutdown.cancelled() => break,
                 }
             }
@@ -249,6 +310,11 @@ pub async fn run(
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     let d = daemon.current.dispatcher.clone();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, d.dispatch_due(&daemon.store, clock.now(), deadline)).await;
+    http_stop.cancel();
+    if let Some(h) = http {
+        // A client stuck mid-request must not hold the exit.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, h).await;
+    }
     let pending = daemon.store.pending_count().await.unwrap_or(0);
     daemon.store.close().await;
     tracing::info!(pending, "stopped; pending notifications stay in the outbox for the next start");

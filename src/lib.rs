@@ -11,6 +11,7 @@
 //! - [`alerting`]: the alert state machine, alert fingerprints and replay of stored history.
 //! - [`notify`]: notifications, the channel trait, message rendering, `[[channels]]` config, one file per channel.
 //! - [`daemon`]: `scanwatch run`: the schedule, the dispatcher beside it, reloads, systemd notification.
+//! - [`server`]: the HTTP API: `/healthz`, `/metrics`, and read-only JSON with the CLI's fields.
 //! - [`demo`]: the whole pipeline against a built-in simulator in about a minute.
 //! - [`cli`], [`output`], [`app`], [`clock`]: the command line, its formats, process wiring, the injected clock.
 
@@ -28,5 +29,6 @@ pub mod output;
 pub mod poller;
 pub mod rules;
 pub mod secret;
+pub mod server;
 pub mod simulator;
 pub mod store;

@@ -78,6 +78,55 @@ pub struct AlertJson {
     pub silenced: bool,
 }
 
+impl AlertJson {
+    /// The `alerts` rows (CLI and `/api/v1/alerts` alike): each stored alert with `silenced` set when a silence in
+    /// `silences` matches its labels (the target's user labels from `targets`) at `now`.
+    pub fn rows(
+        alerts: Vec<crate::store::AlertRow>,
+        silences: &[crate::store::SilenceRow],
+        targets: &[crate::config::Target],
+        now: DateTime<Utc>,
+    ) -> Vec<AlertJson> {
+        alerts
+            .into_iter()
+            .map(|r| {
+                let user = targets.iter().find(|t| t.name == r.series.target).map(|t| t.labels.clone());
+                let labels =
+                    crate::alerting::silence::alert_labels(&r.series, r.rule, r.severity, &user.unwrap_or_default());
+                AlertJson {
+                    fingerprint: r.fingerprint,
+                    target: r.series.target.clone(),
+                    task_type: r.series.task_type.as_str().into(),
+                    rule: r.rule.as_str().into(),
+                    severity: r.severity.as_str().into(),
+                    state: r.alert.state.as_str().into(),
+                    since: r.alert.since.map(rfc3339),
+                    summary: r.alert.summary,
+                    value: r.alert.value,
+                    last_notified_at: r.alert.last_notified_at.map(rfc3339),
+                    acked: r.alert.acked,
+                    silenced: crate::alerting::silence::silenced_by(silences, &labels, now).is_some(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// One configured series for `/api/v1/targets`: its identity and labels as configured, and its latest poll in
+/// `history`'s fields (`null` before the first poll).
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetJson {
+    pub target: String,
+    pub account: String,
+    pub region: String,
+    pub project_id: String,
+    pub enterprise_project_id: Option<String>,
+    pub task_type: String,
+    pub endpoint: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub latest: Option<HistoryJson>,
+}
+
 /// One alert transition (`transitions`, `replay`).
 #[derive(Debug, Clone, Serialize)]
 pub struct TransitionJson {

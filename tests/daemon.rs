@@ -105,8 +105,9 @@ fn the_daemon_fires_and_resolves_every_rule_and_stops_cleanly_on_sigterm() {
     let placeholder = "{SIM}";
     let (scenario, config) = stories(placeholder);
     let sim = SimServer::start(&scenario);
+    let api = closed_port_url().replace("http://", "");
     sb.write_config(&format!(
-        "{}\n[[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}/hook\"\n",
+        "[server]\nlisten = \"{api}\"\n{}\n[[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}/hook\"\n",
         config.replace(placeholder, &sim.url),
         rx.url
     ));
@@ -131,6 +132,24 @@ fn the_daemon_fires_and_resolves_every_rule_and_stops_cleanly_on_sigterm() {
             .flat_map(|r| r.body["alerts"].as_array().cloned().unwrap_or_default())
             .filter_map(|a| Some((a["labels"]["alertname"].as_str()?.to_string(), a["status"].as_str()?.to_string())))
             .collect();
+    }
+
+    // The HTTP API of the running daemon: healthy, and its metrics carry what was polled and delivered.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (health, metrics) = rt.block_on(async {
+        let get = |path: &str| reqwest::get(format!("http://{api}{path}"));
+        let h = get("/healthz").await.unwrap();
+        let m = get("/metrics").await.unwrap().text().await.unwrap();
+        (h.status().as_u16(), m)
+    });
+    assert_eq!(health, 200);
+    for family in [
+        "scanwatch_hss_total_num",
+        "scanwatch_poll_errors_total",
+        "scanwatch_deliveries_total",
+        "scanwatch_outbox_pending",
+    ] {
+        assert!(metrics.contains(family), "{family} in /metrics:\n{metrics}");
     }
 
     signal(&child, "-TERM");

@@ -11,7 +11,7 @@ pub mod secrets;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -78,6 +78,8 @@ pub struct Config {
     pub channels: Vec<ChannelConfig>,
     /// Pinged after each cycle that polled and delivered without error, `/fail` appended otherwise.
     pub heartbeat: Option<SourcedSecret>,
+    /// The HTTP API; `None` when `[server]` is absent (no HTTP server).
+    pub server: Option<Server>,
     /// Non-fatal remarks (a literal secret in the file, say), printed by `validate` and logged at start.
     #[serde(skip)]
     pub warnings: Vec<Problem>,
@@ -88,6 +90,20 @@ pub struct Storage {
     pub path: PathBuf,
     #[serde(with = "humantime_ser")]
     pub retention: Duration,
+}
+
+/// `[server]`: where the HTTP API listens and the bearer token it demands.
+#[derive(Debug, Clone, Serialize)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// Required on every route but `/healthz` when set; mandatory for a non-loopback `listen`.
+    pub token: Option<SourcedSecret>,
+}
+
+/// Whether listening on `addr` exposes the API beyond this host, so that it must demand a bearer token.
+/// `0.0.0.0` and `::` count as exposed; `::ffff:127.0.0.1` as loopback.
+pub fn exposed_beyond_loopback(addr: &SocketAddr) -> bool {
+    !addr.ip().to_canonical().is_loopback()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -341,9 +357,6 @@ impl Config {
     }
 }
 
-/// Sections a later release implements; naming them beats calling them unknown.
-const NOT_YET: [&str; 1] = ["server"];
-
 fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
     let overrides: config::Map<String, String> =
         env.vars().iter().filter(|(k, _)| k.starts_with("SCANWATCH__")).map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -366,13 +379,9 @@ fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
     unknown.sort();
     let mut problems: Vec<Problem> = unknown
         .into_iter()
-        .map(|key| {
-            let message = if NOT_YET.contains(&key.as_str()) {
-                "this section is not supported yet by this release of scanwatch".to_string()
-            } else {
-                "unknown key (check the spelling against config/scanwatch.example.toml)".to_string()
-            };
-            Problem { key, message }
+        .map(|key| Problem {
+            key,
+            message: "unknown key (check the spelling against config/scanwatch.example.toml)".to_string(),
         })
         .collect();
     match result {
@@ -387,10 +396,11 @@ fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
     }
 }
 
-/// `targets.1.colour` (serde_ignored's form) → `targets[1].colour` (ours).
+/// `targets.1.colour` (serde_ignored's form) → `targets[1].colour` (ours); `server.?.port` (inside an `Option`)
+/// → `server.port`.
 fn bracket_indices(path: &str) -> String {
     let mut out = String::new();
-    for seg in path.split('.') {
+    for seg in path.split('.').filter(|seg| *seg != "?") {
         if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
             out.push_str(&format!("[{seg}]"));
         } else {
@@ -501,6 +511,7 @@ impl Validator {
         let (channels, problems, warnings) = crate::notify::config::validate_channels(&raw.channels, ctx);
         self.problems.extend(problems.into_iter().map(|(key, message)| Problem { key, message }));
         self.warnings.extend(warnings.into_iter().map(|(key, message)| Problem { key, message }));
+        let server = raw.server.as_ref().and_then(|s| self.server(s, ctx));
         Config {
             file: PathBuf::new(),
             storage,
@@ -511,8 +522,53 @@ impl Validator {
             alerting,
             channels,
             heartbeat,
+            server,
             warnings: Vec::new(),
         }
+    }
+
+    fn server(&mut self, raw: &RawServer, ctx: &SecretContext<'_>) -> Option<Server> {
+        let token = self.secret(
+            "server",
+            ctx,
+            SecretKeys {
+                stem: "token",
+                literal: raw.token.as_deref(),
+                env: raw.token_env.as_deref(),
+                file: raw.token_file.as_deref(),
+                default_envs: &[],
+            },
+            false,
+        );
+        let listen = match raw.listen.as_deref().map(str::trim) {
+            None | Some("") => {
+                self.problem(
+                    "server.listen",
+                    "is required in [server], e.g. `127.0.0.1:9464`; remove [server] to run without the HTTP API",
+                );
+                return None;
+            }
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(addr) => addr,
+                Err(_) => {
+                    self.problem(
+                        "server.listen",
+                        format!("`{text}` is not an IP address and port, e.g. `127.0.0.1:9464` or `[::1]:9464`"),
+                    );
+                    return None;
+                }
+            },
+        };
+        if exposed_beyond_loopback(&listen) && token.is_none() {
+            self.problem(
+                "server.token",
+                format!(
+                    "listening on {listen} exposes alerts, targets and snapshots beyond this host, so a bearer token is required; set `token_env` or `token_file`, or listen on 127.0.0.1"
+                ),
+            );
+            return None;
+        }
+        Some(Server { listen, token })
     }
 
     fn storage(&mut self, raw: &RawStorage, env: &Environment) -> Storage {

@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub alerting: RawAlerting,
     #[serde(default)]
     pub channels: Vec<crate::notify::config::RawChannel>,
+    pub server: Option<RawServer>,
     pub heartbeat: Option<RawHeartbeat>,
 }
 
@@ -139,4 +140,13 @@ pub struct RawAlerting {
     pub repeat_interval: Option<String>,
     pub send_resolved: Option<bool>,
     pub max_delivery_age: Option<String>,
+}
+
+/// `[server]`: the HTTP API. Absent means no HTTP server.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub token: Option<String>,
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
 }

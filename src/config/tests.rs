@@ -110,11 +110,69 @@ fn unknown_keys_are_all_named() {
 }
 
 #[test]
-fn a_later_releases_section_is_named_as_not_supported_yet() {
-    let text = format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:9464\"\n");
+fn without_a_server_section_there_is_no_http_server() {
+    assert!(load(MINIMAL, &env()).unwrap().server.is_none());
+}
+
+#[test]
+fn a_loopback_listen_needs_no_token() {
+    for listen in ["127.0.0.1:9464", "[::1]:9464", "[::ffff:127.0.0.1]:9464"] {
+        let text = format!("{MINIMAL}\n[server]\nlisten = \"{listen}\"\n");
+        let server = load(&text, &env()).unwrap().server.unwrap();
+        assert_eq!(server.listen, listen.parse().unwrap());
+        assert!(server.token.is_none());
+    }
+}
+
+#[test]
+fn a_non_loopback_listen_without_a_token_is_refused_and_says_why() {
+    for listen in ["0.0.0.0:9464", "10.0.0.5:9464", "[::]:9464"] {
+        let text = format!("{MINIMAL}\n[server]\nlisten = \"{listen}\"\n");
+        let e = load(&text, &env()).unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["server.token"], "{listen}");
+        assert!(e.problems[0].message.contains("bearer token is required"), "{e}");
+    }
+}
+
+#[test]
+fn a_non_loopback_listen_with_a_token_from_the_environment_is_accepted_and_never_shown() {
+    let text = format!("{MINIMAL}\n[server]\nlisten = \"0.0.0.0:9464\"\ntoken_env = \"SCANWATCH_API_TOKEN\"\n");
+    let mut e = env().vars().clone();
+    e.insert("SCANWATCH_API_TOKEN".into(), "s3cret-api-token".into());
+    let c = load(&text, &Environment::from_pairs(e)).unwrap();
+    let server = c.server.as_ref().unwrap();
+    assert_eq!(server.token.as_ref().unwrap().value.expose(), "s3cret-api-token");
+    let shown = serde_json::to_string(&c).unwrap();
+    assert!(!shown.contains("s3cret-api-token") && shown.contains("SCANWATCH_API_TOKEN"), "{shown}");
+}
+
+#[test]
+fn a_server_token_from_a_missing_file_or_unset_variable_names_its_key() {
+    let text = format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:9464\"\ntoken_file = \"api-token\"\n");
+    assert_eq!(keys(load(&text, &env()).unwrap_err()), vec!["server.token_file"]);
+    let text = format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:9464\"\ntoken_env = \"NOPE\"\n");
+    assert_eq!(keys(load(&text, &env()).unwrap_err()), vec!["server.token_env"]);
+}
+
+#[test]
+fn a_server_listen_that_is_missing_or_not_an_address_is_named() {
+    let text = format!("{MINIMAL}\n[server]\nlisten = \"localhost\"\n");
     let e = load(&text, &env()).unwrap_err();
-    assert_eq!(e.problems[0].key, "server");
-    assert!(e.problems[0].message.contains("not supported yet"));
+    assert_eq!(e.problems[0].key, "server.listen");
+    assert!(e.problems[0].message.contains("127.0.0.1:9464"), "{e}");
+    let text = format!("{MINIMAL}\n[server]\ntoken = \"x\"\n");
+    assert_eq!(keys(load(&text, &env()).unwrap_err()), vec!["server.listen"]);
+    let text = format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:9464\"\nport = 1\n");
+    assert_eq!(keys(load(&text, &env()).unwrap_err()), vec!["server.port"]);
+}
+
+#[test]
+fn the_listen_address_can_be_overridden_from_the_environment() {
+    let text = format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:9464\"\n");
+    let mut e = env().vars().clone();
+    e.insert("SCANWATCH__SERVER__LISTEN".into(), "127.0.0.1:9999".into());
+    let c = load(&text, &Environment::from_pairs(e)).unwrap();
+    assert_eq!(c.server.unwrap().listen.port(), 9999);
 }
 
 #[test]

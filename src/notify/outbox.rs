@@ -115,6 +115,8 @@ pub struct DispatchReport {
     pub expired: usize,
     /// Left for later: not due, rate-limited, or the deadline came first.
     pub deferred: usize,
+    /// (channel, outcome) of every attempt and give-up: `delivered | retrying | failed | expired`, for metrics.
+    pub outcomes: Vec<(String, &'static str)>,
 }
 
 /// Delivers due notifications through the configured channels.
@@ -156,12 +158,14 @@ impl Dispatcher {
                 );
                 store.give_up(row.id, DeliveryStatus::Expired, &why).await?;
                 report.expired += 1;
+                report.outcomes.push((n.channel.clone(), "expired"));
                 continue;
             }
             let Some((channel, limiter)) = self.channels.get(&n.channel) else {
                 let why = format!("channel `{}` is no longer configured", n.channel);
                 store.give_up(row.id, DeliveryStatus::Failed, &why).await?;
                 report.failed += 1;
+                report.outcomes.push((n.channel.clone(), "failed"));
                 continue;
             };
             if let Err(wait) = limiter.try_take(Instant::now()) {
@@ -200,6 +204,12 @@ impl Dispatcher {
                     AttemptResult::GiveUp { status: DeliveryStatus::Failed, error: reason }
                 }
             };
+            let outcome = match &result {
+                AttemptResult::Delivered { .. } => "delivered",
+                AttemptResult::Retry { .. } => "retrying",
+                AttemptResult::GiveUp { .. } => "failed",
+            };
+            report.outcomes.push((n.channel.clone(), outcome));
             store.record_attempt(row.id, now, took, &result).await?;
         }
         Ok(report)

@@ -236,6 +236,26 @@ impl Store {
         rows.iter().map(alert_from_row).collect()
     }
 
+    /// How many alerts are in each (rule, state), for `/metrics`; combinations with no alert are absent.
+    pub async fn alert_counts(&self) -> Result<Vec<(RuleName, AlertState, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT rule, state, COUNT(*) FROM alerts GROUP BY rule, state ORDER BY rule, state")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql("counting alerts"))?;
+        rows.iter()
+            .map(|row| {
+                let (rule, state, n): (String, String, i64) =
+                    (|| Ok::<_, sqlx::Error>((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))()
+                        .map_err(sql("counting alerts"))?;
+                Ok((
+                    RuleName::parse(&rule).ok_or_else(|| corrupt(format!("rule `{rule}`")))?,
+                    AlertState::parse(&state).ok_or_else(|| corrupt(format!("state `{state}`")))?,
+                    n,
+                ))
+            })
+            .collect()
+    }
+
     /// Transitions, oldest first; optionally of one alert only, and since a time.
     pub async fn transitions(
         &self,

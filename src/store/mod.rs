@@ -101,6 +101,49 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// Opens an existing, already migrated database without write access (a read-only mount or replica). Writes
+    /// through this store fail, and [`Store::check_writable`] says so.
+    pub async fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let opts = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(|source| StoreError::Open { path: shown.clone(), source })?
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open { path: shown, source })?;
+        Ok(Store { pool })
+    }
+
+    /// Whether a write could start now: takes the write lock (`BEGIN IMMEDIATE`) and rolls back at once, so it
+    /// changes nothing. Fails on a read-only or locked database (after the busy timeout) and on a full disk's
+    /// journal errors; cheap enough for every health check.
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(sql("taking the write lock"))?;
+        // A write that touches no row still needs write access; on a read-only connection it fails here.
+        sqlx::query("DELETE FROM snapshots WHERE 0").execute(&mut *tx).await.map_err(sql("probing write access"))?;
+        tx.rollback().await.map_err(sql("rolling back the write probe"))
+    }
+
+    /// The latest snapshot of every stored series (series never polled are absent).
+    pub async fn latest_per_series(&self) -> Result<Vec<HistoryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.*, r.target, r.task_type, r.account, r.region, r.project_id, r.enterprise_project_id
+             FROM series r JOIN snapshots s ON s.id = (
+                 SELECT l.id FROM snapshots l WHERE l.series_id = r.id ORDER BY l.polled_at DESC, l.id DESC LIMIT 1)
+             ORDER BY r.target, r.task_type",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("reading the latest snapshots"))?;
+        rows.iter()
+            .map(|row| Ok(HistoryRow { series: series_from_row(row)?.key, snapshot: snapshot_from_row(row)? }))
+            .collect()
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

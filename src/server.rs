@@ -1,0 +1,577 @@
+//! The HTTP API (axum), served only when `[server] listen` is set: `/healthz` for service monitors, `/metrics` in
+//! the Prometheus (OpenMetrics) text format, and read-only JSON under `/api/v1/` with exactly the fields of the CLI's
+//! `--format json`. A configured bearer token guards every route but `/healthz` and is compared in constant time.
+//!
+//! The daemon owns the moving parts and tells this module about them: [`Health::record_cycle`] after every cycle,
+//! [`Metrics::poll`] after every poll and [`Metrics::delivery`] after every delivery attempt. Alert counts, the
+//! outbox depth and whether the database is writable are read from the store when asked.
+
+use std::io;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, TimeDelta, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::alerting::AlertState;
+use crate::clock::Clock;
+use crate::config::{Config, format_duration};
+use crate::hss::signer::constant_time_eq;
+use crate::model::{PollRecord, SeriesKey};
+use crate::output::{AlertJson, HistoryJson, NotificationJson, TargetJson, rfc3339};
+use crate::rules::RuleName;
+use crate::secret::Secret;
+use crate::store::{DeliveryStatus, HistoryQuery, Store};
+
+/// `/healthz` turns unhealthy when the last good cycle is older than this many intervals.
+pub const STALE_AFTER_INTERVALS: u32 = 3;
+/// How long the writability probe may wait for the write lock before the database counts as not writable: a
+/// writer holding it longer than this is itself a sign of trouble, and a health check must answer promptly.
+pub const WRITE_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rows `/api/v1/snapshots` returns when no `limit` is given (the latest ones).
+pub const DEFAULT_SNAPSHOT_LIMIT: u32 = 1000;
+/// Rows `/api/v1/notifications` returns when no `limit` is given, as the CLI.
+pub const DEFAULT_NOTIFICATION_LIMIT: u32 = 100;
+/// The largest `limit` accepted, so that one request cannot hold the whole history in memory.
+pub const MAX_LIMIT: u32 = 10_000;
+/// The content type of `/metrics`.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Poll latency histogram buckets, in seconds: HSS answers in tens of milliseconds to seconds; timeouts are 30 s.
+const LATENCY_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// What the daemon tells the server about its cycles; shared, updated after every cycle.
+#[derive(Debug)]
+pub struct Health {
+    inner: Mutex<HealthState>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HealthState {
+    interval: Duration,
+    /// When watching began: the grace period before the first good cycle counts from here.
+    started_at: Option<DateTime<Utc>>,
+    last_cycle: Option<(DateTime<Utc>, bool)>,
+    last_good: Option<DateTime<Utc>>,
+}
+
+impl Health {
+    /// A health record for cycles every `interval`. Until a cycle succeeds it is unhealthy, unless a start time
+    /// is given with [`Health::since`].
+    pub fn new(interval: Duration) -> Self {
+        Health { inner: Mutex::new(HealthState { interval, started_at: None, last_cycle: None, last_good: None }) }
+    }
+
+    /// Counts the start as a good cycle for freshness, so that a daemon that just started is healthy for three
+    /// intervals while its first cycle (spread over the interval by the rate budget) runs.
+    pub fn since(self, started_at: DateTime<Utc>) -> Self {
+        self.lock().started_at = Some(started_at);
+        self
+    }
+
+    /// A reloaded config may change the interval.
+    pub fn set_interval(&self, interval: Duration) {
+        self.lock().interval = interval;
+    }
+
+    /// Records a finished cycle. `ok` means scanwatch did its job (polled, stored, evaluated): HSS answering with
+    /// errors is an alert about HSS, not scanwatch being unhealthy.
+    pub fn record_cycle(&self, at: DateTime<Utc>, ok: bool) {
+        let mut s = self.lock();
+        s.last_cycle = Some((at, ok));
+        if ok && s.last_good.is_none_or(|g| g <= at) {
+            s.last_good = Some(at);
+        }
+    }
+
+    /// When the latest good cycle finished.
+    pub fn last_good_cycle(&self) -> Option<DateTime<Utc>> {
+        self.lock().last_good
+    }
+
+    /// `Err(reason)` when the last good cycle (or the start, before any) is older than three intervals at `now`.
+    pub fn freshness(&self, now: DateTime<Utc>) -> Result<(), String> {
+        let s = *self.lock();
+        let limit = s.interval.saturating_mul(STALE_AFTER_INTERVALS);
+        let limit_delta = TimeDelta::from_std(limit).unwrap_or(TimeDelta::MAX);
+        let age = |t: DateTime<Utc>| format_duration((now - t).to_std().unwrap_or_default());
+        match (s.last_good, s.started_at) {
+            (Some(good), _) if now - good <= limit_delta => Ok(()),
+            (Some(good), _) => Err(format!(
+                "the last good cycle finished {} ago (at {}), more than {STALE_AFTER_INTERVALS} intervals of {}",
+                age(good),
+                rfc3339(good),
+                format_duration(s.interval)
+            )),
+            (None, Some(start)) if now - start <= limit_delta => Ok(()),
+            (None, Some(start)) => Err(format!(
+                "no cycle has succeeded in the {} since the start, more than {STALE_AFTER_INTERVALS} intervals of {}",
+                age(start),
+                format_duration(s.interval)
+            )),
+            (None, None) => Err("no cycle has succeeded yet".to_string()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SeriesLabels {
+    target: String,
+    task_type: String,
+    account: String,
+    region: String,
+    project_id: String,
+}
+
+impl From<&SeriesKey> for SeriesLabels {
+    fn from(k: &SeriesKey) -> Self {
+        SeriesLabels {
+            target: k.target.clone(),
+            task_type: k.task_type.as_str().to_string(),
+            account: k.account.clone(),
+            region: k.region.clone(),
+            project_id: k.project_id.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    target: String,
+    task_type: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccountLabels {
+    account: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    channel: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    rule: String,
+    state: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The counters and gauges the daemon records, rendered on `/metrics` together with what the store says at scrape
+/// time. Cheap to share: every family is reference-counted inside.
+#[derive(Debug)]
+pub struct Metrics {
+    total_num: Family<SeriesLabels, Gauge>,
+    running_num: Family<SeriesLabels, Gauge>,
+    last_task_start: Family<SeriesLabels, FloatGauge>,
+    last_poll_ok: Family<SeriesLabels, Gauge>,
+    last_success: Family<SeriesLabels, FloatGauge>,
+    latency: Family<AccountLabels, Histogram>,
+    errors: Family<ErrorLabels, Counter>,
+    deliveries: Family<DeliveryLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// What `/metrics` reads from elsewhere at scrape time; `None` when it could not be read (the family is left out).
+#[derive(Debug, Clone, Default)]
+pub struct ScrapeValues {
+    pub alerts: Option<Vec<(RuleName, AlertState, i64)>>,
+    pub outbox_pending: Option<i64>,
+    pub database_writable: bool,
+    pub last_good_cycle: Option<DateTime<Utc>>,
+}
+
+fn seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Metrics {
+            total_num: Family::default(),
+            running_num: Family::default(),
+            last_task_start: Family::default(),
+            last_poll_ok: Family::default(),
+            last_success: Family::default(),
+            latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            errors: Family::default(),
+            deliveries: Family::default(),
+        }
+    }
+
+    /// Records one poll of `series`: its task gauges on success, its error kind on failure, its latency always.
+    pub fn poll(&self, series: &SeriesKey, result: &PollRecord) {
+        let labels = SeriesLabels::from(series);
+        self.latency
+            .get_or_create(&AccountLabels { account: series.account.clone() })
+            .observe(result.latency_ms as f64 / 1000.0);
+        match &result.outcome {
+            Ok(stats) => {
+                self.total_num.get_or_create(&labels).set(i64::try_from(stats.total_num).unwrap_or(i64::MAX));
+                self.running_num.get_or_create(&labels).set(i64::try_from(stats.running_num).unwrap_or(i64::MAX));
+                match stats.last_task_start_time {
+                    Some(ms) => {
+                        self.last_task_start.get_or_create(&labels).set(ms as f64 / 1000.0);
+                    }
+                    // No task ever ran: no sample, rather than a start at 1970 that looks like a very old scan.
+                    None => {
+                        self.last_task_start.remove(&labels);
+                    }
+                }
+                self.last_poll_ok.get_or_create(&labels).set(1);
+                self.last_success.get_or_create(&labels).set(seconds(result.polled_at));
+            }
+            Err(e) => {
+                self.errors
+                    .get_or_create(&ErrorLabels {
+                        target: series.target.clone(),
+                        task_type: series.task_type.as_str().to_string(),
+                        kind: e.kind.as_str().to_string(),
+                    })
+                    .inc();
+                self.last_poll_ok.get_or_create(&labels).set(0);
+            }
+        }
+    }
+
+    /// Records one delivery attempt on `channel` and how it ended (`delivered`, `retrying`, `failed`, `expired`).
+    pub fn delivery(&self, channel: &str, outcome: &str) {
+        self.deliveries.get_or_create(&DeliveryLabels { channel: channel.into(), outcome: outcome.into() }).inc();
+    }
+
+    /// The exposition text: what was recorded plus `scrape`, ending in `# EOF`.
+    pub fn render(&self, scrape: &ScrapeValues) -> Result<String, std::fmt::Error> {
+        let mut r = Registry::with_prefix("scanwatch");
+        r.register("hss_total_num", "total_num from task-statistics: tasks ever run", self.total_num.clone());
+        r.register("hss_running_num", "running_num from task-statistics: tasks scanning now", self.running_num.clone());
+        r.register(
+            "hss_last_task_start_timestamp_seconds",
+            "last_task_start_time from task-statistics (absent when no task ever ran)",
+            self.last_task_start.clone(),
+        );
+        r.register("poll_last_ok", "1 when the latest poll of the series succeeded, else 0", self.last_poll_ok.clone());
+        r.register(
+            "poll_last_success_timestamp_seconds",
+            "When the series was last polled successfully",
+            self.last_success.clone(),
+        );
+        r.register("poll_duration_seconds", "Latency of HSS polls", self.latency.clone());
+        r.register("poll_errors", "Failed polls by error kind", self.errors.clone());
+        r.register("deliveries", "Notification delivery attempts by channel and outcome", self.deliveries.clone());
+
+        if let Some(counts) = &scrape.alerts {
+            let alerts = Family::<AlertLabels, Gauge>::default();
+            for rule in RuleName::ALL {
+                for state in AlertState::ALL {
+                    let n = counts.iter().find(|(r, s, _)| *r == rule && *s == state).map_or(0, |(_, _, n)| *n);
+                    alerts
+                        .get_or_create(&AlertLabels { rule: rule.as_str().into(), state: state.as_str().into() })
+                        .set(n);
+                }
+            }
+            r.register("alerts", "Alerts by rule and state", alerts);
+        }
+        if let Some(n) = scrape.outbox_pending {
+            let g = Gauge::<i64>::default();
+            g.set(n);
+            r.register("outbox_pending", "Notifications waiting to be delivered (the outbox depth)", g);
+        }
+        let writable = Gauge::<i64>::default();
+        writable.set(i64::from(scrape.database_writable));
+        r.register("database_writable", "1 when the database accepts writes", writable);
+        if let Some(t) = scrape.last_good_cycle {
+            let g = FloatGauge::default();
+            g.set(seconds(t));
+            r.register("last_good_cycle_timestamp_seconds", "When the latest good cycle finished", g);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &r)?;
+        Ok(out)
+    }
+}
+
+/// Everything the handlers read.
+#[derive(Clone)]
+pub struct ServerState {
+    pub store: Store,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<Config>,
+}
+
+/// The routes. With `token`, every route but `/healthz` demands `Authorization: Bearer <token>`.
+pub fn router(state: ServerState, token: Option<Secret>) -> Router {
+    let expected = Arc::new(token.filter(|t| !t.is_empty()).map(|t| digest(t.expose().as_bytes())));
+    let guarded = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/targets", get(targets))
+        .route("/api/v1/snapshots", get(snapshots))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/notifications", get(notifications))
+        .route_layer(middleware::from_fn_with_state(expected, require_token));
+    Router::new().route("/healthz", get(healthz)).merge(guarded).fallback(not_found).with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then finishes the requests in flight.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+/// Tokens are compared as SHA-256 digests so that the comparison takes the same time whatever the length.
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+async fn require_token(State(expected): State<Arc<Option<[u8; 32]>>>, req: Request, next: Next) -> Response {
+    let Some(expected) = expected.as_ref() else { return next.run(req).await };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match given {
+        Some(token) if constant_time_eq(&digest(token.as_bytes()), expected) => next.run(req).await,
+        Some(_) => unauthorized("the bearer token is not the configured one"),
+        None => unauthorized("this API needs `Authorization: Bearer <token>`"),
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+/// An error answer: `{"error": "…"}` with its status.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into() }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::warn!(error = %e, "HTTP API: store error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::bad_request(e.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such route; try /healthz, /metrics, /api/v1/targets, /api/v1/snapshots, /api/v1/alerts, /api/v1/notifications",
+    )
+}
+
+/// Whether the database takes writes now, with the reason when not.
+async fn probe_writable(store: &Store) -> Result<(), String> {
+    match tokio::time::timeout(WRITE_PROBE_TIMEOUT, store.check_writable()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("the database is not writable: {e}")),
+        Err(_) => {
+            Err(format!("the database is not writable: no write lock within {}", format_duration(WRITE_PROBE_TIMEOUT)))
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct HealthJson {
+    status: &'static str,
+    /// Why it is unhealthy; absent when healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    last_good_cycle: Option<String>,
+    last_cycle: Option<String>,
+    last_cycle_ok: Option<bool>,
+    interval: String,
+    database_writable: bool,
+}
+
+async fn healthz(State(s): State<ServerState>) -> Response {
+    let now = s.clock.now();
+    let fresh = s.health.freshness(now);
+    let writable = probe_writable(&s.store).await;
+    let snapshot = *s.health.lock();
+    let reasons: Vec<String> = [fresh.err(), writable.clone().err()].into_iter().flatten().collect();
+    let body = HealthJson {
+        status: if reasons.is_empty() { "ok" } else { "unhealthy" },
+        reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+        last_good_cycle: snapshot.last_good.map(rfc3339),
+        last_cycle: snapshot.last_cycle.map(|(t, _)| rfc3339(t)),
+        last_cycle_ok: snapshot.last_cycle.map(|(_, ok)| ok),
+        interval: format_duration(snapshot.interval),
+        database_writable: writable.is_ok(),
+    };
+    let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<ServerState>) -> Result<Response, ApiError> {
+    let alerts = s.store.alert_counts().await.inspect_err(|e| tracing::warn!(error = %e, "/metrics: alerts")).ok();
+    let outbox_pending =
+        s.store.pending_count().await.inspect_err(|e| tracing::warn!(error = %e, "/metrics: outbox")).ok();
+    let database_writable = probe_writable(&s.store).await.is_ok();
+    let scrape =
+        ScrapeValues { alerts, outbox_pending, database_writable, last_good_cycle: s.health.last_good_cycle() };
+    let text = s
+        .metrics
+        .render(&scrape)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text).into_response())
+}
+
+async fn targets(State(s): State<ServerState>) -> Result<Json<Vec<TargetJson>>, ApiError> {
+    let latest = s.store.latest_per_series().await?;
+    let rows = s
+        .config
+        .series()
+        .map(|(t, key)| TargetJson {
+            target: key.target.clone(),
+            account: key.account.clone(),
+            region: key.region.clone(),
+            project_id: key.project_id.clone(),
+            enterprise_project_id: key.enterprise_project_id.clone(),
+            task_type: key.task_type.as_str().to_string(),
+            endpoint: t.endpoint.to_string(),
+            labels: t.labels.clone(),
+            latest: latest
+                .iter()
+                .find(|r| r.series.target == key.target && r.series.task_type == key.task_type)
+                .map(HistoryJson::from),
+        })
+        .collect();
+    Ok(Json(rows))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotsQuery {
+    target: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u32>,
+}
+
+fn limit(given: Option<u32>, default: u32) -> Result<u32, ApiError> {
+    match given.unwrap_or(default) {
+        n @ 1..=MAX_LIMIT => Ok(n),
+        n => Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_LIMIT}; got {n}"))),
+    }
+}
+
+async fn snapshots(
+    State(s): State<ServerState>,
+    query: Result<Query<SnapshotsQuery>, QueryRejection>,
+) -> Result<Json<Vec<HistoryJson>>, ApiError> {
+    let Query(q) = query?;
+    let now = s.clock.now();
+    let time = |name: &str, v: Option<String>| {
+        v.map(|t| crate::cli::parse_time(&t, now))
+            .transpose()
+            .map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
+    };
+    let hq = HistoryQuery {
+        target: q.target,
+        since: time("since", q.since)?,
+        until: time("until", q.until)?,
+        limit: Some(limit(q.limit, DEFAULT_SNAPSHOT_LIMIT)?),
+    };
+    Ok(Json(s.store.history(&hq).await?.iter().map(HistoryJson::from).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn alerts(
+    State(s): State<ServerState>,
+    query: Result<Query<AlertsQuery>, QueryRejection>,
+) -> Result<Json<Vec<AlertJson>>, ApiError> {
+    let Query(q) = query?;
+    let now = s.clock.now();
+    let silences = s.store.silences(now, false).await?;
+    Ok(Json(AlertJson::rows(s.store.alerts(q.all).await?, &silences, &s.config.targets, now)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotificationsQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn notifications(
+    State(s): State<ServerState>,
+    query: Result<Query<NotificationsQuery>, QueryRejection>,
+) -> Result<Json<Vec<NotificationJson>>, ApiError> {
+    let Query(q) = query?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(text) => Some(DeliveryStatus::parse(text).ok_or_else(|| {
+            let known: Vec<&str> = DeliveryStatus::ALL.iter().map(|d| d.as_str()).collect();
+            ApiError::bad_request(format!("status `{text}` is not one of {}", known.join(", ")))
+        })?),
+    };
+    let limit = limit(q.limit, DEFAULT_NOTIFICATION_LIMIT)?;
+    Ok(Json(s.store.notifications(status, limit).await?.iter().map(NotificationJson::from).collect()))
+}
+
+#[cfg(test)]
+mod tests;
