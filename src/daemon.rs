@@ -1,10 +1,9 @@
 //! `scanwatch run`: the poll schedule, the dispatcher beside it, retention, the heartbeat, systemd notification,
 //! and SIGHUP reloads. One cycle is [`Daemon::run_cycle`]; the loop only waits between cycles.
 //!
-//! The schedule is a fixed interval with a per-process jitter (so many instances do not hit the API on the same
-//! second), run by a tokio loop with `MissedTickBehavior::Skip`: a pause (a suspended host, a long cycle) skips the
-//! missed fires instead of bursting them. Cron schedules are not supported yet (see README: croner was chosen over
-//! tokio-cron-scheduler, which drops fires under load and keeps a fixed UTC offset across DST changes).
+//! The schedule ([`crate::schedule`]) is an interval with a per-process jitter (so many instances do not hit the API
+//! on the same second) whose missed ticks are skipped, never burst; or a cron expression in a time zone, each next
+//! fire computed from now with croner (DST-correct; see that module for why not tokio-cron-scheduler).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use crate::notify::{
     outbox::{DispatchReport, Dispatcher, Route},
 };
 use crate::poller::Poller;
+use crate::schedule::Ticker;
 use crate::server::{Health, Metrics, ServerState};
 use crate::store::Store;
 
@@ -251,8 +251,8 @@ pub async fn run(
     let jitter = Duration::from_millis(
         rand::rng().random_range(0..=interval.min(Duration::from_secs(30)).as_millis() as u64 / 10),
     );
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + jitter, interval);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let when = |c: &Config| (c.schedule.interval, c.schedule.cron.clone(), c.schedule.timezone);
+    let mut ticks = Ticker::new(&daemon.current.config.schedule.plan(), jitter);
     let mut dispatch = tokio::time::interval(DISPATCH_EVERY);
     dispatch.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
@@ -294,10 +294,9 @@ pub async fn run(
                 let mut reloading = vec![NotifyState::Reloading];
                 reloading.extend(NotifyState::monotonic_usec_now().ok());
                 notify(&reloading);
-                let new_interval = if daemon.reload().await { daemon.current.config.schedule.interval } else { interval };
-                if new_interval != ticks.period() {
-                    ticks = tokio::time::interval(new_interval);
-                    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                let before = when(&daemon.current.config);
+                if daemon.reload().await && when(&daemon.current.config) != before {
+                    ticks = Ticker::new(&daemon.current.config.schedule.plan(), Duration::ZERO);
                 }
                 notify(&[NotifyState::Ready, NotifyState::Status(&daemon.status_line().await)]);
             }

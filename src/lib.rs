@@ -10,6 +10,7 @@
 //! - [`rules`]: the alert rules, pure functions of a series' snapshot history and the clock.
 //! - [`alerting`]: the alert state machine, alert fingerprints and replay of stored history.
 //! - [`notify`]: notifications, the channel trait, message rendering, `[[channels]]` config, one file per channel.
+//! - [`schedule`]: interval and cron (croner, DST-correct) schedules and the ticker that drives them.
 //! - [`daemon`]: `scanwatch run`: the schedule, the dispatcher beside it, reloads, systemd notification.
 //! - [`server`]: the HTTP API: `/healthz`, `/metrics`, and read-only JSON with the CLI's fields.
 //! - [`demo`]: the whole pipeline against a built-in simulator in about a minute.
@@ -28,6 +29,7 @@ pub mod notify;
 pub mod output;
 pub mod poller;
 pub mod rules;
+pub mod schedule;
 pub mod secret;
 pub mod server;
 pub mod simulator;

@@ -108,8 +108,12 @@ pub fn exposed_beyond_loopback(addr: &SocketAddr) -> bool {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Schedule {
+    /// The poll interval; with `cron` set, the shortest gap between two of its fires (what the budget must fit).
     #[serde(with = "humantime_ser")]
     pub interval: Duration,
+    /// A 5- or 6-field cron expression, evaluated in `timezone`; replaces `interval`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
     pub timezone: chrono_tz::Tz,
     #[serde(with = "humantime_ser")]
     pub timeout: Duration,
@@ -309,6 +313,17 @@ pub fn format_duration(d: Duration) -> String {
     ];
     let text: String = parts.iter().filter(|(n, _)| *n > 0).map(|(n, u)| format!("{n}{u}")).collect();
     if text.is_empty() { "0s".into() } else { text }
+}
+
+impl Schedule {
+    /// The schedule the daemon runs.
+    pub fn plan(&self) -> crate::schedule::Schedule {
+        match self.cron.as_deref().map(crate::schedule::parse_cron) {
+            Some(Ok(cron)) => crate::schedule::Schedule::Cron { cron: Box::new(cron), tz: self.timezone },
+            // Validation rejected a bad expression; the interval is the only schedule left.
+            _ => crate::schedule::Schedule::Every(self.interval),
+        }
+    }
 }
 
 impl Config {
@@ -589,13 +604,8 @@ impl Validator {
     }
 
     fn schedule(&mut self, raw: &RawSchedule) -> Schedule {
-        if raw.cron.is_some() {
-            self.problem(
-                "schedule.cron",
-                "cron schedules are not supported yet by this release; use `interval` (e.g. `5m`)",
-            );
-        }
-        let interval = self.positive_duration("schedule.interval", raw.interval.as_deref(), Duration::from_secs(300));
+        let mut interval =
+            self.positive_duration("schedule.interval", raw.interval.as_deref(), Duration::from_secs(300));
         let timezone = match raw.timezone.as_deref() {
             None => chrono_tz::Tz::UTC,
             Some(name) => name.parse().unwrap_or_else(|_| {
@@ -603,6 +613,23 @@ impl Validator {
                 chrono_tz::Tz::UTC
             }),
         };
+        if let Some(expr) = raw.cron.as_deref() {
+            if raw.interval.is_some() {
+                self.problem("schedule.cron", "give either `interval` or `cron`, not both");
+            }
+            match crate::schedule::parse_cron(expr) {
+                Ok(cron) => {
+                    let plan = crate::schedule::Schedule::Cron { cron: Box::new(cron), tz: timezone };
+                    // The tightest spacing over a week and a day: what the API budget must fit.
+                    let gap = plan.min_gap(chrono::Utc::now(), Duration::from_secs(8 * 86_400));
+                    if plan.next_after(chrono::Utc::now()).is_none() {
+                        self.problem("schedule.cron", format!("`{expr}` never fires again"));
+                    }
+                    interval = gap;
+                }
+                Err(e) => self.problem("schedule.cron", e),
+            }
+        }
         let timeout = self.positive_duration("schedule.timeout", raw.timeout.as_deref(), Duration::from_secs(30));
         let connect_timeout =
             self.positive_duration("schedule.connect_timeout", raw.connect_timeout.as_deref(), Duration::from_secs(10));
@@ -613,7 +640,7 @@ impl Validator {
         if max_response_bytes < 1024 {
             self.problem("schedule.max_response_bytes", "must be at least 1024");
         }
-        Schedule { interval, timezone, timeout, connect_timeout, max_response_bytes }
+        Schedule { interval, cron: raw.cron.clone(), timezone, timeout, connect_timeout, max_response_bytes }
     }
 
     fn secret(
@@ -1022,8 +1049,9 @@ impl Validator {
             }
         }
         if !offenders.is_empty() {
+            let key = if schedule.cron.is_some() { "schedule.cron" } else { "schedule.interval" };
             self.problem(
-                "schedule.interval",
+                key,
                 format!(
                     "{} cannot fit the API budget: {}; use interval = \"{}\" or more (or raise calls_per_minute if your limit is higher)",
                     format_duration(schedule.interval),

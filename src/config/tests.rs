@@ -296,3 +296,17 @@ fn a_heartbeat_url_must_be_http() {
     let e = load(&format!("{MINIMAL}\n[heartbeat]\nurl = \"hc-ping.com/abc\"\n"), &env()).unwrap_err();
     assert_eq!(keys(e), vec!["heartbeat.url"]);
 }
+
+#[test]
+fn a_cron_schedule_is_checked_against_the_budget_by_its_tightest_gap() {
+    let c = load(&format!("{MINIMAL}\n[schedule]\ncron = \"*/5 * * * *\"\ntimezone = \"Europe/Berlin\"\n"), &env())
+        .unwrap();
+    assert_eq!(c.schedule.interval, Duration::from_secs(300));
+    assert!(matches!(c.schedule.plan(), crate::schedule::Schedule::Cron { .. }));
+    let e = load(&format!("{MINIMAL}\n[schedule]\ncron = \"* * * * * *\"\n"), &env()).unwrap_err();
+    assert_eq!(keys(e), vec!["schedule.cron"], "every second cannot fit 2 polls at 5/min");
+    let e = load(&format!("{MINIMAL}\n[schedule]\ncron = \"often\"\n"), &env()).unwrap_err();
+    assert_eq!(keys(e), vec!["schedule.cron"]);
+    let e = load(&format!("{MINIMAL}\n[schedule]\ncron = \"*/5 * * * *\"\ninterval = \"5m\"\n"), &env()).unwrap_err();
+    assert_eq!(keys(e), vec!["schedule.cron"]);
+}
