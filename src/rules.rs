@@ -35,6 +35,8 @@ pub enum RuleName {
     TotalStalled,
     /// The HSS API itself cannot be polled.
     PollFailing,
+    /// A notification channel rejects deliveries permanently; raised by the dispatcher, sent on the other channels.
+    ChannelFailing,
 }
 
 impl RuleName {
@@ -47,16 +49,18 @@ impl RuleName {
             RuleName::StuckRunning => "stuck_running",
             RuleName::TotalStalled => "total_stalled",
             RuleName::PollFailing => "poll_failing",
+            RuleName::ChannelFailing => "channel_failing",
         }
     }
 
+    /// Any rule name, including `channel_failing`, which no rule function evaluates ([`RuleName::ALL`] omits it).
     pub fn parse(s: &str) -> Option<RuleName> {
-        RuleName::ALL.into_iter().find(|r| r.as_str() == s)
+        RuleName::ALL.into_iter().chain([RuleName::ChannelFailing]).find(|r| r.as_str() == s)
     }
 
     /// Data rules look only at successful snapshots and hold their state while polls fail.
     pub fn is_data_rule(self) -> bool {
-        !matches!(self, RuleName::PollFailing)
+        !matches!(self, RuleName::PollFailing | RuleName::ChannelFailing)
     }
 }
 
@@ -181,6 +185,8 @@ impl RuleSet {
             RuleName::StuckRunning => self.stuck_running.map(|(_, s)| s),
             RuleName::TotalStalled => self.total_stalled.map(|(_, s)| s),
             RuleName::PollFailing => self.poll_failing.map(|(_, s)| s),
+            // Raised by the dispatcher, never by a rule function.
+            RuleName::ChannelFailing => None,
         }
     }
 
@@ -250,6 +256,7 @@ pub fn evaluate(
         RuleName::StuckRunning => stuck_running(&set.stuck_running?.0, task_type, history, now),
         RuleName::TotalStalled => total_stalled(&set.total_stalled?.0, task_type, history, now),
         RuleName::PollFailing => poll_failing(&set.poll_failing?.0, history, now),
+        RuleName::ChannelFailing => return None,
     })
 }
 

@@ -475,6 +475,7 @@ pub fn rule_title(rule: RuleName, language: Language) -> String {
                 RuleName::StuckRunning => "扫描任务卡住",
                 RuleName::TotalStalled => "任务总数停滞",
                 RuleName::PollFailing => "HSS 接口轮询失败",
+                RuleName::ChannelFailing => "告警通道发送失败",
             };
             format!("{name}({})", rule.as_str())
         }
@@ -530,6 +531,10 @@ pub fn describe(a: &AlertNotice, language: Language) -> String {
                 None => what,
             }
         }
+        RuleName::ChannelFailing => match a.summary.split_once(": ") {
+            Some((_, detail)) => format!("告警通道 {} 无法送达通知;错误:{detail}", a.series.target),
+            None => format!("告警通道 {} 无法送达通知", a.series.target),
+        },
     }
 }
 

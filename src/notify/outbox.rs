@@ -15,6 +15,8 @@ use rand::Rng;
 
 use super::{AlertNotice, Channel, DeliveryError};
 use crate::alerting::Event;
+use crate::model::{SeriesKey, TaskType};
+use crate::rules::{RuleName, Severity};
 use crate::store::{AttemptResult, DeliveryStatus, Store, StoreError};
 
 /// Which alerts a channel wants. The channel configuration implements it; tests use closures.
@@ -123,7 +125,13 @@ pub struct DispatchReport {
 pub struct Dispatcher {
     channels: HashMap<String, (Arc<dyn Channel>, ChannelLimiter)>,
     max_delivery_age: Duration,
+    /// When each channel last raised `channel_failing`, so a broken channel warns the others once an hour, not per
+    /// failed notification.
+    failing_raised: Mutex<HashMap<String, Instant>>,
 }
+
+/// How often one broken channel may raise `channel_failing` on the others.
+pub const CHANNEL_FAILING_EVERY: Duration = Duration::from_secs(3600);
 
 impl Dispatcher {
     pub fn new(channels: Vec<Arc<dyn Channel>>, max_delivery_age: Duration) -> Self {
@@ -131,7 +139,7 @@ impl Dispatcher {
             .into_iter()
             .map(|c| (c.name().to_string(), (c.clone(), ChannelLimiter::for_kind(c.kind()))))
             .collect();
-        Dispatcher { channels, max_delivery_age }
+        Dispatcher { channels, max_delivery_age, failing_raised: Mutex::new(HashMap::new()) }
     }
 
     /// Seals unsent notices into notifications, then tries every due notification once, stopping at `deadline`.
@@ -201,6 +209,11 @@ impl Dispatcher {
                 Err(DeliveryError::Permanent { reason }) => {
                     report.failed += 1;
                     tracing::error!(channel = %n.channel, id = %n.id, error = %reason, "delivery failed permanently");
+                    // Tell the other channels, unless this was itself such a warning (no ping-pong between two
+                    // broken channels).
+                    if !n.alerts.iter().all(|a| a.rule == RuleName::ChannelFailing) {
+                        self.raise_channel_failing(store, &n.channel, &reason, now).await?;
+                    }
                     AttemptResult::GiveUp { status: DeliveryStatus::Failed, error: reason }
                 }
             };
@@ -213,6 +226,53 @@ impl Dispatcher {
             store.record_attempt(row.id, now, took, &result).await?;
         }
         Ok(report)
+    }
+}
+
+impl Dispatcher {
+    /// Queues a `channel_failing` alert about `channel` on every other channel (at most once per
+    /// [`CHANNEL_FAILING_EVERY`] per channel); it goes out with the next dispatch pass.
+    async fn raise_channel_failing(
+        &self,
+        store: &Store,
+        channel: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        {
+            let mut raised = self.failing_raised.lock().unwrap_or_else(|p| p.into_inner());
+            if raised.get(channel).is_some_and(|t| t.elapsed() < CHANNEL_FAILING_EVERY) {
+                return Ok(());
+            }
+            raised.insert(channel.to_string(), Instant::now());
+        }
+        let series = SeriesKey {
+            target: channel.to_string(),
+            account: "scanwatch".into(),
+            region: "-".into(),
+            project_id: "-".into(),
+            enterprise_project_id: None,
+            task_type: TaskType::ClusterScan,
+        };
+        let notice = AlertNotice {
+            fingerprint: crate::alerting::fingerprint(RuleName::ChannelFailing, &series),
+            rule: RuleName::ChannelFailing,
+            severity: Severity::Critical,
+            event: Event::Firing,
+            labels: BTreeMap::from([("channel".to_string(), channel.to_string())]),
+            summary: format!("notification channel `{channel}` rejects deliveries: {reason}"),
+            value: "failing".into(),
+            series,
+            since: now,
+            at: now,
+        };
+        let mut tx = store.begin_write().await?;
+        for other in self.channels.keys().filter(|c| c.as_str() != channel) {
+            tx.insert_notice(other, &notice, false).await?;
+        }
+        tx.commit().await?;
+        tracing::warn!(channel, "raised channel_failing on the other channels");
+        Ok(())
     }
 }
 

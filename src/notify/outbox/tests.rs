@@ -196,7 +196,10 @@ async fn permanent_failures_stop_and_old_notifications_expire() {
     let r = d.dispatch_due(&store, t0() + TimeDelta::minutes(61), far()).await.unwrap();
     assert_eq!(r.expired, 1);
     let status = |ch: &str, log: &[crate::store::NotificationRow]| {
-        log.iter().find(|n| n.notification.channel == ch).map(|n| (n.status, n.last_error.clone().unwrap_or_default()))
+        // The first alert's notification (`bad` also raised channel_failing on `down`).
+        log.iter()
+            .find(|n| n.notification.channel == ch && n.notification.alerts[0].rule != RuleName::ChannelFailing)
+            .map(|n| (n.status, n.last_error.clone().unwrap_or_default()))
     };
     let log = store.notifications(None, 10).await.unwrap();
     assert_eq!(status("bad", &log).unwrap().0, DeliveryStatus::Failed);
@@ -237,4 +240,31 @@ async fn pending_notifications_survive_a_restart() {
     d.dispatch_due(&store, t0() + TimeDelta::minutes(5), far()).await.unwrap();
     assert_eq!(hook.seen.lock().unwrap().len(), 1);
     assert_eq!(store.pending_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_channel_that_fails_permanently_raises_channel_failing_on_the_others_once() {
+    let (_d, store) = store_with(&[
+        ("bad", notice(1, Event::Firing, Severity::Critical), false),
+        ("good", notice(1, Event::Firing, Severity::Critical), false),
+    ])
+    .await;
+    let bad = Flaky::new("bad", usize::MAX, DeliveryError::Permanent { reason: "19024 Key Words Not Found".into() });
+    let good = Flaky::new("good", 0, retryable());
+    let d = Dispatcher::new(vec![bad.clone(), good.clone()], Duration::from_secs(3600));
+    d.dispatch_due(&store, t0(), far()).await.unwrap();
+    d.dispatch_due(&store, t0(), far()).await.unwrap();
+    let seen = good.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "the alert, then the warning about `bad`");
+    let warning = &seen[1].alerts[0];
+    assert_eq!(warning.rule, RuleName::ChannelFailing);
+    assert!(warning.summary.contains("`bad`") && warning.summary.contains("19024"), "{}", warning.summary);
+    assert_eq!(bad.seen.lock().unwrap().len(), 1, "the broken channel is not told about itself");
+    // Another permanent failure within the hour raises nothing new.
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_notice("bad", &notice(2, Event::Firing, Severity::Critical), false).await.unwrap();
+    tx.commit().await.unwrap();
+    d.dispatch_due(&store, t0(), far()).await.unwrap();
+    d.dispatch_due(&store, t0(), far()).await.unwrap();
+    assert_eq!(good.seen.lock().unwrap().len(), 2);
 }
