@@ -112,7 +112,8 @@ impl Daemon {
     /// Polls every series once, evaluates, delivers what is due, prunes when a day has passed, pings the heartbeat.
     pub async fn run_cycle(&mut self) -> anyhow::Result<CycleReport> {
         let g = &self.current;
-        let results = match g.poller.poll_all(true).await {
+        // Spread each account's polls over half the interval: no burst, and the cycle ends well before the next.
+        let results = match g.poller.poll_spread(true, g.config.schedule.interval / 2).await {
             Ok(r) => r,
             Err(e) => {
                 // The database refused: the cycle is not good, and /healthz will say so.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use futures_util::future::join_all;
+use futures_util::{StreamExt, stream};
 use url::Url;
 
 use crate::alerting::Lifecycle;
@@ -153,9 +153,18 @@ impl Poller {
 
     /// Polls every series once. With `store = false` nothing is written (`poll --no-store`).
     pub async fn poll_all(&self, store: bool) -> Result<Vec<PollResult>, StoreError> {
+        self.poll_spread(store, Duration::ZERO).await
+    }
+
+    /// Polls every series once, spreading each account's polls evenly over `over` (the daemon spreads over part of
+    /// its interval so an account's targets never burst), with at most [`MAX_CONCURRENT_ACCOUNTS`] accounts at once.
+    pub async fn poll_spread(&self, store: bool, over: Duration) -> Result<Vec<PollResult>, StoreError> {
         let silences = if store { self.store.silences(self.clock.now(), false).await? } else { Vec::new() };
-        let per_account =
-            join_all(self.accounts.iter().map(|(name, rt)| self.poll_account(name, rt, store, &silences))).await;
+        let per_account: Vec<_> = stream::iter(self.accounts.iter())
+            .map(|(name, rt)| self.poll_account(name, rt, store, &silences, over))
+            .buffered(MAX_CONCURRENT_ACCOUNTS)
+            .collect()
+            .await;
         let mut out = Vec::new();
         for r in per_account {
             out.extend(r?);
@@ -169,13 +178,17 @@ impl Poller {
         rt: &AccountRuntime,
         store: bool,
         silences: &[SilenceRow],
+        over: Duration,
     ) -> Result<Vec<PollResult>, StoreError> {
         let mut results = Vec::with_capacity(rt.series.len());
         let mut blocked = self.credential_backoff(name).await?;
-        for s in &rt.series {
+        let start = tokio::time::Instant::now();
+        let offsets = budget::spread(over, rt.series.len());
+        for (s, offset) in rt.series.iter().zip(offsets) {
             let (record, sent) = match &blocked {
                 Some(reason) => (self.not_sent(reason), false),
                 None => {
+                    tokio::time::sleep_until(start + offset).await;
                     rt.budget.acquire().await;
                     let record = self.poll_one(s).await;
                     if let Err(e) = &record.outcome {
@@ -273,6 +286,9 @@ impl Poller {
     }
 }
 
+/// How many accounts are polled at the same time (each account's own calls are sequential).
+pub const MAX_CONCURRENT_ACCOUNTS: usize = 64;
+
 /// How long an account pauses after a 429 that gave no `Retry-After` (Huawei's FAQ says 2–5 s; the 5/min limit
 /// makes a longer wait wiser).
 const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(30);
@@ -295,5 +311,65 @@ fn credentials(account: &crate::config::Account, region: &str) -> Credentials {
             password: password.value.clone(),
             project: ProjectScope::Name(region.to_string()),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::Environment;
+    use crate::simulator::{Scenario, Simulator};
+
+    #[tokio::test]
+    async fn an_accounts_polls_are_spread_over_the_given_time_not_burst() {
+        let scenario = r#"
+[simulator]
+calls_per_minute = 0
+[[credentials]]
+ak = "AK"
+sk = "SK"
+[[series]]
+project_id = "p"
+task_type = "cluster_scan"
+  [[series.steps]]
+  at = "0s"
+  total_num = 1
+  running_num = 0
+[[series]]
+project_id = "p"
+task_type = "iac_scan"
+  [[series.steps]]
+  at = "0s"
+  total_num = 1
+  running_num = 0
+"#;
+        let sim = Simulator::new(Scenario::from_toml_str(scenario).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn({
+            let (sim, stop) = (sim.clone(), stop.clone());
+            async move { sim.serve(listener, stop).await }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[storage]\npath = \"{}\"\n[schedule]\ninterval = \"1m\"\n[[accounts]]\nname = \"a\"\nak_env = \"A\"\nsk_env = \"S\"\n\
+             [[targets]]\nname = \"t\"\naccount = \"a\"\nregion = \"cn-north-4\"\nendpoint = \"http://127.0.0.1:{port}\"\nproject_id = \"p\"\n",
+            dir.path().join("p.db").display()
+        );
+        let config =
+            Config::from_toml_str(&text, dir.path(), &Environment::from_pairs([("A", "AK"), ("S", "SK")])).unwrap();
+        let store = Store::open(&config.storage.path).await.unwrap();
+        let poller = Poller::new(&config, store, Arc::new(SystemClock::default())).await.unwrap();
+        let started = Instant::now();
+        let results = poller.poll_spread(true, Duration::from_millis(600)).await.unwrap();
+        assert!(results.iter().all(|r| r.record.outcome.is_ok()));
+        // Two polls over 600 ms: the second waits for its slot at 300 ms.
+        assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+        let calls = sim.calls();
+        assert_eq!(calls.len(), 2);
+        assert!((calls[1].at - calls[0].at) >= chrono::TimeDelta::milliseconds(250), "{calls:?}");
+        stop.cancel();
     }
 }
