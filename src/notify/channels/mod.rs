@@ -222,6 +222,29 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
+    /// The `errcode` / `errmsg` pair that DingTalk and WeCom put in every answer, HTTP 200 included. Throttling and
+    /// server statuses are classified first; an answer without an `errcode` is a permanent error (`what` names the
+    /// kind of URL expected).
+    pub fn errcode(&self, service: &str, what: &str) -> Result<(i64, String), DeliveryError> {
+        if matches!(self.status, 408 | 429 | 500..=599) {
+            self.classify_status(service)?;
+        }
+        let parsed: Option<serde_json::Value> = serde_json::from_str(&self.body).ok();
+        let Some(code) = parsed.as_ref().and_then(|v| v.get("errcode")).and_then(serde_json::Value::as_i64) else {
+            self.classify_status(service)?;
+            return Err(DeliveryError::Permanent {
+                reason: format!(
+                    "{service} answered HTTP {} without an `errcode`: is the URL {what}? ({})",
+                    self.status,
+                    self.excerpt()
+                ),
+            });
+        };
+        let msg =
+            parsed.as_ref().and_then(|v| v.get("errmsg")).and_then(serde_json::Value::as_str).unwrap_or("").to_string();
+        Ok((code, msg))
+    }
+
     pub fn excerpt(&self) -> String {
         crate::model::excerpt(self.body.trim(), EXCERPT_BYTES)
     }

@@ -36,21 +36,7 @@ impl WeComChannel {
 }
 
 fn classify(answer: &Answer) -> Result<Delivered, DeliveryError> {
-    if matches!(answer.status, 408 | 429 | 500..=599) {
-        answer.classify_status(SERVICE)?;
-    }
-    let parsed: Option<Value> = serde_json::from_str(&answer.body).ok();
-    let Some(code) = parsed.as_ref().and_then(|v| v.get("errcode")).and_then(Value::as_i64) else {
-        answer.classify_status(SERVICE)?;
-        return Err(DeliveryError::Permanent {
-            reason: format!(
-                "{SERVICE} answered HTTP {} without an `errcode`: is the URL a WeCom robot webhook? ({})",
-                answer.status,
-                answer.excerpt()
-            ),
-        });
-    };
-    let msg = parsed.as_ref().and_then(|v| v.get("errmsg")).and_then(Value::as_str).unwrap_or("").to_string();
+    let (code, msg) = answer.errcode(SERVICE, "a WeCom robot webhook")?;
     match code {
         0 => {
             answer.classify_status(SERVICE)?;
