@@ -102,12 +102,14 @@ fn wait_exit(mut child: Child, limit: Duration) -> i32 {
 fn the_daemon_fires_and_resolves_every_rule_and_stops_cleanly_on_sigterm() {
     let sb = Sandbox::new();
     let rx = Receiver::start();
+    let heartbeat = Receiver::start();
     let placeholder = "{SIM}";
     let (scenario, config) = stories(placeholder);
     let sim = SimServer::start(&scenario);
     let api = closed_port_url().replace("http://", "");
     sb.write_config(&format!(
-        "[server]\nlisten = \"{api}\"\n{}\n[[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}/hook\"\n",
+        "[server]\nlisten = \"{api}\"\n[heartbeat]\nurl = \"{}/hb\"\n{}\n[[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}/hook\"\n",
+        heartbeat.url,
         config.replace(placeholder, &sim.url),
         rx.url
     ));
@@ -151,6 +153,10 @@ fn the_daemon_fires_and_resolves_every_rule_and_stops_cleanly_on_sigterm() {
     ] {
         assert!(metrics.contains(family), "{family} in /metrics:\n{metrics}");
     }
+
+    // The heartbeat was pinged after good cycles, and with /fail after the cycles whose polls failed (503s).
+    let pings: BTreeSet<String> = heartbeat.received().iter().map(|r| r.path.clone()).collect();
+    assert!(pings.contains("/hb") && pings.contains("/hb/fail"), "{pings:?}");
 
     signal(&child, "-TERM");
     assert_eq!(wait_exit(child, Duration::from_secs(20)), 0, "SIGTERM exits 0");
