@@ -116,10 +116,10 @@ fn a_debug_daemon_run_with_every_kind_of_secret_logs_and_stores_none_of_them() {
     let (_sim, hook, _feishu, heartbeat) = setup(&mut sb);
     let (mut child, logs) = sb.spawn_logged(&["--log-level", "debug", "run"]);
     let deadline = Instant::now() + Duration::from_secs(40);
-    let Ok(mut lines) = wait_for_line(&logs, "cycle done", 3, deadline) else {
+    let mut lines = wait_for_line(&logs, "cycle done", 3, deadline).unwrap_or_else(|lines| {
         let _ = child.kill();
-        panic!("no 3 cycles:\n{}", logs.try_iter().collect::<Vec<_>>().join("\n"));
-    };
+        panic!("no 3 cycles:\n{}", lines.join("\n"));
+    });
     signal(&child, "-TERM");
     assert_eq!(wait_exit(child, Duration::from_secs(20)), 0, "SIGTERM exits 0");
     lines.extend(logs.try_iter());
