@@ -101,7 +101,10 @@ fn repeated_kill_9_loses_no_notification_and_never_corrupts_the_database() {
                 for k in 0..n {
                     if rx.arrivals.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_err() {
                         let _ = child.kill();
-                        panic!("kill {i}: only {k} of {n} deliveries arrived; log:\n{}", logs.try_iter().collect::<Vec<_>>().join("\n"));
+                        panic!(
+                            "kill {i}: only {k} of {n} deliveries arrived; log:\n{}",
+                            logs.try_iter().collect::<Vec<_>>().join("\n")
+                        );
                     }
                 }
                 format!("receiver arrival {n}")
@@ -125,10 +128,7 @@ fn repeated_kill_9_loses_no_notification_and_never_corrupts_the_database() {
         kills.push(point);
     }
     assert!(kills.len() >= 10, "only {} kills fitted in the scenario: {kills:?}", kills.len());
-    assert!(
-        rx.received().iter().any(|r| r.answer == Answer::Unavailable),
-        "the flaky receiver failed some deliveries"
-    );
+    assert!(rx.received().iter().any(|r| r.answer == Answer::Unavailable), "the flaky receiver failed some deliveries");
 
     // The last, clean run: the receiver is up; run until the scenario has settled and the outbox is empty.
     rx.answer(Answer::Ok);

@@ -35,7 +35,8 @@ fn with_suffix(db: &Path, suffix: &str) -> PathBuf {
 
 fn healthy_setup(sb: &Sandbox) -> SimServer {
     let sim = SimServer::start(
-        &(scenario_head() + &series("p1", "cluster_scan", None, "total_num = 7\nrunning_num = 0\nlast_task_age = \"1m\"")),
+        &(scenario_head()
+            + &series("p1", "cluster_scan", None, "total_num = 7\nrunning_num = 0\nlast_task_age = \"1m\"")),
     );
     sb.write_config(&format!(
         "[schedule]\ninterval = \"1s\"\n{}{}",
