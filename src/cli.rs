@@ -259,8 +259,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let routes: Vec<Arc<dyn Route>> =
                 config.channels.iter().map(|c| Arc::new(c.clone()) as Arc<dyn Route>).collect();
             let channels = notify::build_channels(&config.channels, config.schedule.timezone)?;
-            let poller = Poller::new(&config, store.clone(), clock.clone()).await?.with_routes(routes);
-            let results = poller.poll_all(!no_store).await?;
+            // Name the database: a store error alone does not say which file refused.
+            let db = || format!("storing polls in the database {}", config.storage.path.display());
+            let poller = Poller::new(&config, store.clone(), clock.clone()).await.with_context(db)?.with_routes(routes);
+            let results = poller.poll_all(!no_store).await.with_context(db)?;
             print!("{}", render_poll(&results, format));
             let mut code = ExitCode::SUCCESS;
             let failed = results.iter().filter(|r| r.record.outcome.is_err()).count();

@@ -273,7 +273,12 @@ pub async fn run(
                 tokio::select! {
                     r = daemon.run_cycle() => match r {
                         Ok(_) => {}
-                        Err(e) => tracing::error!(error = %format!("{e:#}"), "cycle failed"),
+                        // Name the database: a store error alone does not say which file refused.
+                        Err(e) => tracing::error!(
+                            error = %format!("{e:#}"),
+                            database = %daemon.current.config.storage.path.display(),
+                            "cycle failed"
+                        ),
                     },
                     _ = shutdown.cancelled() => break,
                 }

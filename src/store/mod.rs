@@ -10,10 +10,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::SqliteConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite};
 
 pub mod alerts;
 pub mod outbox;
@@ -150,8 +152,12 @@ impl Store {
 
     /// Starts a write transaction (`BEGIN IMMEDIATE`).
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(sql("beginning a write"))?;
-        Ok(WriteTx { tx })
+        let mut conn = self.pool.acquire().await.map_err(sql("beginning a write"))?;
+        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+            conn.close_on_drop();
+            return Err(sql("beginning a write")(e));
+        }
+        Ok(WriteTx { tx: conn, open: true })
     }
 
     /// Inserts or refreshes a series and returns its id.
@@ -293,14 +299,30 @@ impl Store {
     }
 }
 
-/// One write transaction. Dropping it without [`WriteTx::commit`] rolls everything back.
+/// One write transaction. Dropping it without [`WriteTx::commit`], or a failed commit, rolls everything back.
+///
+/// BEGIN/COMMIT are plain statements rather than sqlx's `Transaction`: when a COMMIT fails (disk full, I/O error,
+/// a read-only file) SQLite may already have rolled back, sqlx's follow-up ROLLBACK then fails too and the pooled
+/// connection stays marked "in a transaction" for good — every later write failed even after the disk recovered.
+/// Closing the connection instead rolls back whatever is open and lets the pool open a fresh one.
 pub struct WriteTx {
-    tx: Transaction<'static, Sqlite>,
+    tx: PoolConnection<Sqlite>,
+    open: bool,
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if self.open {
+            self.tx.close_on_drop();
+        }
+    }
 }
 
 impl WriteTx {
-    pub async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await.map_err(sql("committing"))
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        sqlx::query("COMMIT").execute(&mut *self.tx).await.map_err(sql("committing"))?;
+        self.open = false;
+        Ok(())
     }
 
     pub async fn ensure_series(&mut self, key: &SeriesKey) -> Result<i64, StoreError> {
@@ -351,7 +373,7 @@ impl WriteTx {
     }
 
     /// The transaction itself, for layers that add their own rows to the same commit.
-    pub fn inner(&mut self) -> &mut Transaction<'static, Sqlite> {
+    pub fn inner(&mut self) -> &mut SqliteConnection {
         &mut self.tx
     }
 }

@@ -347,6 +347,36 @@ impl Sandbox {
             .expect("start scanwatch")
     }
 
+    /// Starts `scanwatch --config <sandbox config> --log-format text ARGS...` (ARGS may start with more global
+    /// flags) with every stderr line forwarded to a channel, so a test waits for a log line rather than for time.
+    pub fn spawn_logged(&self, args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_scanwatch"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(["--log-format", "text"])
+            .args(args)
+            .current_dir(self.dir())
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start scanwatch");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (child, rx)
+    }
+
     /// `history --format json` (plus `args`), which must succeed, parsed.
     pub fn history(&self, args: &[&str]) -> Vec<Value> {
         let mut full = vec!["history", "--format", "json"];
@@ -430,6 +460,8 @@ pub enum Answer {
     Unavailable,
     /// Never answer (the request is still recorded and announced).
     Hang,
+    /// 503 and 200 in turn, starting with 503: a flaky receiver. Recorded as the answer actually given.
+    Alternate,
 }
 
 /// One request a [`Receiver`] got.
@@ -464,10 +496,17 @@ impl Receiver {
         let (tx, arrivals) = mpsc::channel();
         let tx = std::sync::Arc::new(std::sync::Mutex::new(tx));
         let (a, l) = (answer.clone(), log.clone());
+        let turn = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (a, l, tx) = (a.clone(), l.clone(), tx.clone());
+            let (a, l, tx, turn) = (a.clone(), l.clone(), tx.clone(), turn.clone());
             async move {
-                let mode = *a.lock().unwrap();
+                let mode = match *a.lock().unwrap() {
+                    Answer::Alternate if turn.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0 => {
+                        Answer::Unavailable
+                    }
+                    Answer::Alternate => Answer::Ok,
+                    other => other,
+                };
                 l.lock().unwrap().push(Received {
                     path: uri.path().to_string(),
                     webhook_id: headers.get("webhook-id").and_then(|v| v.to_str().ok()).map(str::to_string),
@@ -478,7 +517,7 @@ impl Receiver {
                 match mode {
                     Answer::Ok => (StatusCode::OK, "ok"),
                     Answer::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "down"),
-                    Answer::Hang => std::future::pending().await,
+                    Answer::Hang | Answer::Alternate => std::future::pending().await,
                 }
             }
         });
@@ -501,4 +540,49 @@ impl Drop for Receiver {
             rt.shutdown_background();
         }
     }
+}
+
+/// Sends `sig` (`-TERM`, `-HUP`, `-KILL`) to the child.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill").success();
+    assert!(ok, "kill {sig}");
+}
+
+/// Waits for the child to exit, at most `limit`; kills it and fails otherwise. Returns the exit code (-1 for a
+/// signal).
+pub fn wait_exit(mut child: std::process::Child, limit: Duration) -> i32 {
+    let pid = child.id().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait().map(|s| s.code().unwrap_or(-1)));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(code) => code.expect("wait for scanwatch"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("scanwatch did not exit within {limit:?}");
+        }
+    }
+}
+
+/// Waits for the `n`-th line of `logs` (from now) containing `needle`, at most until `deadline`; returns every line
+/// read meanwhile; `Err` with those lines if the deadline passed or the process closed its stderr first.
+pub fn wait_for_line(
+    logs: &mpsc::Receiver<String>,
+    needle: &str,
+    n: usize,
+    deadline: Instant,
+) -> Result<Vec<String>, Vec<String>> {
+    let mut seen = Vec::new();
+    let mut found = 0;
+    while found < n {
+        let Ok(line) = logs.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            return Err(seen);
+        };
+        if line.contains(needle) {
+            found += 1;
+        }
+        seen.push(line);
+    }
+    Ok(seen)
 }
