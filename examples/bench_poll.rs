@@ -110,7 +110,10 @@ async fn parent(series: usize, accounts: usize) -> anyhow::Result<()> {
         async move { sim.serve(listener, stop).await }
     });
     println!("bench_poll: {series} series over {accounts} accounts, simulator on 127.0.0.1:{port}");
-    println!("{:<10} {:>9} {:>9} {:>9} {:>7} {:>12} {:>13}", "side", "setup ms", "wall ms", "cpu ms", "ok", "rss pre MiB", "peak RSS MiB");
+    println!(
+        "{:<10} {:>9} {:>9} {:>9} {:>7} {:>12} {:>13}",
+        "side", "setup ms", "wall ms", "cpu ms", "ok", "rss pre MiB", "peak RSS MiB"
+    );
     let mut rows = Vec::new();
     for mode in ["baseline", "poller"] {
         let exe = std::env::current_exe()?;
@@ -145,8 +148,7 @@ async fn child(mode: &str, series: usize, accounts: usize, port: u16) -> anyhow:
     match mode {
         "baseline" => {
             let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
-            let per_account: Vec<Vec<usize>> =
-                (0..accounts).map(|j| (j..series).step_by(accounts).collect()).collect();
+            let per_account: Vec<Vec<usize>> = (0..accounts).map(|j| (j..series).step_by(accounts).collect()).collect();
             let setup = setup_started.elapsed();
             let (rss_before, cpu0, t0) = (support::rss_mib(), support::cpu_time(), Instant::now());
             let oks = join_all(per_account.iter().enumerate().map(|(j, idx)| {

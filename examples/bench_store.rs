@@ -54,7 +54,11 @@ async fn raw_insert(pool: &SqlitePool, rows: &[(i64, PollRecord)]) -> anyhow::Re
             "INSERT INTO snapshots (series_id, polled_at, ok, total_num, running_num, last_task_start_time, latency_ms, http_status, request_id, sent) ",
         );
         qb.push_values(chunk, |mut b, (sid, r)| {
-            let s = r.outcome.as_ref().ok().copied().unwrap_or(TaskStats { total_num: 0, running_num: 0, last_task_start_time: None });
+            let s = r.outcome.as_ref().ok().copied().unwrap_or(TaskStats {
+                total_num: 0,
+                running_num: 0,
+                last_task_start_time: None,
+            });
             b.push_bind(*sid)
                 .push_bind(r.polled_at.timestamp_millis())
                 .push_bind(true)
@@ -159,7 +163,11 @@ async fn main() -> anyhow::Result<()> {
     );
     pool.close().await;
     let queries = [
-        ("one target, last 7 days", HistoryQuery { target: Some("t7".into()), since: Some(now - TimeDelta::days(7)), ..Default::default() }, 200),
+        (
+            "one target, last 7 days",
+            HistoryQuery { target: Some("t7".into()), since: Some(now - TimeDelta::days(7)), ..Default::default() },
+            200,
+        ),
         ("all targets, last hour", HistoryQuery { since: Some(now - TimeDelta::hours(1)), ..Default::default() }, 30),
     ];
     for (name, q, runs) in queries {
