@@ -1,0 +1,191 @@
+//! Figures 4 and 5 of BENCHMARKS.md, on a temporary SQLite file.
+//!
+//! 4. rows/s of `Store::record_poll` and of `alerting::engine::record_and_evaluate` (one transaction per poll, as
+//!    the poller writes) next to a raw sqlx insert of the same rows batched in one transaction.
+//! 5. p50/p99 of `Store::history` for "one target, last 7 days" and "all targets, last hour" on a database filled
+//!    by ~60 s of raw batched inserts.
+//!
+//! `cargo run --release --example bench_store -- [ROWS] [FILL_SECONDS]` (default 20000 60).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use scanwatch::alerting::engine::{Outbox, record_and_evaluate};
+use scanwatch::model::{PollRecord, SeriesKey, TaskStats, TaskType};
+use scanwatch::rules::RuleSet;
+use scanwatch::store::{HistoryQuery, Store};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+
+const SERIES: usize = 1_000;
+
+fn key(i: usize) -> SeriesKey {
+    SeriesKey {
+        target: format!("t{}", i / 2),
+        account: format!("a{}", i % 50),
+        region: "cn-north-4".into(),
+        project_id: format!("{:032x}", i / 2 + 1),
+        enterprise_project_id: None,
+        task_type: TaskType::ALL[i % 2],
+    }
+}
+
+fn record(at: DateTime<Utc>, n: usize) -> PollRecord {
+    PollRecord {
+        polled_at: at,
+        latency_ms: 80 + (n % 40) as u64,
+        outcome: Ok(TaskStats {
+            total_num: 100 + (n / 50) as u64,
+            running_num: u64::from(n.is_multiple_of(3)),
+            last_task_start_time: Some((at - TimeDelta::hours(1)).timestamp_millis()),
+        }),
+        http_status: Some(200),
+        request_id: Some(format!("{n:032x}")),
+    }
+}
+
+/// The raw baseline: one multi-row INSERT per 100 rows, all in one transaction.
+async fn raw_insert(pool: &SqlitePool, rows: &[(i64, PollRecord)]) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    for chunk in rows.chunks(100) {
+        let mut qb = sqlx::QueryBuilder::new(
+            "INSERT INTO snapshots (series_id, polled_at, ok, total_num, running_num, last_task_start_time, latency_ms, http_status, request_id, sent) ",
+        );
+        qb.push_values(chunk, |mut b, (sid, r)| {
+            let s = r.outcome.as_ref().ok().copied().unwrap_or(TaskStats {
+                total_num: 0,
+                running_num: 0,
+                last_task_start_time: None,
+            });
+            b.push_bind(*sid)
+                .push_bind(r.polled_at.timestamp_millis())
+                .push_bind(true)
+                .push_bind(s.total_num as i64)
+                .push_bind(s.running_num as i64)
+                .push_bind(s.last_task_start_time)
+                .push_bind(r.latency_ms as i64)
+                .push_bind(r.http_status.map(i64::from))
+                .push_bind(r.request_id.clone())
+                .push_bind(true);
+        });
+        qb.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(20_000);
+    let fill_secs: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(60);
+    let dir = tempfile::tempdir()?;
+
+    // ---- figure 4: write throughput, three fresh databases
+    let now = Utc::now();
+    let rows: Vec<(usize, PollRecord)> =
+        (0..n).map(|k| (k % SERIES, record(now - TimeDelta::seconds((n - k) as i64), k))).collect();
+    let mut results = Vec::new();
+    for side in ["raw_batched", "record_poll", "record_and_evaluate"] {
+        let db = dir.path().join(format!("{side}.db"));
+        let store = Store::open(&db).await?;
+        let mut ids = Vec::new();
+        for i in 0..SERIES {
+            ids.push(store.ensure_series(&key(i)).await?);
+        }
+        let t0 = Instant::now();
+        match side {
+            "raw_batched" => {
+                let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&db)).await?;
+                let raw: Vec<(i64, PollRecord)> = rows.iter().map(|(i, r)| (ids[*i], r.clone())).collect();
+                let t = Instant::now();
+                raw_insert(&pool, &raw).await?;
+                results.push((side, n as f64 / t.elapsed().as_secs_f64()));
+                pool.close().await;
+                store.close().await;
+                continue;
+            }
+            "record_poll" => {
+                for (i, r) in &rows {
+                    store.record_poll(ids[*i], r, true).await?;
+                }
+            }
+            _ => {
+                let rules = RuleSet::default();
+                let lifecycle = scanwatch::alerting::Lifecycle::default();
+                let labels = BTreeMap::new();
+                for (i, r) in &rows {
+                    let outbox = Outbox { labels: Some(&labels), routes: &[], silences: &[] };
+                    record_and_evaluate(&store, ids[*i], &key(*i), &rules, &lifecycle, r, true, outbox).await?;
+                }
+            }
+        }
+        results.push((side, n as f64 / t0.elapsed().as_secs_f64()));
+        store.close().await;
+    }
+    println!("figure 4: {n} snapshot rows over {SERIES} series");
+    let raw = results[0].1;
+    for (side, rate) in &results {
+        println!("  {side:<20} {rate:>10.0} rows/s  ({:.3} of raw)", rate / raw);
+    }
+
+    // ---- figure 5: history queries on a large database
+    let db = dir.path().join("history.db");
+    let store = Store::open(&db).await?;
+    let mut ids = Vec::new();
+    for i in 0..SERIES {
+        ids.push(store.ensure_series(&key(i)).await?);
+    }
+    let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&db)).await?;
+    // Each series polled every 5 minutes, newest last: fill backwards from now in batches of whole intervals.
+    let (fill_started, mut filled, mut step) = (Instant::now(), 0usize, 0i64);
+    while fill_started.elapsed() < Duration::from_secs(fill_secs) {
+        let mut batch = Vec::with_capacity(SERIES * 20);
+        for _ in 0..20 {
+            let at = now - TimeDelta::minutes(5 * step);
+            for (i, id) in ids.iter().enumerate() {
+                batch.push((*id, record(at - TimeDelta::milliseconds(i as i64), filled + i)));
+            }
+            step += 1;
+        }
+        raw_insert(&pool, &batch).await?;
+        filled += batch.len();
+    }
+    let fill = fill_started.elapsed();
+    let span = TimeDelta::minutes(5 * step);
+    println!(
+        "figure 5: filled {filled} snapshots ({SERIES} series x {step} polls, {:.1} days of 5-minute polls) in {:.1} s ({:.0} rows/s)",
+        span.num_minutes() as f64 / 1440.0,
+        fill.as_secs_f64(),
+        filled as f64 / fill.as_secs_f64()
+    );
+    pool.close().await;
+    let queries = [
+        (
+            "one target, last 7 days",
+            HistoryQuery { target: Some("t7".into()), since: Some(now - TimeDelta::days(7)), ..Default::default() },
+            50,
+        ),
+        ("all targets, last hour", HistoryQuery { since: Some(now - TimeDelta::hours(1)), ..Default::default() }, 5),
+    ];
+    for (name, q, runs) in queries {
+        let mut times = Vec::new();
+        let mut rows = 0;
+        for _ in 0..runs {
+            let t = Instant::now();
+            rows = store.history(&q).await?.len();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        println!(
+            "  {name:<26} {rows:>6} rows  p50 {:>8.3} ms  p99 {:>8.3} ms  ({runs} runs)",
+            support::percentile_ms(&times, 50.0),
+            support::percentile_ms(&times, 99.0)
+        );
+    }
+    println!("peak RSS {:.1} MiB", support::peak_rss_mib());
+    store.close().await;
+    Ok(())
+}
