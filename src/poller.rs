@@ -186,7 +186,7 @@ impl Poller {
         let offsets = budget::spread(over, rt.series.len());
         for (s, offset) in rt.series.iter().zip(offsets) {
             let (record, sent) = match &blocked {
-                Some(reason) => (self.not_sent(reason), false),
+                Some((kind, reason)) => (self.not_sent(*kind, reason), false),
                 None => {
                     tokio::time::sleep_until(start + offset).await;
                     rt.budget.acquire().await;
@@ -196,8 +196,11 @@ impl Poller {
                             rt.budget.pause_for(e.retry_after.unwrap_or(DEFAULT_THROTTLE_PAUSE));
                         }
                         if e.kind.is_credential_problem() {
-                            blocked = Some(format!(
-                                "account `{name}` was rejected by HSS a moment ago ({e}); not calling again this cycle"
+                            blocked = Some((
+                                e.kind,
+                                format!(
+                                    "account `{name}` was rejected by HSS a moment ago ({e}); not calling again this cycle"
+                                ),
                             ));
                         }
                     }
@@ -252,14 +255,15 @@ impl Poller {
         }
     }
 
-    fn not_sent(&self, reason: &str) -> PollRecord {
-        let mut e = PollError::new(ErrorKind::Auth, format!("not polled: {reason}"));
+    /// A poll recorded without calling HSS, classified like the rejection that caused the backoff.
+    fn not_sent(&self, kind: ErrorKind, reason: &str) -> PollRecord {
+        let mut e = PollError::new(kind, format!("not polled: {reason}"));
         e.error_code = Some(NOT_SENT_CODE.to_string());
         PollRecord { polled_at: self.clock.now(), latency_ms: 0, outcome: Err(e), http_status: None, request_id: None }
     }
 
     /// Whether the account is still backing off after consecutive credential errors (read from the stored calls).
-    async fn credential_backoff(&self, account: &str) -> Result<Option<String>, StoreError> {
+    async fn credential_backoff(&self, account: &str) -> Result<Option<(ErrorKind, String)>, StoreError> {
         let recent = self.store.latest_calls(account, 12).await?;
         let failures = recent.iter().take_while(|s| s.error_kind.is_some_and(|k| k.is_credential_problem())).count();
         let Some(last) = recent.first().filter(|_| failures > 0) else { return Ok(None) };
@@ -273,10 +277,13 @@ impl Poller {
             (_, Some(status)) => format!("HTTP {status}"),
             _ => "credentials rejected".to_string(),
         };
-        Ok(Some(format!(
-            "account `{account}` is backing off after {failures} rejected call(s) ({what}, last at {}); next try after {}",
-            last.polled_at.format("%Y-%m-%dT%H:%M:%SZ"),
-            until.format("%Y-%m-%dT%H:%M:%SZ"),
+        Ok(Some((
+            last.error_kind.unwrap_or(ErrorKind::Auth),
+            format!(
+                "account `{account}` is backing off after {failures} rejected call(s) ({what}, last at {}); next try after {}",
+                last.polled_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                until.format("%Y-%m-%dT%H:%M:%SZ"),
+            ),
         )))
     }
 
