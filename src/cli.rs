@@ -206,6 +206,9 @@ pub enum ShowFormat {
 /// Parses the command line, runs the command and turns every error into a message and an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run | Command::Simulate { .. }) {
+        restore_sigpipe();
+    }
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -221,6 +224,16 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(code)
         }
+    }
+}
+
+/// Lets a reader that stops early end a command quietly, as with any Unix tool (`scanwatch history | head`): Rust
+/// ignores SIGPIPE, so `println!` would panic on the closed pipe instead. Not for the long-running servers (`run`,
+/// `simulate`), which must outlive a log reader; sockets are unaffected either way (Rust sends with MSG_NOSIGNAL).
+fn restore_sigpipe() {
+    // SAFETY: called first thing in `main`, before any thread exists; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

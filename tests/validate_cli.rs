@@ -191,3 +191,59 @@ fn a_broken_config_stops_poll_with_the_usage_exit_code() {
     assert!(run.stderr.contains("targets[0].colour"), "{run}");
     assert!(!sb.db_path().exists(), "nothing was opened");
 }
+
+/// `scanwatch history | head` must end quietly when the reader goes away, like any Unix tool, not panic with
+/// "failed printing to stdout" and exit 101.
+#[test]
+fn a_reader_that_stops_early_ends_history_quietly() {
+    use scanwatch::model::{PollRecord, SeriesKey, TaskStats, TaskType};
+    use std::process::{Command, Stdio};
+
+    let sb = Sandbox::new();
+    sb.write_config(&format!("{ACCOUNT}{TARGET}"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = scanwatch::store::Store::open(&sb.db_path()).await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        let key = SeriesKey {
+            target: "prod-cn-north-4".into(),
+            account: "prod".into(),
+            region: "cn-north-4".into(),
+            project_id: "0123456789abcdef0123456789abcdef".into(),
+            enterprise_project_id: None,
+            task_type: TaskType::ClusterScan,
+        };
+        let id = tx.ensure_series(&key).await.unwrap();
+        // Far more than a pipe buffer (64 KiB) of output, so the writer must meet the closed pipe.
+        for i in 0..3_000_i64 {
+            let rec = PollRecord {
+                polled_at: chrono::DateTime::from_timestamp(1_800_000_000 + i * 300, 0).unwrap(),
+                latency_ms: 12,
+                outcome: Ok(TaskStats { total_num: i as u64, running_num: 0, last_task_start_time: None }),
+                http_status: Some(200),
+                request_id: Some(format!("req-{i}")),
+            };
+            tx.insert_snapshot(id, &rec, true).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        store.close().await;
+    });
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scanwatch"))
+        .arg("--config")
+        .arg(sb.config_path())
+        .arg("history")
+        .env_clear()
+        .envs(secret_env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before the first line
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("failed printing"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "ended by SIGPIPE like `cat`: {:?} {stderr}", out.status);
+}
