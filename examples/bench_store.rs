@@ -2,15 +2,15 @@
 //!
 //! 4. rows/s of `Store::record_poll` and of `alerting::engine::record_and_evaluate` (one transaction per poll, as
 //!    the poller writes) next to a raw sqlx insert of the same rows batched in one transaction.
-//! 5. p50/p99 of `Store::history` for "one target, last 7 days" and "all targets, last hour" on a database filled
-//!    by ~60 s of raw batched inserts.
+//! 5. p50/p99 of `Store::history` for "one target, last 7 days" and "all targets, last hour" on a database of
+//!    HISTORY_ROWS snapshots (raw batched inserts), next to the bare indexed query through sqlx, rows left undecoded.
 //!
-//! `cargo run --release --example bench_store -- [ROWS] [FILL_SECONDS]` (default 20000 60).
+//! `cargo run --release --example bench_store -- [ROWS] [HISTORY_ROWS]` (default 20000 10000000).
 
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use scanwatch::alerting::engine::{Outbox, record_and_evaluate};
@@ -80,7 +80,7 @@ async fn raw_insert(pool: &SqlitePool, rows: &[(i64, PollRecord)]) -> anyhow::Re
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(20_000);
-    let fill_secs: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(60);
+    let history_rows: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(10_000_000);
     let dir = tempfile::tempdir()?;
 
     // ---- figure 4: write throughput, three fresh databases
@@ -141,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
     let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&db)).await?;
     // Each series polled every 5 minutes, newest last: fill backwards from now in batches of whole intervals.
     let (fill_started, mut filled, mut step) = (Instant::now(), 0usize, 0i64);
-    while fill_started.elapsed() < Duration::from_secs(fill_secs) {
+    while filled < history_rows {
         let mut batch = Vec::with_capacity(SERIES * 20);
         for _ in 0..20 {
             let at = now - TimeDelta::minutes(5 * step);
@@ -161,30 +161,44 @@ async fn main() -> anyhow::Result<()> {
         fill.as_secs_f64(),
         filled as f64 / fill.as_secs_f64()
     );
-    pool.close().await;
     let queries = [
         (
             "one target, last 7 days",
             HistoryQuery { target: Some("t7".into()), since: Some(now - TimeDelta::days(7)), ..Default::default() },
-            50,
+            // The baseline: the same rows by their index, through sqlx, left undecoded.
+            "SELECT * FROM snapshots WHERE series_id IN (SELECT id FROM series WHERE target = ?2) AND polled_at >= ?1",
+            500,
         ),
-        ("all targets, last hour", HistoryQuery { since: Some(now - TimeDelta::hours(1)), ..Default::default() }, 5),
+        (
+            "all targets, last hour",
+            HistoryQuery { since: Some(now - TimeDelta::hours(1)), ..Default::default() },
+            "SELECT * FROM snapshots WHERE polled_at >= ?1 AND ?2 IS NOT NULL",
+            200,
+        ),
     ];
-    for (name, q, runs) in queries {
-        let mut times = Vec::new();
-        let mut rows = 0;
+    for (name, q, baseline, runs) in queries {
+        let since = q.since.map(|t| t.timestamp_millis());
+        let (mut ours, mut bare) = (Vec::new(), Vec::new());
+        let (mut rows, mut bare_rows) = (0, 0);
         for _ in 0..runs {
             let t = Instant::now();
             rows = store.history(&q).await?.len();
-            times.push(t.elapsed());
+            ours.push(t.elapsed());
+            let t = Instant::now();
+            bare_rows = sqlx::query(baseline).bind(since).bind("t7").fetch_all(&pool).await?.len();
+            bare.push(t.elapsed());
         }
-        times.sort();
+        ours.sort();
+        bare.sort();
         println!(
-            "  {name:<26} {rows:>6} rows  p50 {:>8.3} ms  p99 {:>8.3} ms  ({runs} runs)",
-            support::percentile_ms(&times, 50.0),
-            support::percentile_ms(&times, 99.0)
+            "  {name:<26} {rows:>6} rows  p50 {:>8.3} ms  p99 {:>8.3} ms  | bare indexed query {bare_rows:>6} rows  p50 {:>8.3} ms  p99 {:>8.3} ms  ({runs} runs each)",
+            support::percentile_ms(&ours, 50.0),
+            support::percentile_ms(&ours, 99.0),
+            support::percentile_ms(&bare, 50.0),
+            support::percentile_ms(&bare, 99.0)
         );
     }
+    pool.close().await;
     println!("peak RSS {:.1} MiB", support::peak_rss_mib());
     store.close().await;
     Ok(())

@@ -99,7 +99,10 @@ impl Poller {
             accounts.insert(account.name.clone(), AccountRuntime { budget, series: Vec::new() });
         }
         let mut clients: BTreeMap<(String, String), Arc<client::Account>> = BTreeMap::new();
-        for (target, key) in config.series() {
+        // Registered in one transaction: 10,000 series took ~1 s one transaction each, on every start and reload.
+        let series: Vec<_> = config.series().collect();
+        let ids = store.ensure_all_series(series.iter().map(|(_, key)| key)).await?;
+        for ((target, key), series_id) in series.into_iter().zip(ids) {
             let account = config
                 .account(&target.account)
                 .ok_or_else(|| anyhow::anyhow!("target {} names unknown account {}", target.name, target.account))?;
@@ -114,7 +117,6 @@ impl Poller {
                     Arc::new(client::Account::new(account.name.clone(), credentials(account, &target.region)))
                 })
                 .clone();
-            let series_id = store.ensure_series(&key).await?;
             if let Some(rt) = accounts.get_mut(&account.name) {
                 rt.series.push(PolledSeries {
                     key,

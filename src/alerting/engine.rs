@@ -66,9 +66,11 @@ pub async fn record_and_evaluate(
         tracing::warn!(series = %key, ahead = %rules::human_duration(skew), "last_task_start_time is in the future (clock skew?); treating its age as 0");
     }
     let mut changes = Vec::new();
-    for (rule, severity, outcome) in rules::evaluate_all(rule_set, key.task_type, &history, now) {
-        let fp = fingerprint(rule, key);
-        let stored = tx.alert(&fp).await?;
+    let outcomes = rules::evaluate_all(rule_set, key.task_type, &history, now);
+    let fingerprints: Vec<String> = outcomes.iter().map(|(rule, _, _)| fingerprint(*rule, key)).collect();
+    let mut stored_alerts = tx.alerts(&fingerprints).await?;
+    for ((rule, severity, outcome), fp) in outcomes.into_iter().zip(fingerprints) {
+        let stored = stored_alerts.iter().position(|a| a.fingerprint == fp).map(|i| stored_alerts.swap_remove(i));
         let current = stored.as_ref().map(|r| r.alert.clone()).unwrap_or_default();
         let (next, transition) = step(&current, &outcome, lifecycle, now);
         // Series that never breached keep no row; everything else is saved so the state survives a restart.

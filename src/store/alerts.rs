@@ -106,14 +106,23 @@ const ALERT_SELECT: &str =
         r.enterprise_project_id FROM alerts a JOIN series r ON r.id = a.series_id";
 
 impl WriteTx {
+    /// The stored alerts among `fingerprints`, in one statement (a poll evaluates all its rules at once).
+    pub async fn alerts(&mut self, fingerprints: &[String]) -> Result<Vec<AlertRow>, StoreError> {
+        if fingerprints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = (1..=fingerprints.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("{ALERT_SELECT} WHERE a.fingerprint IN ({marks})")));
+        for fp in fingerprints {
+            query = query.bind(fp.as_str());
+        }
+        let rows = query.fetch_all(&mut *self.tx).await.map_err(sql("reading alerts"))?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
     /// The stored alert for `fingerprint`, if any.
     pub async fn alert(&mut self, fingerprint: &str) -> Result<Option<AlertRow>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{ALERT_SELECT} WHERE a.fingerprint = ?1")))
-            .bind(fingerprint)
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(sql("reading an alert"))?;
-        row.as_ref().map(alert_from_row).transpose()
+        Ok(self.alerts(&[fingerprint.to_string()]).await?.pop())
     }
 
     /// Inserts or updates an alert's state and returns its id.

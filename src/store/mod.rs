@@ -67,6 +67,13 @@ const HISTORY_OF_ALL: &str =
 
 /// An account's calls since `?2`. CROSS JOIN keeps `series` (by `series_account`) as the outer loop, so each series
 /// is one `snapshots_series_time` range; the planner's own choice walked the time index through every account's calls.
+/// An account's latest `?2` calls: per series (by `series_account`) a walk of `snapshots_series_time` newest first
+/// that stops after `?2`, merged. One join ordered by time walked the time index backwards through every other
+/// account's calls instead, and through the whole table for an account with none yet.
+const LATEST_CALLS: &str = "SELECT s.* FROM series r CROSS JOIN snapshots s
+     WHERE r.account = ?1 AND s.id IN (SELECT l.id FROM snapshots l WHERE l.series_id = r.id AND l.sent
+                                       ORDER BY l.polled_at DESC, l.id DESC LIMIT ?2)
+     ORDER BY s.polled_at DESC, s.id DESC LIMIT ?2";
 const CALLS_SINCE: &str = "SELECT s.polled_at FROM series r CROSS JOIN snapshots s ON s.series_id = r.id
      WHERE r.account = ?1 AND s.polled_at >= ?2 AND s.sent ORDER BY s.polled_at";
 
@@ -194,6 +201,20 @@ impl Store {
         Ok(id)
     }
 
+    /// Inserts or refreshes every series in one transaction and returns their ids, in order.
+    pub async fn ensure_all_series<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k SeriesKey>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut ids = Vec::new();
+        for key in keys {
+            ids.push(tx.ensure_series(key).await?);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
     /// Stores one poll result in its own transaction and returns the snapshot id.
     pub async fn record_poll(&self, series_id: i64, rec: &PollRecord, sent: bool) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
@@ -275,31 +296,13 @@ impl Store {
 
     /// The latest calls sent for `account`, newest first (to rebuild its auth backoff after a restart).
     pub async fn latest_calls(&self, account: &str, n: u32) -> Result<Vec<Snapshot>, StoreError> {
-        // Newest first per series (an index walk that stops after `n`), merged here. One query over the account's
-        // join walked the time index backwards through every other account's rows, and through the whole table for
-        // an account with no calls yet.
-        let series: Vec<i64> = sqlx::query_scalar("SELECT id FROM series WHERE account = ?1")
+        let rows = sqlx::query(LATEST_CALLS)
             .bind(account)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql("reading recent calls"))?;
-        let mut calls = Vec::new();
-        for id in series {
-            let rows = sqlx::query(
-                "SELECT * FROM snapshots WHERE series_id = ?1 AND sent ORDER BY polled_at DESC, id DESC LIMIT ?2",
-            )
-            .bind(id)
             .bind(i64::from(n))
             .fetch_all(&self.pool)
             .await
             .map_err(sql("reading recent calls"))?;
-            for row in &rows {
-                calls.push(snapshot_from_row(row)?);
-            }
-        }
-        calls.sort_by_key(|c| std::cmp::Reverse((c.polled_at, c.id)));
-        calls.truncate(usize::try_from(n).unwrap_or(usize::MAX));
-        Ok(calls)
+        rows.iter().map(snapshot_from_row).collect()
     }
 
     /// Deletes snapshots older than `cutoff`, never the latest one of a series. Returns how many were deleted.

@@ -140,16 +140,17 @@ async fn hot_queries_read_snapshots_by_index_ranges_only() {
         ("history of all targets", HISTORY_OF_ALL, 3),
         ("rule history", alerts::RULE_HISTORY, 3),
         ("calls since", CALLS_SINCE, 2),
+        ("latest calls", LATEST_CALLS, 2),
     ];
     for (what, text, params) in cases {
         let plan = plan(&s, text, params).await;
         let on_snapshots: Vec<&String> =
-            plan.iter().filter(|d| d.contains(" snapshots ") || d.contains(" s ")).collect();
+            plan.iter().filter(|d| [" snapshots ", " s ", " l "].iter().any(|t| d.contains(t))).collect();
         assert!(!on_snapshots.is_empty(), "{what}: {plan:?}");
         for step in on_snapshots {
             let ranged = ["polled_at>?", "polled_at<?", "rowid=?"].iter().any(|r| step.contains(r));
             // The "latest N" subquery walks its series' index newest first and stops after N.
-            let latest_n = step.contains("COVERING INDEX snapshots_series_time (series_id=?)");
+            let latest_n = step.ends_with("INDEX snapshots_series_time (series_id=?)");
             assert!(step.starts_with("SEARCH") && (ranged || latest_n), "{what}: {step} in {plan:?}");
         }
     }
@@ -181,6 +182,27 @@ async fn recent_calls_skip_polls_that_were_never_sent() {
     assert_eq!(s.calls_since("prod", at(0)).await.unwrap(), vec![at(0), at(20)]);
     assert!(s.calls_since("other", at(0)).await.unwrap().is_empty());
     assert_eq!(s.latest_calls("prod", 5).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_accounts_latest_calls_merge_its_series_newest_first() {
+    let (_d, s) = store().await;
+    let a = s.ensure_series(&key("a", TaskType::ClusterScan)).await.unwrap();
+    let b = s.ensure_series(&key("a", TaskType::IacScan)).await.unwrap();
+    let mut other = key("z", TaskType::ClusterScan);
+    other.account = "other".into();
+    let z = s.ensure_series(&other).await.unwrap();
+    for i in 0..6 {
+        s.record_poll(a, &ok(i * 10, 0), true).await.unwrap();
+        s.record_poll(b, &ok(i * 10 + 5, 0), true).await.unwrap();
+        s.record_poll(z, &ok(i * 10 + 7, 0), true).await.unwrap();
+    }
+    s.record_poll(a, &failed(100), false).await.unwrap();
+    let got: Vec<(i64, DateTime<Utc>)> =
+        s.latest_calls("prod", 4).await.unwrap().iter().map(|c| (c.series_id, c.polled_at)).collect();
+    assert_eq!(got, vec![(b, at(55)), (a, at(50)), (b, at(45)), (a, at(40))], "sent calls only, newest first");
+    assert_eq!(s.latest_calls("other", 100).await.unwrap().len(), 6);
+    assert!(s.latest_calls("nobody", 5).await.unwrap().is_empty());
 }
 
 #[tokio::test]
