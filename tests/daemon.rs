@@ -5,8 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -53,28 +52,7 @@ fn stories(sim_url: &str) -> (String, String) {
 
 /// The daemon with its log lines forwarded to a channel (so a test waits for a line, not for time).
 fn start(sb: &Sandbox) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scanwatch"))
-        .arg("--config")
-        .arg(sb.config_path())
-        .args(["--log-format", "text", "run"])
-        .env_clear()
-        .envs(secret_env())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start scanwatch run");
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
+    sb.spawn_logged(&["run"])
 }
 
 fn signal(child: &Child, sig: &str) {

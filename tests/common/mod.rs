@@ -348,7 +348,8 @@ impl Sandbox {
     }
 
     /// Starts `scanwatch --config <sandbox config> --log-format text ARGS...` (ARGS may start with more global
-    /// flags) with every stderr line forwarded to a channel, so a test waits for a log line rather than for time.
+    /// flags) with every line it prints forwarded to a channel, so a test waits for a log line rather than for time.
+    /// Both streams: `run` logs to stdout (DESIGN.md), the one-shot commands and fatal errors to stderr.
     pub fn spawn_logged(&self, args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_scanwatch"))
             .arg("--config")
@@ -360,20 +361,24 @@ impl Sandbox {
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start scanwatch");
         let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
+        let streams: [Box<dyn Read + Send>; 2] =
+            [Box::new(child.stdout.take().expect("stdout")), Box::new(child.stderr.take().expect("stderr"))];
+        for stream in streams {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        }
         (child, rx)
     }
 
