@@ -79,12 +79,16 @@ const CALLS_SINCE: &str = "SELECT s.polled_at FROM series r CROSS JOIN snapshots
 
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Readers.
     pool: SqlitePool,
-    /// Write transactions of this process queue here, in order, before they take a connection and SQLite's write
-    /// lock. Without it several pooled connections race for the lock and the losers sleep in SQLite's busy handler
-    /// (1, 2, 5, 10 … ms) while the holder needs ~0.3 ms: the poll cycle of 10,000 series ran 5.6x a bare client's
-    /// time (BENCHMARKS.md §2). Other processes (a CLI `ack` beside the daemon) still meet at SQLite's lock.
-    writer: Arc<tokio::sync::Mutex<()>>,
+    /// The one connection this process writes through, so its page cache stays valid between transactions (a
+    /// connection that sees another one's commit drops its cache and reads the pages again).
+    write_pool: SqlitePool,
+    /// Write transactions of this process queue here, in order and without a deadline, before they take the write
+    /// connection. Before this, pooled connections raced for SQLite's write lock and the losers slept in its busy
+    /// handler (1, 2, 5, 10 … ms) while the holder needed ~0.3 ms: the poll cycle of 10,000 series ran 5.6x a bare
+    /// client's time (BENCHMARKS.md §2). Other processes (a CLI `ack` beside the daemon) still meet at SQLite's lock.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A stored series row.
@@ -125,14 +129,21 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
             .map_err(|source| StoreError::Open { path: shown.clone(), source })?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
-            .map_err(|source| StoreError::Migrate { path: shown, source })?;
-        Ok(Store { pool, writer: Arc::default() })
+            .map_err(|source| StoreError::Migrate { path: shown.clone(), source })?;
+        let write_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open { path: shown, source })?;
+        Ok(Store { pool, write_pool, turn: Arc::default() })
     }
 
     /// Opens an existing, already migrated database without write access (a read-only mount or replica). Writes
@@ -149,7 +160,7 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(|source| StoreError::Open { path: shown, source })?;
-        Ok(Store { pool, writer: Arc::default() })
+        Ok(Store { write_pool: pool.clone(), pool, turn: Arc::default() })
     }
 
     /// Whether a write could start now: takes the write lock (`BEGIN IMMEDIATE`) and rolls back at once, so it
@@ -179,13 +190,14 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.write_pool.close().await;
         self.pool.close().await;
     }
 
     /// Starts a write transaction (`BEGIN IMMEDIATE`).
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        let turn = Arc::clone(&self.writer).lock_owned().await;
-        let mut conn = self.pool.acquire().await.map_err(sql("beginning a write"))?;
+        let turn = Arc::clone(&self.turn).lock_owned().await;
+        let mut conn = self.write_pool.acquire().await.map_err(sql("beginning a write"))?;
         if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
             conn.close_on_drop();
             return Err(sql("beginning a write")(e));

@@ -324,12 +324,13 @@ impl Store {
 
     /// Delays a notification without counting an attempt (a channel's rate limit).
     pub async fn defer(&self, notification_id: i64, until: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE notifications SET next_attempt_at = ?2 WHERE id = ?1")
             .bind(notification_id)
             .bind(until.timestamp_millis())
-            .execute(&self.pool)
+            .execute(tx.inner())
             .await
             .map_err(sql("deferring a notification"))?;
-        Ok(())
+        tx.commit().await
     }
 }
