@@ -76,6 +76,11 @@ async fn raw_insert(pool: &SqlitePool, rows: &[(i64, PollRecord)]) -> anyhow::Re
     Ok(())
 }
 
+/// The baselines' connection: the store's durability (WAL is the file's own mode by now; synchronous=NORMAL).
+fn raw_options(db: &std::path::Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new().filename(db).synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -88,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
     let rows: Vec<(usize, PollRecord)> =
         (0..n).map(|k| (k % SERIES, record(now - TimeDelta::seconds((n - k) as i64), k))).collect();
     let mut results = Vec::new();
-    for side in ["raw_batched", "record_poll", "record_and_evaluate"] {
+    for side in ["raw_batched", "raw_tx_per_row", "record_poll", "record_and_evaluate"] {
         let db = dir.path().join(format!("{side}.db"));
         let store = Store::open(&db).await?;
         let mut ids = Vec::new();
@@ -98,11 +103,42 @@ async fn main() -> anyhow::Result<()> {
         let t0 = Instant::now();
         match side {
             "raw_batched" => {
-                let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&db)).await?;
+                let pool = SqlitePool::connect_with(raw_options(&db)).await?;
                 let raw: Vec<(i64, PollRecord)> = rows.iter().map(|(i, r)| (ids[*i], r.clone())).collect();
                 let t = Instant::now();
                 raw_insert(&pool, &raw).await?;
                 results.push((side, n as f64 / t.elapsed().as_secs_f64()));
+                pool.close().await;
+                store.close().await;
+                continue;
+            }
+            "raw_tx_per_row" => {
+                // What one transaction per row costs through sqlx by itself: BEGIN IMMEDIATE, the same INSERT, COMMIT.
+                let pool = SqlitePool::connect_with(raw_options(&db)).await?;
+                let mut conn = pool.acquire().await?;
+                let raw: Vec<(i64, PollRecord)> = rows.iter().map(|(i, r)| (ids[*i], r.clone())).collect();
+                let t = Instant::now();
+                for (sid, r) in &raw {
+                    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                    let st = r.outcome.as_ref().ok().copied().expect("benchmark rows are successes");
+                    sqlx::query(
+                        "INSERT INTO snapshots (series_id, polled_at, ok, total_num, running_num, last_task_start_time, latency_ms, http_status, request_id, sent)
+                         VALUES (?1, ?2, TRUE, ?3, ?4, ?5, ?6, ?7, ?8, TRUE)",
+                    )
+                    .bind(sid)
+                    .bind(r.polled_at.timestamp_millis())
+                    .bind(st.total_num as i64)
+                    .bind(st.running_num as i64)
+                    .bind(st.last_task_start_time)
+                    .bind(r.latency_ms as i64)
+                    .bind(r.http_status.map(i64::from))
+                    .bind(r.request_id.as_deref())
+                    .execute(&mut *conn)
+                    .await?;
+                    sqlx::query("COMMIT").execute(&mut *conn).await?;
+                }
+                results.push((side, n as f64 / t.elapsed().as_secs_f64()));
+                drop(conn);
                 pool.close().await;
                 store.close().await;
                 continue;
@@ -138,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..SERIES {
         ids.push(store.ensure_series(&key(i)).await?);
     }
-    let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&db)).await?;
+    let pool = SqlitePool::connect_with(raw_options(&db)).await?;
     // Each series polled every 5 minutes, newest last: fill backwards from now in batches of whole intervals.
     let (fill_started, mut filled, mut step) = (Instant::now(), 0usize, 0i64);
     while filled < history_rows {
