@@ -924,43 +924,51 @@ impl Validator {
     fn rules(&mut self, key: &str, raw: &RawRules, base: &Rules) -> Rules {
         let mut r = base.clone();
         if let Some(x) = &raw.no_recent_scan {
-            let k = format!("{key}.no_recent_scan");
-            r.no_recent_scan.enabled = x.enabled.unwrap_or(r.no_recent_scan.enabled);
-            r.no_recent_scan.severity =
-                self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.no_recent_scan.severity);
-            r.no_recent_scan.max_age =
-                self.positive_duration(&format!("{k}.max_age"), x.max_age.as_deref(), r.no_recent_scan.max_age);
+            let t = &mut r.no_recent_scan;
+            let basics = (x.enabled, x.severity.as_deref(), "max_age", x.max_age.as_deref());
+            self.rule_basics(
+                &format!("{key}.no_recent_scan"),
+                basics,
+                (&mut t.enabled, &mut t.severity, &mut t.max_age),
+            );
         }
         if let Some(x) = &raw.stuck_running {
-            let k = format!("{key}.stuck_running");
-            r.stuck_running.enabled = x.enabled.unwrap_or(r.stuck_running.enabled);
-            r.stuck_running.severity =
-                self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.stuck_running.severity);
-            r.stuck_running.for_ = self.positive_duration(&format!("{k}.for"), x.for_.as_deref(), r.stuck_running.for_);
+            let t = &mut r.stuck_running;
+            let basics = (x.enabled, x.severity.as_deref(), "for", x.for_.as_deref());
+            self.rule_basics(&format!("{key}.stuck_running"), basics, (&mut t.enabled, &mut t.severity, &mut t.for_));
         }
         if let Some(x) = &raw.total_stalled {
-            let k = format!("{key}.total_stalled");
-            r.total_stalled.enabled = x.enabled.unwrap_or(r.total_stalled.enabled);
-            r.total_stalled.severity =
-                self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.total_stalled.severity);
-            r.total_stalled.window =
-                self.positive_duration(&format!("{k}.window"), x.window.as_deref(), r.total_stalled.window);
+            let t = &mut r.total_stalled;
+            let basics = (x.enabled, x.severity.as_deref(), "window", x.window.as_deref());
+            self.rule_basics(&format!("{key}.total_stalled"), basics, (&mut t.enabled, &mut t.severity, &mut t.window));
         }
         if let Some(x) = &raw.poll_failing {
             let k = format!("{key}.poll_failing");
-            r.poll_failing.enabled = x.enabled.unwrap_or(r.poll_failing.enabled);
-            r.poll_failing.severity =
-                self.severity(&format!("{k}.severity"), x.severity.as_deref(), r.poll_failing.severity);
-            r.poll_failing.for_ = self.positive_duration(&format!("{k}.for"), x.for_.as_deref(), r.poll_failing.for_);
+            let t = &mut r.poll_failing;
+            let basics = (x.enabled, x.severity.as_deref(), "for", x.for_.as_deref());
+            self.rule_basics(&k, basics, (&mut t.enabled, &mut t.severity, &mut t.for_));
             if let Some(after) = x.after {
                 if after == 0 {
                     self.problem(format!("{k}.after"), "must be at least 1");
                 } else {
-                    r.poll_failing.after = after;
+                    t.after = after;
                 }
             }
         }
         r
+    }
+
+    /// What every rule table has: `enabled`, `severity` and one duration (named `duration_key`), each kept from
+    /// `into` when absent or (with a problem named by its key) invalid.
+    fn rule_basics(
+        &mut self,
+        key: &str,
+        (enabled, severity, duration_key, duration): (Option<bool>, Option<&str>, &str, Option<&str>),
+        into: (&mut bool, &mut Severity, &mut Duration),
+    ) {
+        *into.0 = enabled.unwrap_or(*into.0);
+        *into.1 = self.severity(&format!("{key}.severity"), severity, *into.1);
+        *into.2 = self.positive_duration(&format!("{key}.{duration_key}"), duration, *into.2);
     }
 
     fn alerting(&mut self, raw: &RawAlerting) -> Alerting {
