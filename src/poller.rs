@@ -198,8 +198,10 @@ impl Poller {
                 Some((kind, reason)) => (self.not_sent(*kind, reason), false),
                 None => {
                     tokio::time::sleep_until(start + offset).await;
-                    permit = self.admit(&rt.budget).await;
+                    let admitted;
+                    (permit, admitted) = self.admit(&rt.budget).await;
                     let record = self.poll_one(s).await;
+                    rt.budget.finished(admitted);
                     if let Err(e) = &record.outcome {
                         if e.kind == ErrorKind::Throttled {
                             rt.budget.pause_for(e.retry_after.unwrap_or(DEFAULT_THROTTLE_PAUSE));
@@ -246,12 +248,12 @@ impl Poller {
     /// the poll slot, so the call goes out right after the budget records it (a call that waited for a poll slot
     /// after its budget slot would reach HSS later than the budget thinks, and the next call of the window too soon).
     /// The poll slot is not held while the budget makes the account wait.
-    async fn admit(&self, budget: &RateBudget) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    async fn admit(&self, budget: &RateBudget) -> (Option<tokio::sync::SemaphorePermit<'_>>, tokio::time::Instant) {
         loop {
             // The semaphore is never closed; without a permit the poll still goes out, just unbounded.
             let permit = self.in_flight.acquire().await.ok();
-            match budget.try_acquire() {
-                Ok(()) => return permit,
+            match budget.try_admit() {
+                Ok(admitted) => return (permit, admitted),
                 Err(wait) => {
                     drop(permit);
                     tokio::time::sleep(wait).await;

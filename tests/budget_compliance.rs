@@ -61,9 +61,9 @@ impl Clock for TokioClock {
 
 #[tokio::test(start_paused = true)]
 async fn every_series_is_polled_every_cycle_at_the_fastest_interval_and_never_over_budget() {
-    // 150 accounts: more than the poller's MAX_CONCURRENT_ACCOUNTS, so the accounts cannot all run side by side
-    // unless the poller lets them.
-    let fleet = Fleet { accounts: 150, series_per_account: 5, calls_per_minute: 5 };
+    // The fleet: 1,000 series over 200 accounts. Each account spends 24 s of a cycle on its spread polls, so
+    // all 200 must run side by side (a poller that ran 64 accounts at a time needed four rounds, ~96 s per cycle).
+    let fleet = Fleet { accounts: 200, series_per_account: 5, calls_per_minute: 5 };
     let cycles = 4;
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
