@@ -3,10 +3,12 @@
 //!
 //! Accounts are polled concurrently; the series of one account one after another, each call waiting for a slot in
 //! the account's budget (primed from stored history, so a restart does not buy a fresh burst). What is bounded is the
-//! number of calls in flight, not of accounts: an account spends most of a cycle waiting for its next spread slot,
-//! and capping accounts would make 200 accounts of 24 s each take four rounds — longer than the interval. After HSS rejects an
-//! account's credentials, the account backs off — counted from the stored history too — because HSS locks a key
-//! after 5 failed signatures: the remaining series of that account are recorded as not polled instead of called.
+//! number of polls in flight, not of accounts: an account spends most of a cycle waiting for its next spread slot,
+//! and capping accounts made 200 accounts of 24 s each take four rounds — longer than the interval.
+//!
+//! After HSS rejects an account's credentials, the account backs off — counted from the stored history too —
+//! because HSS locks a key after 5 failed signatures: the remaining series of that account are recorded as not
+//! polled instead of called.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -244,10 +246,9 @@ impl Poller {
         Ok(results)
     }
 
-    /// Waits for a free poll slot and a slot in the account's budget. The budget slot is taken only while holding
-    /// the poll slot, so the call goes out right after the budget records it (a call that waited for a poll slot
-    /// after its budget slot would reach HSS later than the budget thinks, and the next call of the window too soon).
-    /// The poll slot is not held while the budget makes the account wait.
+    /// Waits for a free poll slot and a slot in the account's budget; returns the instant the budget recorded, for
+    /// [`RateBudget::finished`]. The budget slot is taken while holding the poll slot, so the call goes out when the
+    /// budget records it; the poll slot is not held while the budget makes the account wait.
     async fn admit(&self, budget: &RateBudget) -> (Option<tokio::sync::SemaphorePermit<'_>>, tokio::time::Instant) {
         loop {
             // The semaphore is never closed; without a permit the poll still goes out, just unbounded.

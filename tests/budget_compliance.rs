@@ -1,9 +1,9 @@
 //! Budget compliance (issue 6, item 2), bounded for the ordinary suite; `examples/bench_budget.rs` is the full
 //! 10-minute run in real time, and BENCHMARKS.md has its figures.
 //!
-//! More accounts than the poller runs at once, 5 series each at the default 5 calls/min, the fastest interval
-//! `validate` accepts (60 s), the daemon's own cycle on the daemon's own ticker, against the simulator enforcing
-//! 5 calls/min per AK — then the simulator's call log is audited by the simulator's clock, not scanwatch's.
+//! The issue's fleet (200 accounts × 5 series at the default 5 calls/min), the fastest interval `validate` accepts
+//! (60 s), the daemon's own cycle on the daemon's own ticker, against the simulator enforcing 5 calls/min per AK —
+//! then the simulator's call log is audited by the simulator's clock, not scanwatch's. 4 cycles instead of 10.
 //!
 //! Time is simulated: the runtime's clock is paused, and scanwatch and the simulator read the same clock (tokio's,
 //! mapped to UTC), so minutes of schedule pass in seconds. Tokio moves a paused clock to the next timer whenever no
@@ -11,6 +11,8 @@
 //! would leap ahead during every write (and fire sqlx's 30 s acquire timeout at once). [`govern_clock`] bounds that:
 //! simulated time runs at most [`STEP`] per [`PAUSE`] of real time (20x), so a 1 ms write costs at most ~20 ms of
 //! simulated time. Such a leap only ever makes a poll later, never earlier: the same direction as a slow disk.
+//! Network latency is zero here, so the race between a call's admission and its arrival at the gateway only shows in
+//! real time (the example; `RateBudget::finished` is what closes it).
 
 #[path = "../examples/support/budget.rs"]
 mod budget;
