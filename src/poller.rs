@@ -2,9 +2,13 @@
 //! a snapshot. The `poll` command runs one cycle; the daemon runs them on a schedule.
 //!
 //! Accounts are polled concurrently; the series of one account one after another, each call waiting for a slot in
-//! the account's budget (primed from stored history, so a restart does not buy a fresh burst). After HSS rejects an
-//! account's credentials, the account backs off — counted from the stored history too — because HSS locks a key
-//! after 5 failed signatures: the remaining series of that account are recorded as not polled instead of called.
+//! the account's budget (primed from stored history, so a restart does not buy a fresh burst). What is bounded is the
+//! number of polls in flight, not of accounts: an account spends most of a cycle waiting for its next spread slot,
+//! and capping accounts made 200 accounts of 24 s each take four rounds — longer than the interval.
+//!
+//! After HSS rejects an account's credentials, the account backs off — counted from the stored history too —
+//! because HSS locks a key after 5 failed signatures: the remaining series of that account are recorded as not
+//! polled instead of called.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::{StreamExt, stream};
+use tokio::sync::Semaphore;
 use url::Url;
 
 use crate::alerting::Lifecycle;
@@ -73,6 +78,8 @@ pub struct Poller {
     lifecycle: Lifecycle,
     /// Which channels want which alerts.
     routes: Vec<Arc<dyn Route>>,
+    /// Polls (call + store) in flight across all accounts, at most [`MAX_CONCURRENT_CALLS`].
+    in_flight: Semaphore,
 }
 
 impl Poller {
@@ -136,6 +143,7 @@ impl Poller {
             backoff_base: config.schedule.interval,
             lifecycle: config.alerting.lifecycle(),
             routes: Vec::new(),
+            in_flight: Semaphore::new(MAX_CONCURRENT_CALLS),
         })
     }
 
@@ -159,12 +167,13 @@ impl Poller {
     }
 
     /// Polls every series once, spreading each account's polls evenly over `over` (the daemon spreads over part of
-    /// its interval so an account's targets never burst), with at most [`MAX_CONCURRENT_ACCOUNTS`] accounts at once.
+    /// its interval so an account's targets never burst). Every account runs at once; at most
+    /// [`MAX_CONCURRENT_CALLS`] polls are in flight.
     pub async fn poll_spread(&self, store: bool, over: Duration) -> Result<Vec<PollResult>, StoreError> {
         let silences = if store { self.store.silences(self.clock.now(), false).await? } else { Vec::new() };
         let per_account: Vec<_> = stream::iter(self.accounts.iter())
             .map(|(name, rt)| self.poll_account(name, rt, store, &silences, over))
-            .buffered(MAX_CONCURRENT_ACCOUNTS)
+            .buffered(self.accounts.len().max(1))
             .collect()
             .await;
         let mut out = Vec::new();
@@ -187,12 +196,16 @@ impl Poller {
         let start = tokio::time::Instant::now();
         let offsets = budget::spread(over, rt.series.len());
         for (s, offset) in rt.series.iter().zip(offsets) {
+            // Held until the result is stored, so the bound covers the store's writes too.
+            let mut permit = None;
             let (record, sent) = match &blocked {
                 Some((kind, reason)) => (self.not_sent(*kind, reason), false),
                 None => {
                     tokio::time::sleep_until(start + offset).await;
-                    rt.budget.acquire().await;
+                    let admitted;
+                    (permit, admitted) = self.admit(&rt.budget).await;
                     let record = self.poll_one(s).await;
+                    rt.budget.finished(admitted);
                     if let Err(e) = &record.outcome {
                         if e.kind == ErrorKind::Throttled {
                             rt.budget.pause_for(e.retry_after.unwrap_or(DEFAULT_THROTTLE_PAUSE));
@@ -230,8 +243,26 @@ impl Poller {
                 (None, Vec::new())
             };
             results.push(PollResult { key: s.key.clone(), series_id: s.series_id, record, sent, snapshot_id, changes });
+            drop(permit);
         }
         Ok(results)
+    }
+
+    /// Waits for a free poll slot and a slot in the account's budget; returns the instant the budget recorded, for
+    /// [`RateBudget::finished`]. The budget slot is taken while holding the poll slot, so the call goes out when the
+    /// budget records it; the poll slot is not held while the budget makes the account wait.
+    async fn admit(&self, budget: &RateBudget) -> (Option<tokio::sync::SemaphorePermit<'_>>, tokio::time::Instant) {
+        loop {
+            // The semaphore is never closed; without a permit the poll still goes out, just unbounded.
+            let permit = self.in_flight.acquire().await.ok();
+            match budget.try_admit() {
+                Ok(admitted) => return (permit, admitted),
+                Err(wait) => {
+                    drop(permit);
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
     }
 
     async fn poll_one(&self, s: &PolledSeries) -> PollRecord {
@@ -295,8 +326,9 @@ impl Poller {
     }
 }
 
-/// How many accounts are polled at the same time (each account's own calls are sequential).
-pub const MAX_CONCURRENT_ACCOUNTS: usize = 64;
+/// How many polls (HSS call + store) are in flight at once across all accounts (each account's own calls are
+/// sequential).
+pub const MAX_CONCURRENT_CALLS: usize = 64;
 
 /// How long an account pauses after a 429 that gave no `Retry-After` (Huawei's FAQ says 2–5 s; the 5/min limit
 /// makes a longer wait wiser).

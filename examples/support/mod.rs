@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod budget;
+
 use std::time::Duration;
 
 /// User + system CPU time of this process so far (getrusage).

@@ -17,7 +17,13 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 pub const MAX_AUTH_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// At most `calls_per_minute` calls in ANY sliding 60 s window (that is how the HSS gateway counts: 5/min per user
-/// per API). A call made at `t` occupies the half-open window `[t, t + 60 s)`.
+/// per API). A call made at `t` occupies the half-open window `[t, t + 60 s)`; once it completes (see
+/// [`RateBudget::finished`]) `t` is its completion time. The gateway counts a call when the request arrives, which is
+/// somewhere between admission and completion: counting from admission lets the call `limit` places later go out
+/// exactly 60 s after an earlier call's admission and arrive less than 60 s after its arrival whenever latency varies
+/// (BENCHMARKS.md, "Budget compliance"). Counting from completion keeps every arrival at least 60 s after the
+/// arrival `limit` calls before it, whatever the latency; the price is that at the fastest interval an account's
+/// calls come once per 60 s plus the latency.
 #[derive(Debug)]
 pub struct RateBudget {
     limit: usize,
@@ -53,6 +59,12 @@ impl RateBudget {
 
     /// Records a call now if the budget allows it, otherwise says how long until it might.
     pub fn try_acquire(&self) -> Result<(), Duration> {
+        self.try_admit().map(|_| ())
+    }
+
+    /// Like [`RateBudget::try_acquire`], returning the instant the call was recorded at, for
+    /// [`RateBudget::finished`].
+    pub fn try_admit(&self) -> Result<Instant, Duration> {
         let now = Instant::now();
         let mut state = self.lock();
         state.forget_before(now);
@@ -64,11 +76,24 @@ impl RateBudget {
         }
         if state.calls.len() < self.limit {
             state.calls.push_back(now);
-            return Ok(());
+            return Ok(now);
         }
         // The window is full: the slot frees when the call that leaves `limit` calls behind it expires.
         let freeing = state.calls[state.calls.len() - self.limit];
         Err((freeing + WINDOW).saturating_duration_since(now).max(Duration::from_millis(1)))
+    }
+
+    /// The call admitted at `admitted` has completed: from now on it occupies the window from now. A call whose
+    /// admission already left the window (it took longer than the window) is recorded anew, now.
+    pub fn finished(&self, admitted: Instant) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        match state.calls.iter().rposition(|t| *t == admitted) {
+            Some(i) => state.calls[i] = now.max(admitted),
+            None => state.calls.push_back(now),
+        }
+        state.calls.make_contiguous().sort_unstable();
+        state.forget_before(now);
     }
 
     /// Records calls an earlier process made `age` ago (read back from the snapshot history at start-up), so a
@@ -197,6 +222,30 @@ mod tests {
         assert_eq!(seen[4], Duration::ZERO);
         assert_eq!(seen[5], WINDOW);
         assert_eq!(seen[10], 2 * WINDOW);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_occupies_the_window_from_when_it_completed() {
+        let budget = RateBudget::new(2);
+        let first = budget.try_admit().unwrap();
+        // The first call takes 3 s (the gateway saw it somewhere in those 3 s).
+        advance(Duration::from_secs(3)).await;
+        budget.finished(first);
+        advance(Duration::from_secs(7)).await;
+        let second = budget.try_admit().unwrap();
+        budget.finished(second);
+        assert_eq!(budget.try_acquire(), Err(Duration::from_secs(53)), "60 s after the first call completed");
+        advance(Duration::from_secs(53)).await;
+        assert_eq!(budget.try_acquire(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_longer_than_the_window_still_counts_from_its_completion() {
+        let budget = RateBudget::new(1);
+        let slow = budget.try_admit().unwrap();
+        advance(Duration::from_secs(90)).await;
+        budget.finished(slow);
+        assert_eq!(budget.try_acquire(), Err(WINDOW));
     }
 
     #[tokio::test(start_paused = true)]

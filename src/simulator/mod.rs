@@ -6,6 +6,7 @@
 //! and rehearsals can jump hours ahead without sleeping. `/__sim/*` is a control API for tests, not part of HSS.
 //! The scenario format is documented in `scenarios/README.md`.
 
+pub mod audit;
 mod auth;
 mod respond;
 mod scenario;
@@ -36,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::{Clock, SystemClock};
 use crate::model::TaskType;
 use auth::{Gate, RequestParts};
 use respond::{JSON, Plan};
@@ -43,7 +45,7 @@ use respond::{JSON, Plan};
 pub use auth::{LOCKOUT, MAX_FAILED_SIGNATURES};
 pub use scenario::{Credential, ErrorBody, ErrorShape, Fault, LastTask, Scenario, ScenarioError, Series, Step, User};
 
-/// The call log keeps this many records, dropping the oldest, so a long `simulate` run stays small.
+/// The call log keeps this many records by default, dropping the oldest, so a long `simulate` run stays small.
 pub const MAX_CALL_RECORDS: usize = 10_000;
 /// How long in-flight requests get to finish after shutdown before their connections are dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -79,9 +81,27 @@ pub struct Simulator {
 
 struct Shared {
     scenario: Scenario,
-    /// Wall-clock time the simulator was created: scenario time zero.
+    /// The clock simulator time is read from (before the `advance` offset): the system clock, or a test's.
+    clock: Arc<dyn Clock>,
+    /// Clock time the simulator was created: scenario time zero.
     started: DateTime<Utc>,
     state: Mutex<SimState>,
+}
+
+/// How a [`Simulator`] is built; the defaults are what `scanwatch simulate` uses.
+#[derive(Debug, Clone)]
+pub struct SimulatorOptions {
+    /// Where simulator time comes from. A test that runs scanwatch on a paused tokio clock gives the simulator the
+    /// same clock, so both sides count the rate window in the same time.
+    pub clock: Arc<dyn Clock>,
+    /// How many call records [`Simulator::calls`] keeps (a long audited run needs every call).
+    pub max_call_records: usize,
+}
+
+impl Default for SimulatorOptions {
+    fn default() -> Self {
+        SimulatorOptions { clock: Arc::new(SystemClock::default()), max_call_records: MAX_CALL_RECORDS }
+    }
 }
 
 struct SimState {
@@ -89,6 +109,8 @@ struct SimState {
     offset: chrono::Duration,
     gate: Gate,
     calls: VecDeque<CallRecord>,
+    /// How many call records the log keeps.
+    max_call_records: usize,
 }
 
 /// Marks a response the connection layer must replace by closing the connection.
@@ -103,14 +125,21 @@ struct ResetRequested;
 impl Simulator {
     /// A simulator whose scenario time starts now.
     pub fn new(scenario: Scenario) -> Simulator {
+        Simulator::with_options(scenario, SimulatorOptions::default())
+    }
+
+    /// A simulator on the given clock and call-log size; its scenario time starts at the clock's now.
+    pub fn with_options(scenario: Scenario, options: SimulatorOptions) -> Simulator {
         Simulator {
             shared: Arc::new(Shared {
                 scenario,
-                started: Utc::now(),
+                started: options.clock.now(),
+                clock: options.clock,
                 state: Mutex::new(SimState {
                     offset: chrono::Duration::zero(),
                     gate: Gate::default(),
                     calls: VecDeque::new(),
+                    max_call_records: options.max_call_records,
                 }),
             }),
         }
@@ -173,10 +202,11 @@ impl Simulator {
         state.offset = state.offset.checked_add(&by).unwrap_or(chrono::Duration::MAX);
     }
 
-    /// Simulator time: the wall clock plus everything [`Simulator::advance`] added.
+    /// Simulator time: the clock (the wall clock unless [`SimulatorOptions`] gave another) plus everything
+    /// [`Simulator::advance`] added.
     pub fn now(&self) -> DateTime<Utc> {
         let offset = self.lock().offset;
-        let wall = Utc::now();
+        let wall = self.shared.clock.now();
         wall.checked_add_signed(offset).unwrap_or(wall)
     }
 
@@ -185,7 +215,7 @@ impl Simulator {
         (self.now() - self.shared.started).to_std().unwrap_or(Duration::ZERO)
     }
 
-    /// Every request answered so far (at most [`MAX_CALL_RECORDS`], oldest first).
+    /// Every request answered so far (at most [`SimulatorOptions::max_call_records`], oldest first).
     pub fn calls(&self) -> Vec<CallRecord> {
         self.lock().calls.iter().cloned().collect()
     }
@@ -198,7 +228,7 @@ impl Simulator {
 
 impl SimState {
     fn record(&mut self, call: CallRecord) {
-        if self.calls.len() >= MAX_CALL_RECORDS {
+        while !self.calls.is_empty() && self.calls.len() >= self.max_call_records {
             self.calls.pop_front();
         }
         self.calls.push_back(call);

@@ -75,7 +75,11 @@ struct Harness {
 }
 
 async fn spawn(toml: &str) -> Harness {
-    let sim = Simulator::new(Scenario::from_toml_str(toml).unwrap());
+    spawn_with(toml, SimulatorOptions::default()).await
+}
+
+async fn spawn_with(toml: &str, options: SimulatorOptions) -> Harness {
+    let sim = Simulator::with_options(Scenario::from_toml_str(toml).unwrap(), options);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let host = listener.local_addr().unwrap().to_string();
     let shutdown = CancellationToken::new();
@@ -710,4 +714,19 @@ async fn run_serves_a_scenario_file_until_shutdown() {
 
     let missing = run("127.0.0.1:0".parse().unwrap(), &dir.path().join("nope.toml"), CancellationToken::new()).await;
     assert!(missing.unwrap_err().to_string().contains("nope.toml"));
+}
+
+#[tokio::test]
+async fn an_injected_clock_is_simulator_time_and_the_call_log_keeps_as_many_calls_as_told() {
+    let start = DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+    let clock = crate::clock::ManualClock::new(start);
+    let h = spawn_with(&scenario(""), SimulatorOptions { clock: clock.clone(), max_call_records: 2 }).await;
+    assert_eq!(h.sim.now(), start);
+    for _ in 0..3 {
+        assert_eq!(h.good("cluster_scan").send().await.unwrap().status(), 200);
+        clock.advance(Duration::from_secs(10));
+    }
+    let at: Vec<_> = h.sim.calls().iter().map(|c| (c.at - start).num_seconds()).collect();
+    assert_eq!(at, [10, 20], "the oldest call was dropped; times are the injected clock's");
+    h.stop().await;
 }
