@@ -8,7 +8,8 @@
 //!
 //! After HSS rejects an account's credentials, the account backs off — counted from the stored history too —
 //! because HSS locks a key after 5 failed signatures: the remaining series of that account are recorded as not
-//! polled instead of called.
+//! polled instead of called. A 429 pauses the account (its `Retry-After`, or 30 s); a series whose turn comes more
+//! than 5 s before the pause ends is recorded as not polled too, so one throttled account never holds a cycle back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -198,10 +199,22 @@ impl Poller {
         for (s, offset) in rt.series.iter().zip(offsets) {
             // Held until the result is stored, so the bound covers the store's writes too.
             let mut permit = None;
-            let (record, sent) = match &blocked {
-                Some((kind, reason)) => (self.not_sent(*kind, reason), false),
-                None => {
-                    tokio::time::sleep_until(start + offset).await;
+            if blocked.is_none() {
+                tokio::time::sleep_until(start + offset).await;
+            }
+            let throttled = rt.budget.paused().filter(|left| *left > MAX_THROTTLE_WAIT);
+            let (record, sent) = match (&blocked, throttled) {
+                (Some((kind, reason)), _) => (self.not_sent(*kind, reason), false),
+                (None, Some(left)) => {
+                    // Waiting out a long pause here would hold the whole cycle (and every account's next one) back
+                    // by up to a minute; the series is recorded as not polled instead, like a credential backoff.
+                    let reason = format!(
+                        "account `{name}` is throttled by HSS (429) for another {}s; not calling it until then",
+                        left.as_secs().max(1)
+                    );
+                    (self.not_sent(ErrorKind::Throttled, &reason), false)
+                }
+                (None, None) => {
                     let admitted;
                     (permit, admitted) = self.admit(&rt.budget).await;
                     let record = self.poll_one(s).await;
@@ -333,6 +346,10 @@ pub const MAX_CONCURRENT_CALLS: usize = 64;
 /// How long an account pauses after a 429 that gave no `Retry-After` (Huawei's FAQ says 2–5 s; the 5/min limit
 /// makes a longer wait wiser).
 const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(30);
+
+/// The longest a series waits in its cycle for an account's 429 pause to end (a `Retry-After: 1` is waited for);
+/// behind a longer pause it is recorded as not polled, with the throttling as the reason.
+const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(5);
 
 fn credentials(account: &crate::config::Account, region: &str) -> Credentials {
     match &account.auth {

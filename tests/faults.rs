@@ -304,6 +304,37 @@ fn throttling_is_stored_with_the_gateway_code_and_retry_after_is_honoured() {
     assert_eq!(sim.calls_for("project-bare").len(), 1);
 }
 
+/// A 429 without `Retry-After` pauses the account for 30 s. Its next series is recorded as not polled (throttled,
+/// no call) instead of holding the whole cycle — and every other account's next one — back for half a minute.
+#[test]
+fn a_long_throttle_pause_records_the_accounts_next_series_as_not_polled() {
+    let mut scenario = scenario_head();
+    scenario.push_str(&series("project-bare", "cluster_scan", None, "fault = \"throttled\""));
+    scenario.push_str(&series("project-bare", "iac_scan", None, &healthy_step(0)));
+    scenario.push_str(&series("project-ok", "cluster_scan", None, &healthy_step(1)));
+    let sim = SimServer::start(&scenario);
+    let sb = Sandbox::new();
+    let mut config = String::from("[schedule]\ninterval = \"5m\"\n");
+    config.push_str(&aksk_account("bare", "SW_OTHER_AK", "SW_OTHER_SK"));
+    config.push_str(&target("bare", "bare", &sim.url, "project-bare", &["cluster_scan", "iac_scan"], None));
+    config.push_str(&aksk_account("ok", "SW_AK", "SW_SK"));
+    config.push_str(&target("ok", "ok", &sim.url, "project-ok", &["cluster_scan"], None));
+    sb.write_config(&config);
+
+    sb.run(&["poll"]).expect_code(1);
+    let rows = sb.history(&[]);
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    assert_eq!(row(&rows, "bare", "cluster_scan")["http_status"], 429);
+    let held = row(&rows, "bare", "iac_scan");
+    assert_eq!(held["error_kind"], "throttled", "{held:#}");
+    assert_eq!(held["error_code"], "SCANWATCH.BACKOFF", "{held:#}");
+    assert_eq!(held["http_status"], Value::Null, "no call was made: {held:#}");
+    let message = held["error_message"].as_str().unwrap_or("");
+    assert!(message.contains("not polled") && message.contains("throttled by HSS (429)"), "{held:#}");
+    assert_eq!(sim.calls_for("project-bare").len(), 1, "the throttled account was not called again");
+    assert_eq!(row(&rows, "ok", "cluster_scan")["ok"], true);
+}
+
 #[test]
 fn rejected_and_forbidden_credentials_are_auth_and_forbidden_failures() {
     let mut scenario = scenario_head();

@@ -112,6 +112,12 @@ impl RateBudget {
         state.forget_before(now);
     }
 
+    /// How much longer a 429's pause lasts, if one is on.
+    pub fn paused(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.lock().paused_until.filter(|until| *until > now).map(|until| until - now)
+    }
+
     /// After a 429: no call for `d` (the `Retry-After`, or 30 s when the gateway gave none). A shorter pause never
     /// cuts a longer one short.
     pub fn pause_for(&self, d: Duration) {
