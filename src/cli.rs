@@ -527,7 +527,7 @@ fn render_poll(results: &[PollResult], format: Format) -> String {
         .iter()
         .map(|r| {
             let snapshot = r.record.to_snapshot(r.snapshot_id.unwrap_or(0), r.series_id);
-            HistoryJson::from(&crate::store::HistoryRow { series: r.key.clone(), snapshot })
+            HistoryJson::from(&crate::store::HistoryRow { series: Arc::new(r.key.clone()), snapshot })
         })
         .collect();
     render_history(&rows, format)

@@ -5,6 +5,7 @@
 //! One poll result is one transaction; later layers (alert state, the outbox) add their rows to the same one.
 //! The SQL sticks to what PostgreSQL also accepts where that costs nothing.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -52,16 +53,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const PRUNE_BATCH: i64 = 5_000;
 
 /// `history` for one target: `?1 <= polled_at < ?2`, `LIMIT ?3`, `target = ?4`. Plain comparisons only, so the plan
-/// is `series(target)` then a `snapshots_series_time` range per series (tested in store/tests.rs).
-const HISTORY_OF_TARGET: &str =
-    "SELECT s.*, r.target, r.task_type, r.account, r.region, r.project_id, r.enterprise_project_id
-     FROM snapshots s JOIN series r ON r.id = s.series_id
-     WHERE s.polled_at >= ?1 AND s.polled_at < ?2 AND r.target = ?4
+/// is the target's series then a `snapshots_series_time` range each (tested in store/tests.rs). The series columns
+/// are read once per series, not once per row.
+const HISTORY_OF_TARGET: &str = "SELECT s.* FROM snapshots s
+     WHERE s.series_id IN (SELECT id FROM series WHERE target = ?4) AND s.polled_at >= ?1 AND s.polled_at < ?2
      ORDER BY s.polled_at DESC, s.id DESC LIMIT ?3";
 /// `history` for every target: a `snapshots_time` range walked newest first, so `LIMIT` stops early.
-const HISTORY_OF_ALL: &str =
-    "SELECT s.*, r.target, r.task_type, r.account, r.region, r.project_id, r.enterprise_project_id
-     FROM snapshots s JOIN series r ON r.id = s.series_id
+const HISTORY_OF_ALL: &str = "SELECT s.* FROM snapshots s
      WHERE s.polled_at >= ?1 AND s.polled_at < ?2
      ORDER BY s.polled_at DESC, s.id DESC LIMIT ?3";
 
@@ -111,7 +109,8 @@ pub struct HistoryQuery {
 /// A snapshot with its series, as the read side shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryRow {
-    pub series: SeriesKey,
+    /// Shared by every row of the series.
+    pub series: Arc<SeriesKey>,
     pub snapshot: Snapshot,
 }
 
@@ -185,7 +184,9 @@ impl Store {
         .await
         .map_err(sql("reading the latest snapshots"))?;
         rows.iter()
-            .map(|row| Ok(HistoryRow { series: series_from_row(row)?.key, snapshot: snapshot_from_row(row)? }))
+            .map(|row| {
+                Ok(HistoryRow { series: Arc::new(series_from_row(row)?.key), snapshot: snapshot_from_row(row)? })
+            })
             .collect()
     }
 
@@ -245,6 +246,18 @@ impl Store {
         rows.iter().map(series_from_row).collect()
     }
 
+    /// The series of one target (one per task type).
+    async fn series_where_target(&self, target: &str) -> Result<Vec<SeriesRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, target, task_type, account, region, project_id, enterprise_project_id FROM series WHERE target = ?1",
+        )
+        .bind(target)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing series"))?;
+        rows.iter().map(series_from_row).collect()
+    }
+
     /// Snapshots of one series with `polled_at >= since`, oldest first (what rules read).
     pub async fn snapshots_since(&self, series_id: i64, since: DateTime<Utc>) -> Result<Vec<Snapshot>, StoreError> {
         let rows =
@@ -287,9 +300,27 @@ impl Store {
             query = query.bind(target.as_str());
         }
         let rows = query.fetch_all(&self.pool).await.map_err(sql("reading history"))?;
+        // After the snapshots: series are never deleted, so every one they name is there.
+        let series: HashMap<i64, Arc<SeriesKey>> = match &q.target {
+            Some(target) => self.series_where_target(target).await?,
+            None => self.series().await?,
+        }
+        .into_iter()
+        .map(|s| (s.id, Arc::new(s.key)))
+        .collect();
         let mut out = rows
             .iter()
-            .map(|row| Ok(HistoryRow { series: series_from_row(row)?.key, snapshot: snapshot_from_row(row)? }))
+            .map(|row| {
+                let snapshot = snapshot_from_row(row)?;
+                let series = series.get(&snapshot.series_id).cloned().ok_or_else(|| StoreError::Corrupt {
+                    table: "snapshots",
+                    detail: format!(
+                        "snapshot {} names series {}, which does not exist",
+                        snapshot.id, snapshot.series_id
+                    ),
+                })?;
+                Ok(HistoryRow { series, snapshot })
+            })
             .collect::<Result<Vec<_>, StoreError>>()?;
         out.reverse();
         Ok(out)

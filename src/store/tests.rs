@@ -79,7 +79,7 @@ async fn success_and_failure_round_trip_with_every_field() {
     assert_eq!(bad.http_status, Some(503));
     assert_eq!(bad.error_message.as_deref(), Some("service unavailable"));
     assert_eq!(bad.request_id.as_deref(), Some("req-503"));
-    assert_eq!(rows[1].series, key("a", TaskType::ClusterScan));
+    assert_eq!(*rows[1].series, key("a", TaskType::ClusterScan));
 }
 
 #[tokio::test]
