@@ -75,6 +75,7 @@ struct Measured {
     ok: usize,
     rss_before: f64,
     peak: f64,
+    switches: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,13 +85,14 @@ fn main() -> anyhow::Result<()> {
         let (mode, series, accounts, port) = (&args[2], args[3].parse()?, args[4].parse()?, args[5].parse()?);
         let m = rt.block_on(child(mode, series, accounts, port))?;
         println!(
-            "RESULT {} {} {} {} {:.1} {:.1}",
+            "RESULT {} {} {} {} {:.1} {:.1} {}",
             m.setup.as_millis(),
             m.wall.as_millis(),
             m.cpu.as_millis(),
             m.ok,
             m.rss_before,
-            m.peak
+            m.peak,
+            m.switches
         );
         return Ok(());
     }
@@ -111,8 +113,8 @@ async fn parent(series: usize, accounts: usize) -> anyhow::Result<()> {
     });
     println!("bench_poll: {series} series over {accounts} accounts, simulator on 127.0.0.1:{port}");
     println!(
-        "{:<10} {:>9} {:>9} {:>9} {:>7} {:>12} {:>13}",
-        "side", "setup ms", "wall ms", "cpu ms", "ok", "rss pre MiB", "peak RSS MiB"
+        "{:<10} {:>9} {:>9} {:>9} {:>7} {:>12} {:>13} {:>12}",
+        "side", "setup ms", "wall ms", "cpu ms", "ok", "rss pre MiB", "peak RSS MiB", "ctx switches"
     );
     let mut rows = Vec::new();
     for mode in ["baseline", "poller"] {
@@ -124,7 +126,10 @@ async fn parent(series: usize, accounts: usize) -> anyhow::Result<()> {
             bail!("{mode} child failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
         };
         let f: Vec<f64> = line.split(' ').map(str::parse).collect::<Result<_, _>>()?;
-        println!("{mode:<10} {:>9} {:>9} {:>9} {:>7} {:>12.1} {:>13.1}", f[0], f[1], f[2], f[3], f[4], f[5]);
+        println!(
+            "{mode:<10} {:>9} {:>9} {:>9} {:>7} {:>12.1} {:>13.1} {:>12}",
+            f[0], f[1], f[2], f[3], f[4], f[5], f[6]
+        );
         if f[3] as usize != series {
             bail!("{mode}: only {} of {series} polls succeeded", f[3]);
         }
@@ -151,6 +156,7 @@ async fn child(mode: &str, series: usize, accounts: usize, port: u16) -> anyhow:
             let per_account: Vec<Vec<usize>> = (0..accounts).map(|j| (j..series).step_by(accounts).collect()).collect();
             let setup = setup_started.elapsed();
             let (rss_before, cpu0, t0) = (support::rss_mib(), support::cpu_time(), Instant::now());
+            let switches0 = support::context_switches();
             let oks = join_all(per_account.iter().enumerate().map(|(j, idx)| {
                 let http = http.clone();
                 async move {
@@ -165,7 +171,8 @@ async fn child(mode: &str, series: usize, accounts: usize, port: u16) -> anyhow:
             }))
             .await;
             let (wall, cpu) = (t0.elapsed(), support::cpu_time() - cpu0);
-            Ok(Measured { setup, wall, cpu, ok: oks.iter().sum(), rss_before, peak: support::peak_rss_mib() })
+            let switches = support::context_switches() - switches0;
+            Ok(Measured { setup, wall, cpu, ok: oks.iter().sum(), rss_before, peak: support::peak_rss_mib(), switches })
         }
         "poller" => {
             let dir = tempfile::tempdir()?;
@@ -180,14 +187,16 @@ async fn child(mode: &str, series: usize, accounts: usize, port: u16) -> anyhow:
             let poller = Poller::new(&config, store.clone(), Arc::new(SystemClock::default())).await?;
             let setup = setup_started.elapsed();
             let (rss_before, cpu0, t0) = (support::rss_mib(), support::cpu_time(), Instant::now());
+            let switches0 = support::context_switches();
             let results = poller.poll_all(true).await?;
             let (wall, cpu) = (t0.elapsed(), support::cpu_time() - cpu0);
+            let switches = support::context_switches() - switches0;
             let ok = results.iter().filter(|r| r.record.outcome.is_ok()).count();
             if let Some(r) = results.iter().find(|r| r.record.outcome.is_err()) {
                 eprintln!("first failure: {:?}", r.record.outcome);
             }
             store.close().await;
-            Ok(Measured { setup, wall, cpu, ok, rss_before, peak: support::peak_rss_mib() })
+            Ok(Measured { setup, wall, cpu, ok, rss_before, peak: support::peak_rss_mib(), switches })
         }
         other => bail!("unknown mode {other}"),
     }

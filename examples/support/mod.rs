@@ -18,6 +18,18 @@ pub fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// Context switches of this process so far (voluntary + involuntary, getrusage): each is a thread handing work to
+/// another and sleeping, a count that machine load does not change much, unlike wall time.
+pub fn context_switches() -> u64 {
+    // SAFETY: as in `cpu_time`.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    (usage.ru_nvcsw + usage.ru_nivcsw) as u64
+}
+
 /// A `VmHWM`/`VmRSS`-style field of /proc/PID/status, in KiB.
 pub fn status_kib(pid: &str, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -135,8 +135,11 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { path: shown.clone(), source })?;
+        // No `test_before_acquire`: its ping is one more round trip to the connection's worker thread per
+        // transaction, and a broken connection fails its statement anyway, which closes it (see `WriteTx`).
         let write_pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(opts)
