@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
 use scanwatch::hss::client::{
-    ERROR_MSG_BYTES, EXCERPT_BYTES, MAX_RETRY_AFTER, classify_error, parse_retry_after,
+    ERROR_CODE_BYTES, ERROR_MSG_BYTES, EXCERPT_BYTES, MAX_RETRY_AFTER, classify_error, parse_retry_after,
     parse_task_stats,
 };
 use scanwatch::model::ErrorKind;
@@ -19,7 +19,6 @@ use serde_json::Value;
 
 /// What an excerpt may add to its `max` bytes: `… (N bytes in all)`, plus the fixed words around it.
 const SLACK: usize = 200;
-const ERROR_CODE_BYTES: usize = 100;
 
 fuzz_target!(|data: &[u8]| {
     let Some((status, body)) = data.split_first_chunk::<2>() else { return };

@@ -26,6 +26,11 @@ pub const EXCERPT_BYTES: usize = 300;
 /// The longest `error_msg` kept from an error body: the gateway's signature errors carry its canonical request,
 /// which is worth keeping whole when debugging a signature mismatch.
 pub const ERROR_MSG_BYTES: usize = 1024;
+/// The longest `error_code` kept: real ones are short (`APIGW.0301`, `HSS.1001`, IAM's `401`), but a body may put
+/// anything there, an object or a megabyte of text, and the code goes into every message and snapshot row.
+pub const ERROR_CODE_BYTES: usize = 64;
+/// The longest excerpt of an offending JSON value (`got …`) in a parse error; the body excerpt follows it.
+const VALUE_BYTES: usize = 64;
 /// The longest `Retry-After` honoured; a larger value (or a bogus date) would silently stop monitoring.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -385,20 +390,25 @@ pub fn parse_task_stats(body: &[u8]) -> Result<TaskStats, PollError> {
         match object.get(name) {
             None => Err(bad(format!("`{name}` is missing"))),
             Some(Value::Null) => Err(bad(format!("`{name}` is null"))),
-            Some(v) => v.as_u64().ok_or_else(|| bad(format!("`{name}` must be an integer >= 0, got {v}"))),
+            Some(v) => {
+                v.as_u64().ok_or_else(|| bad(format!("`{name}` must be an integer >= 0, got {}", value_excerpt(v))))
+            }
         }
     };
     let total_num = count("total_num")?;
     let running_num = count("running_num")?;
     let last_task_start_time = match object.get("last_task_start_time") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .and_then(|ms| i64::try_from(ms).ok())
-                .ok_or_else(|| bad(format!("`last_task_start_time` must be an integer >= 0 (ms), got {v}")))?,
-        ),
+        Some(v) => Some(v.as_u64().and_then(|ms| i64::try_from(ms).ok()).ok_or_else(|| {
+            bad(format!("`last_task_start_time` must be an integer >= 0 (ms), got {}", value_excerpt(v)))
+        })?),
     };
     Ok(TaskStats { total_num, running_num, last_task_start_time })
+}
+
+/// A JSON value as it appears in a message: its JSON text, cut to [`VALUE_BYTES`].
+fn value_excerpt(v: &Value) -> String {
+    excerpt(&v.to_string(), VALUE_BYTES)
 }
 
 /// Classifies a non-2xx answer: 401 `auth`, 403 `forbidden`, 429 `throttled`, 5xx `server`, other 4xx
@@ -428,7 +438,10 @@ pub fn classify_error(
         _ => ErrorKind::BadResponse,
     };
     let text = String::from_utf8_lossy(body);
-    let found = OrderedJson::parse(body).as_ref().and_then(find_error_code);
+    let found = OrderedJson::parse(body)
+        .as_ref()
+        .and_then(find_error_code)
+        .map(|(code, msg)| (excerpt(&code, ERROR_CODE_BYTES), msg));
     let (error_code, mut message) = match found {
         Some((code, msg)) if !msg.trim().is_empty() => (code, excerpt(msg.trim(), ERROR_MSG_BYTES)),
         Some((code, _)) => (code, format!("HTTP {status} with error code but no message")),
