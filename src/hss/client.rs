@@ -666,8 +666,11 @@ fn redact(text: &str, secrets: &[&str]) -> String {
     out
 }
 
+/// Redacts the message and the error code: JSON escapes (`\u0041…`) hide a secret from the raw-body scrub, and
+/// the decoded text can land in either.
 fn scrub_error(mut err: PollError, secrets: &[&str]) -> PollError {
     err.message = redact(&err.message, secrets);
+    err.error_code = err.error_code.map(|code| redact(&code, secrets));
     err
 }
 
@@ -1193,5 +1196,50 @@ mod html_tests {
         assert_eq!(e.error_code.as_deref(), Some("503"));
         let e = super::classify_error(502, None, None, b"<html><body>bad gateway</body></html>");
         assert_eq!(e.message, "<html><body>bad gateway</body></html>", "no title: the excerpt");
+    }
+}
+
+#[cfg(test)]
+mod scrub_properties {
+    use super::*;
+
+    /// `"\u0041…"`: every character of `s` as a JSON unicode escape, which the raw-body scrub cannot see.
+    fn json_escaped(s: &str) -> String {
+        s.chars().map(|c| format!("\\u{:04x}", u32::from(c))).collect()
+    }
+
+    #[test]
+    fn a_json_escaped_secret_in_the_error_code_is_redacted() {
+        // Found by the property below: the raw-body scrub cannot see `\u0041…`, and the code was never scrubbed.
+        let secret = "Aaa000secret";
+        let body = format!(r#"{{"error_code":"{}","error_msg":"m"}}"#, json_escaped(secret));
+        let e = scrub_error(classify_error(400, None, None, scrub(body.as_bytes(), &[secret]).as_bytes()), &[secret]);
+        assert_eq!(e.error_code.as_deref(), Some(crate::secret::REDACTED));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn a_secret_echoed_in_an_error_body_in_any_form_reaches_neither_message_nor_code(
+            secret in "[A-Za-z0-9]{6,40}",
+            padding in "[ .,:-]{0,1100}",
+            form in 0usize..5,
+            status in proptest::sample::select(vec![400u16, 401, 403, 429, 500, 503]),
+        ) {
+            let body = match form {
+                0 => format!("{padding}{secret}{padding}"),
+                // A capped body that ends inside the secret.
+                1 => format!("{padding}{}", &secret[..secret.len() - 1]),
+                2 => format!(r#"{{"error_code":"X.1","error_msg":"{padding}{secret}"}}"#),
+                3 => format!(r#"{{"error_code":"X.1","error_msg":"{}{padding}"}}"#, json_escaped(&secret)),
+                _ => format!(r#"{{"error_code":"{}","error_msg":"{padding}m"}}"#, json_escaped(&secret)),
+            };
+            let secrets = [secret.as_str()];
+            let e = scrub_error(classify_error(status, None, None, scrub(body.as_bytes(), &secrets).as_bytes()), &secrets);
+            proptest::prop_assert!(!e.message.contains(&secret), "message {:?}", e.message);
+            let code = e.error_code.unwrap_or_default();
+            proptest::prop_assert!(!code.contains(&secret), "error code {code:?}");
+        }
     }
 }
