@@ -43,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             assert!(!e.problems.is_empty(), "an error without problems");
             for p in &e.problems {
-                assert!(!p.key.is_empty() || p.message.contains("line"), "a problem naming neither key nor line: {p:?}");
+                assert!(
+                    !p.key.is_empty() || p.message.contains("line"),
+                    "a problem naming neither key nor line: {p:?}"
+                );
                 assert!(!secret(&p.to_string()), "a secret in a problem: {p}");
             }
         }
