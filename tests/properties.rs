@@ -145,7 +145,30 @@ const SK: &str = "SKPROPsecret00000000";
 const PASSWORD: &str = "PWPROPsecret11111111";
 
 fn env() -> Environment {
-    Environment::from_pairs([("HUAWEICLOUD_SDK_AK", AK), ("HUAWEICLOUD_SDK_SK", SK), ("PROP_PASSWORD", PASSWORD)])
+    env_with(&[])
+}
+
+/// The secrets, plus `SCANWATCH__{name}` overrides.
+fn env_with(overrides: &[(String, String)]) -> Environment {
+    let mut vars = vec![
+        ("HUAWEICLOUD_SDK_AK".to_string(), AK.to_string()),
+        ("HUAWEICLOUD_SDK_SK".to_string(), SK.to_string()),
+        ("PROP_PASSWORD".to_string(), PASSWORD.to_string()),
+    ];
+    vars.extend(overrides.iter().map(|(k, v)| (format!("SCANWATCH__{k}"), v.clone())));
+    Environment::from_pairs(vars)
+}
+
+/// Override names: real keys, misspelled ones, and ones with empty segments (`SCANWATCH__`, `SCANWATCH____X`).
+fn overrides() -> impl Strategy<Value = Vec<(String, String)>> {
+    let name = prop_oneof![
+        Just("STORAGE__RETENTION".to_string()),
+        Just("SCHEDULE__INTERVAL".to_string()),
+        Just("SERVER__LISTEN".to_string()),
+        Just("STORAGE".to_string()),
+        "[A-Z_]{0,16}",
+    ];
+    prop::collection::vec((name, prop_oneof![Just("30d".to_string()), "[ -~]{0,10}"]), 0..3)
 }
 
 /// A TOML value, well- or ill-typed for whatever key it lands on.
@@ -258,8 +281,9 @@ proptest! {
     #[test]
     fn every_config_problem_names_its_key_or_line_and_no_secret_shows(
         text in prop_oneof![config_text(), config_text().prop_map(|t| format!("{MINIMAL}\n{t}"))],
+        overrides in overrides(),
     ) {
-        match Config::from_toml_str(&text, Path::new("/nonexistent"), &env()) {
+        match Config::from_toml_str(&text, Path::new("/nonexistent"), &env_with(&overrides)) {
             Ok(config) => {
                 prop_assert!(!leaks(&serde_json::to_string(&config).unwrap()));
                 let debug = format!("{config:?}");
@@ -269,7 +293,7 @@ proptest! {
             Err(e) => {
                 prop_assert!(!e.problems.is_empty());
                 for p in &e.problems {
-                    prop_assert!(!p.key.is_empty() || p.message.contains("line"), "{p:?} in\n{text}");
+                    prop_assert!(!p.key.is_empty() || p.message.contains("line"), "{p:?} in\n{text}\n{overrides:?}");
                     prop_assert!(!leaks(&p.to_string()), "{p}");
                 }
             }
