@@ -428,11 +428,12 @@ fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
 }
 
 /// `targets.1.colour` (serde_ignored's form) → `targets[1].colour` (ours); `server.?.port` (inside an `Option`)
-/// → `server.port`.
+/// → `server.port`; TOML's empty key (`'' = 1`) → `""`, so that even it is named.
 fn bracket_indices(path: &str) -> String {
     let mut out = String::new();
     for seg in path.split('.').filter(|seg| *seg != "?") {
-        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+        let seg = if seg.is_empty() { "\"\"" } else { seg };
+        if seg.bytes().all(|b| b.is_ascii_digit()) {
             out.push_str(&format!("[{seg}]"));
         } else {
             if !out.is_empty() {

@@ -230,6 +230,13 @@ fn an_override_that_names_no_key_is_reported_by_its_variable() {
 }
 
 #[test]
+fn an_unknown_empty_key_is_named_as_toml_writes_it() {
+    // Found by the config_load fuzz target: `'' = ''` was an "unknown key" with an empty name.
+    let k = keys(load(&format!("'' = ''\n{MINIMAL}\n[storage]\n\"\" = 1\n"), &env()).unwrap_err());
+    assert_eq!(k, vec!["\"\"", "storage.\"\""]);
+}
+
+#[test]
 fn plain_http_is_only_for_loopback() {
     let with = |endpoint: &str, extra: &str| {
         MINIMAL.replace("project_id = \"p1\"", &format!("project_id = \"p1\"\nendpoint = \"{endpoint}\"\n{extra}"))
