@@ -393,6 +393,10 @@ fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
         })
         .collect();
     nameless.sort_by(|a, b| a.key.cmp(&b.key));
+    // The `config` crate reports some TOML errors (an integer beyond i64) without their line; `toml` names it.
+    if let Err(e) = text.parse::<toml::Table>() {
+        return Err(vec![Problem { key: String::new(), message: e.to_string() }]);
+    }
     let layered = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(

@@ -237,6 +237,15 @@ fn an_unknown_empty_key_is_named_as_toml_writes_it() {
 }
 
 #[test]
+fn an_integer_too_large_for_toml_is_reported_with_its_line() {
+    // Found by the config_load fuzz target: the `config` crate's message named neither key nor line.
+    let text = format!("{MINIMAL}calls_per_minute = 29999999999999999999999\n");
+    let e = load(&text, &env()).unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert!(e.problems[0].message.contains("line 9"), "{e}");
+}
+
+#[test]
 fn plain_http_is_only_for_loopback() {
     let with = |endpoint: &str, extra: &str| {
         MINIMAL.replace("project_id = \"p1\"", &format!("project_id = \"p1\"\nendpoint = \"{endpoint}\"\n{extra}"))
