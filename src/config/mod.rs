@@ -28,6 +28,8 @@ use raw::*;
 pub use secrets::{Environment, SecretSource, SourcedSecret};
 use secrets::{SecretContext, SecretKeys};
 
+/// Environment variables starting with this override config keys: `SCANWATCH__STORAGE__RETENTION=30d`.
+const OVERRIDE_PREFIX: &str = "SCANWATCH__";
 /// Where the config file is looked for when neither `--config` nor `SCANWATCH_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/scanwatch/scanwatch.toml";
 
@@ -373,8 +375,28 @@ impl Config {
 }
 
 fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
-    let overrides: config::Map<String, String> =
-        env.vars().iter().filter(|(k, _)| k.starts_with("SCANWATCH__")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    // `SCANWATCH__`, `SCANWATCH____X`: an override with an empty key segment names no key, and the `config` crate
+    // would report it as an unknown key with an empty name. Name the variable instead.
+    let (overrides, nameless): (config::Map<String, String>, _) = env
+        .vars()
+        .iter()
+        .filter(|(k, _)| k.starts_with(OVERRIDE_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(k, _)| k[OVERRIDE_PREFIX.len()..].split("__").all(|seg| !seg.is_empty()));
+    let mut nameless: Vec<Problem> = nameless
+        .into_keys()
+        .map(|key| Problem {
+            key,
+            message: format!(
+                "names no config key; write {OVERRIDE_PREFIX}SECTION__KEY, e.g. {OVERRIDE_PREFIX}STORAGE__RETENTION=30d"
+            ),
+        })
+        .collect();
+    nameless.sort_by(|a, b| a.key.cmp(&b.key));
+    // The `config` crate reports some TOML errors (an integer beyond i64) without their line; `toml` names it.
+    if let Err(e) = text.parse::<toml::Table>() {
+        return Err(vec![Problem { key: String::new(), message: e.to_string() }]);
+    }
     let layered = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(
@@ -392,13 +414,11 @@ fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
     let result: Result<RawConfig, _> =
         serde_ignored::deserialize(de, |path| unknown.push(bracket_indices(&path.to_string())));
     unknown.sort();
-    let mut problems: Vec<Problem> = unknown
-        .into_iter()
-        .map(|key| Problem {
-            key,
-            message: "unknown key (check the spelling against config/scanwatch.example.toml)".to_string(),
-        })
-        .collect();
+    let mut problems = nameless;
+    problems.extend(unknown.into_iter().map(|key| Problem {
+        key,
+        message: "unknown key (check the spelling against config/scanwatch.example.toml)".to_string(),
+    }));
     match result {
         Ok(raw) if problems.is_empty() => Ok(raw),
         Ok(_) => Err(problems),
@@ -412,11 +432,12 @@ fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
 }
 
 /// `targets.1.colour` (serde_ignored's form) → `targets[1].colour` (ours); `server.?.port` (inside an `Option`)
-/// → `server.port`.
+/// → `server.port`; TOML's empty key (`'' = 1`) → `""`, so that even it is named.
 fn bracket_indices(path: &str) -> String {
     let mut out = String::new();
     for seg in path.split('.').filter(|seg| *seg != "?") {
-        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+        let seg = if seg.is_empty() { "\"\"" } else { seg };
+        if seg.bytes().all(|b| b.is_ascii_digit()) {
             out.push_str(&format!("[{seg}]"));
         } else {
             if !out.is_empty() {

@@ -218,6 +218,34 @@ fn a_misspelled_override_is_an_unknown_key() {
 }
 
 #[test]
+fn an_override_that_names_no_key_is_reported_by_its_variable() {
+    // Found by the config_load fuzz target: `SCANWATCH__=x` was an "unknown key" with an empty name.
+    for var in ["SCANWATCH__", "SCANWATCH____RETENTION", "SCANWATCH__STORAGE__", "SCANWATCH__STORAGE____RETENTION"] {
+        let mut e = env().vars().clone();
+        e.insert(var.into(), "30d".into());
+        let err = load(MINIMAL, &Environment::from_pairs(e)).unwrap_err();
+        assert_eq!(keys(err.clone()), vec![var], "{err}");
+        assert!(err.problems[0].message.contains("names no config key"), "{err}");
+    }
+}
+
+#[test]
+fn an_unknown_empty_key_is_named_as_toml_writes_it() {
+    // Found by the config_load fuzz target: `'' = ''` was an "unknown key" with an empty name.
+    let k = keys(load(&format!("'' = ''\n{MINIMAL}\n[storage]\n\"\" = 1\n"), &env()).unwrap_err());
+    assert_eq!(k, vec!["\"\"", "storage.\"\""]);
+}
+
+#[test]
+fn an_integer_too_large_for_toml_is_reported_with_its_line() {
+    // Found by the config_load fuzz target: the `config` crate's message named neither key nor line.
+    let text = format!("{MINIMAL}calls_per_minute = 29999999999999999999999\n");
+    let e = load(&text, &env()).unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert!(e.problems[0].message.contains("line 9"), "{e}");
+}
+
+#[test]
 fn plain_http_is_only_for_loopback() {
     let with = |endpoint: &str, extra: &str| {
         MINIMAL.replace("project_id = \"p1\"", &format!("project_id = \"p1\"\nendpoint = \"{endpoint}\"\n{extra}"))

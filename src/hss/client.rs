@@ -26,6 +26,11 @@ pub const EXCERPT_BYTES: usize = 300;
 /// The longest `error_msg` kept from an error body: the gateway's signature errors carry its canonical request,
 /// which is worth keeping whole when debugging a signature mismatch.
 pub const ERROR_MSG_BYTES: usize = 1024;
+/// The longest `error_code` kept: real ones are short (`APIGW.0301`, `HSS.1001`, IAM's `401`), but a body may put
+/// anything there, an object or a megabyte of text, and the code goes into every message and snapshot row.
+pub const ERROR_CODE_BYTES: usize = 64;
+/// The longest excerpt of an offending JSON value (`got …`) in a parse error; the body excerpt follows it.
+const VALUE_BYTES: usize = 64;
 /// The longest `Retry-After` honoured; a larger value (or a bogus date) would silently stop monitoring.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -385,20 +390,25 @@ pub fn parse_task_stats(body: &[u8]) -> Result<TaskStats, PollError> {
         match object.get(name) {
             None => Err(bad(format!("`{name}` is missing"))),
             Some(Value::Null) => Err(bad(format!("`{name}` is null"))),
-            Some(v) => v.as_u64().ok_or_else(|| bad(format!("`{name}` must be an integer >= 0, got {v}"))),
+            Some(v) => {
+                v.as_u64().ok_or_else(|| bad(format!("`{name}` must be an integer >= 0, got {}", value_excerpt(v))))
+            }
         }
     };
     let total_num = count("total_num")?;
     let running_num = count("running_num")?;
     let last_task_start_time = match object.get("last_task_start_time") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .and_then(|ms| i64::try_from(ms).ok())
-                .ok_or_else(|| bad(format!("`last_task_start_time` must be an integer >= 0 (ms), got {v}")))?,
-        ),
+        Some(v) => Some(v.as_u64().and_then(|ms| i64::try_from(ms).ok()).ok_or_else(|| {
+            bad(format!("`last_task_start_time` must be an integer >= 0 (ms), got {}", value_excerpt(v)))
+        })?),
     };
     Ok(TaskStats { total_num, running_num, last_task_start_time })
+}
+
+/// A JSON value as it appears in a message: its JSON text, cut to [`VALUE_BYTES`].
+fn value_excerpt(v: &Value) -> String {
+    excerpt(&v.to_string(), VALUE_BYTES)
 }
 
 /// Classifies a non-2xx answer: 401 `auth`, 403 `forbidden`, 429 `throttled`, 5xx `server`, other 4xx
@@ -428,7 +438,10 @@ pub fn classify_error(
         _ => ErrorKind::BadResponse,
     };
     let text = String::from_utf8_lossy(body);
-    let found = OrderedJson::parse(body).as_ref().and_then(find_error_code);
+    let found = OrderedJson::parse(body)
+        .as_ref()
+        .and_then(find_error_code)
+        .map(|(code, msg)| (excerpt(&code, ERROR_CODE_BYTES), msg));
     let (error_code, mut message) = match found {
         Some((code, msg)) if !msg.trim().is_empty() => (code, excerpt(msg.trim(), ERROR_MSG_BYTES)),
         Some((code, _)) => (code, format!("HTTP {status} with error code but no message")),
@@ -653,8 +666,11 @@ fn redact(text: &str, secrets: &[&str]) -> String {
     out
 }
 
+/// Redacts the message and the error code: JSON escapes (`\u0041…`) hide a secret from the raw-body scrub, and
+/// the decoded text can land in either.
 fn scrub_error(mut err: PollError, secrets: &[&str]) -> PollError {
     err.message = redact(&err.message, secrets);
+    err.error_code = err.error_code.map(|code| redact(&code, secrets));
     err
 }
 
@@ -1180,5 +1196,50 @@ mod html_tests {
         assert_eq!(e.error_code.as_deref(), Some("503"));
         let e = super::classify_error(502, None, None, b"<html><body>bad gateway</body></html>");
         assert_eq!(e.message, "<html><body>bad gateway</body></html>", "no title: the excerpt");
+    }
+}
+
+#[cfg(test)]
+mod scrub_properties {
+    use super::*;
+
+    /// `"\u0041…"`: every character of `s` as a JSON unicode escape, which the raw-body scrub cannot see.
+    fn json_escaped(s: &str) -> String {
+        s.chars().map(|c| format!("\\u{:04x}", u32::from(c))).collect()
+    }
+
+    #[test]
+    fn a_json_escaped_secret_in_the_error_code_is_redacted() {
+        // Found by the property below: the raw-body scrub cannot see `\u0041…`, and the code was never scrubbed.
+        let secret = "Aaa000secret";
+        let body = format!(r#"{{"error_code":"{}","error_msg":"m"}}"#, json_escaped(secret));
+        let e = scrub_error(classify_error(400, None, None, scrub(body.as_bytes(), &[secret]).as_bytes()), &[secret]);
+        assert_eq!(e.error_code.as_deref(), Some(crate::secret::REDACTED));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn a_secret_echoed_in_an_error_body_in_any_form_reaches_neither_message_nor_code(
+            secret in "[A-Za-z0-9]{6,40}",
+            padding in "[ .,:-]{0,1100}",
+            form in 0usize..5,
+            status in proptest::sample::select(vec![400u16, 401, 403, 429, 500, 503]),
+        ) {
+            let body = match form {
+                0 => format!("{padding}{secret}{padding}"),
+                // A capped body that ends inside the secret.
+                1 => format!("{padding}{}", &secret[..secret.len() - 1]),
+                2 => format!(r#"{{"error_code":"X.1","error_msg":"{padding}{secret}"}}"#),
+                3 => format!(r#"{{"error_code":"X.1","error_msg":"{}{padding}"}}"#, json_escaped(&secret)),
+                _ => format!(r#"{{"error_code":"{}","error_msg":"{padding}m"}}"#, json_escaped(&secret)),
+            };
+            let secrets = [secret.as_str()];
+            let e = scrub_error(classify_error(status, None, None, scrub(body.as_bytes(), &secrets).as_bytes()), &secrets);
+            proptest::prop_assert!(!e.message.contains(&secret), "message {:?}", e.message);
+            let code = e.error_code.unwrap_or_default();
+            proptest::prop_assert!(!code.contains(&secret), "error code {code:?}");
+        }
     }
 }
