@@ -206,7 +206,16 @@ pub enum ShowFormat {
 /// Parses the command line, runs the command and turns every error into a message and an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run | Command::Simulate { .. }) {
+    // Only where no socket is written: hyper writes requests with writev, which (unlike send with MSG_NOSIGNAL)
+    // raises SIGPIPE when the peer has gone, and that must stay a network error, not the end of `poll`.
+    if !matches!(
+        cli.command,
+        Command::Run
+            | Command::Simulate { .. }
+            | Command::Demo { .. }
+            | Command::Poll { .. }
+            | Command::NotifyTest { .. }
+    ) {
         restore_sigpipe();
     }
     init_logging(&cli);
@@ -228,8 +237,8 @@ pub fn main() -> ExitCode {
 }
 
 /// Lets a reader that stops early end a command quietly, as with any Unix tool (`scanwatch history | head`): Rust
-/// ignores SIGPIPE, so `println!` would panic on the closed pipe instead. Not for the long-running servers (`run`,
-/// `simulate`), which must outlive a log reader; sockets are unaffected either way (Rust sends with MSG_NOSIGNAL).
+/// ignores SIGPIPE, so `println!` would panic on the closed pipe instead. Only for the commands that read the
+/// database and print (see `main`); `demo` stops quietly on its own (`demo::say!`).
 fn restore_sigpipe() {
     // SAFETY: called first thing in `main`, before any thread exists; SIG_DFL is a valid disposition for SIGPIPE.
     unsafe {

@@ -14,6 +14,18 @@ use crate::config::{Config, Environment};
 use crate::daemon::Daemon;
 use crate::simulator::{Scenario, Simulator};
 
+/// `println!` that ends the demo quietly when the reader has gone (`scanwatch demo | head`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 /// The scenario the demo plays (also a worked example of the format).
 pub const SCENARIO: &str = include_str!("../scenarios/demo.toml");
 
@@ -116,12 +128,12 @@ pub async fn run(duration: Duration, shutdown: CancellationToken) -> anyhow::Res
     let mut daemon = Daemon::start(&config_path, config, Arc::new(SystemClock::default())).await?;
     let store = daemon.store().clone();
 
-    println!("scanwatch demo: simulator on http://127.0.0.1:{port}, webhook receiver on http://127.0.0.1:{hook_port}");
-    println!(
+    say!("scanwatch demo: simulator on http://127.0.0.1:{port}, webhook receiver on http://127.0.0.1:{hook_port}");
+    say!(
         "polling 4 series every {}; rule windows: no scan for 20s, running for 15s, total flat for 20s, 3 failed polls",
         crate::config::format_duration(interval)
     );
-    println!("watching for {}; messages as the receiver gets them:\n", crate::config::format_duration(duration));
+    say!("watching for {}; messages as the receiver gets them:\n", crate::config::format_duration(duration));
 
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -137,7 +149,7 @@ pub async fn run(duration: Duration, shutdown: CancellationToken) -> anyhow::Res
         daemon.run_cycle().await?;
     }
 
-    println!("\nlast snapshots:");
+    say!("\nlast snapshots:");
     let q = crate::store::HistoryQuery { limit: Some(8), ..Default::default() };
     for row in store.history(&q).await? {
         let s = &row.snapshot;
@@ -146,14 +158,14 @@ pub async fn run(duration: Duration, shutdown: CancellationToken) -> anyhow::Res
             (None, Some(k)) => format!("FAILED {k}: {}", s.error_message.as_deref().unwrap_or("")),
             (None, None) => "?".into(),
         };
-        println!("  {}  {:<22} {what}", crate::output::rfc3339(s.polled_at), row.series.to_string());
+        say!("  {}  {:<22} {what}", crate::output::rfc3339(s.polled_at), row.series.to_string());
     }
     let log = store.transitions(None, None).await?;
     let fired = log.iter().filter(|t| t.transition.event == Some(crate::alerting::Event::Firing)).count();
     let resolved = log.iter().filter(|t| t.transition.event == Some(crate::alerting::Event::Resolved)).count();
-    println!("\nalert log: {} transitions, {fired} fired, {resolved} resolved", log.len());
+    say!("\nalert log: {} transitions, {fired} fired, {resolved} resolved", log.len());
     for t in &log {
-        println!(
+        say!(
             "  {}  {:<15} {:<22} {} -> {}",
             crate::output::rfc3339(t.transition.at),
             t.rule.as_str(),
@@ -163,12 +175,12 @@ pub async fn run(duration: Duration, shutdown: CancellationToken) -> anyhow::Res
         );
     }
     let pending = store.pending_count().await?;
-    println!(
+    say!(
         "\nthe simulator answered {} calls; the receiver got {} messages; {pending} notifications pending.",
         sim.calls().len(),
         received.load(std::sync::atomic::Ordering::Relaxed)
     );
-    println!("Rehearse your own setup against the simulator: README.md, \"Rehearse with the simulator\".");
+    say!("Rehearse your own setup against the simulator: README.md, \"Rehearse with the simulator\".");
 
     hook_stop.cancel();
     let _ = hook_server.await;
@@ -192,6 +204,6 @@ fn print_message(started: std::time::Instant, body: &serde_json::Value) {
         let summary = a["annotations"]["summary"].as_str().unwrap_or("");
         let summary =
             if status == "RESOLVED" { format!("back to normal (was: {summary})") } else { summary.to_string() };
-        println!("[{at:>4.1}s] {status:<9} {rule:<15} {series:<22} {summary}");
+        say!("[{at:>4.1}s] {status:<9} {rule:<15} {series:<22} {summary}");
     }
 }

@@ -247,3 +247,26 @@ fn a_reader_that_stops_early_ends_history_quietly() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "ended by SIGPIPE like `cat`: {:?} {stderr}", out.status);
 }
+
+/// `scanwatch demo | head` stops the demo quietly at its first line once the reader is gone, exit 0, no panic.
+#[test]
+fn a_reader_that_stops_early_ends_the_demo_quietly() {
+    use std::process::{Command, Stdio};
+
+    let sb = Sandbox::new();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scanwatch"))
+        .arg("demo")
+        .current_dir(sb.dir())
+        .env_clear()
+        .env("HOME", sb.dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before the first line
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("failed printing"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
