@@ -19,6 +19,9 @@ use scanwatch::hss::signer::{
 use scanwatch::model::ErrorKind;
 use serde_json::{Value, json};
 
+mod encoding;
+use encoding::is_encoded;
+
 /// What an excerpt may add to its `max` bytes (`… (N bytes in all)`) plus the fixed words around it.
 const SLACK: usize = 200;
 
@@ -312,26 +315,6 @@ proptest! {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Signer
-
-/// Only unreserved characters, `%XX` (upper-case hex) and the given separators.
-fn is_encoded(s: &str, separators: &[u8]) -> bool {
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = |c: u8| c.is_ascii_digit() || (b'A'..=b'F').contains(&c);
-            if i + 2 >= b.len() || !(hex(b[i + 1]) && hex(b[i + 2])) {
-                return false;
-            }
-            i += 3;
-        } else if b[i].is_ascii_alphanumeric() || b"-_.~".contains(&b[i]) || separators.contains(&b[i]) {
-            i += 1;
-        } else {
-            return false;
-        }
-    }
-    true
-}
 
 fn pairs() -> impl Strategy<Value = Vec<(String, String)>> {
     prop::collection::vec(("\\PC{0,8}", "\\PC{0,8}"), 0..8)

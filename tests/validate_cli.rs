@@ -197,7 +197,6 @@ fn a_broken_config_stops_poll_with_the_usage_exit_code() {
 #[test]
 fn a_reader_that_stops_early_ends_history_quietly() {
     use scanwatch::model::{PollRecord, SeriesKey, TaskStats, TaskType};
-    use std::process::{Command, Stdio};
 
     let sb = Sandbox::new();
     sb.write_config(&format!("{ACCOUNT}{TARGET}"));
@@ -229,10 +228,27 @@ fn a_reader_that_stops_early_ends_history_quietly() {
         store.close().await;
     });
 
+    let config = sb.config_path();
+    let (status, stderr) = run_with_stdout_closed(&sb, &["--config", config.to_str().unwrap(), "history"]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGPIPE), "ended by SIGPIPE like `cat`: {status:?} {stderr}");
+}
+
+/// `scanwatch demo | head` stops the demo quietly at its first line once the reader is gone, exit 0, no panic.
+#[test]
+fn a_reader_that_stops_early_ends_the_demo_quietly() {
+    let sb = Sandbox::new();
+    let (status, stderr) = run_with_stdout_closed(&sb, &["demo"]);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+/// Runs `scanwatch ARGS` (in the sandbox, with its secrets) with stdout's reader gone before the first line; returns
+/// how it ended and its stderr, which must show no panic.
+fn run_with_stdout_closed(sb: &Sandbox, args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_scanwatch"))
-        .arg("--config")
-        .arg(sb.config_path())
-        .arg("history")
+        .args(args)
+        .current_dir(sb.dir())
         .env_clear()
         .envs(secret_env())
         .stdin(Stdio::null())
@@ -240,33 +256,9 @@ fn a_reader_that_stops_early_ends_history_quietly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    drop(child.stdout.take()); // the reader is gone before the first line
+    drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!stderr.contains("panicked") && !stderr.contains("failed printing"), "{stderr}");
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "ended by SIGPIPE like `cat`: {:?} {stderr}", out.status);
-}
-
-/// `scanwatch demo | head` stops the demo quietly at its first line once the reader is gone, exit 0, no panic.
-#[test]
-fn a_reader_that_stops_early_ends_the_demo_quietly() {
-    use std::process::{Command, Stdio};
-
-    let sb = Sandbox::new();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scanwatch"))
-        .arg("demo")
-        .current_dir(sb.dir())
-        .env_clear()
-        .env("HOME", sb.dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take()); // the reader is gone before the first line
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked") && !stderr.contains("failed printing"), "{stderr}");
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    (out.status, stderr)
 }

@@ -13,6 +13,10 @@ use scanwatch::hss::signer::{
     HEADER_SDK_DATE, SignableRequest, canonical_query, canonical_uri, encode, parse_authorization, sign,
 };
 
+#[path = "../../tests/encoding/mod.rs"]
+mod encoding;
+use encoding::is_encoded;
+
 #[derive(Debug, Arbitrary)]
 struct Input {
     method: String,
@@ -34,25 +38,6 @@ const ALNUM: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu
 
 fn map_onto(bytes: &[u8], set: &[u8]) -> String {
     bytes.iter().map(|b| char::from(set[usize::from(*b) % set.len()])).collect()
-}
-
-fn is_encoded(s: &str, also: &[u8]) -> bool {
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = |c: u8| c.is_ascii_digit() || (b'A'..=b'F').contains(&c);
-            if i + 2 >= b.len() || !(hex(b[i + 1]) && hex(b[i + 2])) {
-                return false;
-            }
-            i += 3;
-        } else if b[i].is_ascii_alphanumeric() || b"-_.~".contains(&b[i]) || also.contains(&b[i]) {
-            i += 1;
-        } else {
-            return false;
-        }
-    }
-    true
 }
 
 fuzz_target!(|input: Input| {

@@ -50,13 +50,6 @@ impl RateBudget {
         self.limit
     }
 
-    /// Waits for a free slot, then records the call. Cancel-safe: a call is only recorded when it is admitted.
-    pub async fn acquire(&self) {
-        while let Err(wait) = self.try_acquire() {
-            tokio::time::sleep(wait).await;
-        }
-    }
-
     /// Records a call now if the budget allows it, otherwise says how long until it might.
     pub fn try_acquire(&self) -> Result<(), Duration> {
         self.try_admit().map(|_| ())
@@ -216,13 +209,20 @@ mod tests {
         assert_eq!(budget.try_acquire(), Err(Duration::from_secs(10)));
     }
 
+    /// What the poller does (`Poller::admit`): sleep for as long as `try_admit` says, then try again.
+    async fn wait_for_slot(budget: &RateBudget) {
+        while let Err(wait) = budget.try_admit() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn acquire_waits_for_a_slot_instead_of_bursting() {
+    async fn waiting_for_a_slot_never_bursts() {
         let budget = RateBudget::new(5);
         let start = Instant::now();
         let mut seen = Vec::new();
         for _ in 0..11 {
-            budget.acquire().await;
+            wait_for_slot(&budget).await;
             seen.push(Instant::now() - start);
         }
         assert_eq!(seen[4], Duration::ZERO);
@@ -281,11 +281,11 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn acquire_sleeps_through_a_pause() {
+    async fn waiting_for_a_slot_sleeps_through_a_pause() {
         let budget = RateBudget::new(5);
         budget.pause_for(Duration::from_secs(30));
         let start = Instant::now();
-        budget.acquire().await;
+        wait_for_slot(&budget).await;
         assert_eq!(Instant::now() - start, Duration::from_secs(30));
     }
 

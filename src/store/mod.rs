@@ -211,10 +211,8 @@ impl Store {
 
     /// Inserts or refreshes a series and returns its id.
     pub async fn ensure_series(&self, key: &SeriesKey) -> Result<i64, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let id = tx.ensure_series(key).await?;
-        tx.commit().await?;
-        Ok(id)
+        let ids = self.ensure_all_series([key]).await?;
+        Ok(ids[0])
     }
 
     /// Inserts or refreshes every series in one transaction and returns their ids, in order.
