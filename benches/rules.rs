@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
-use scanwatch::model::{ErrorKind, Snapshot, TaskStats, TaskType};
+use scanwatch::model::{ErrorKind, SeriesKey, Snapshot, TaskStats, TaskType};
 use scanwatch::rules::{RuleSet, evaluate_all};
 
 const SERIES: usize = 10_000;
@@ -61,10 +61,23 @@ fn rules(c: &mut Criterion) {
     let now = Utc.with_ymd_and_hms(2026, 1, 15, 12, 0, 0).single().unwrap_or_default();
     let histories: Vec<Vec<Snapshot>> = (0..DISTINCT).map(|v| history(v, now)).collect();
     let set = RuleSet::default();
+    let keys: Vec<SeriesKey> = TaskType::ALL
+        .into_iter()
+        .map(|task_type| SeriesKey {
+            target: "t".into(),
+            account: "a".into(),
+            region: "cn-north-4".into(),
+            project_id: "0123456789abcdef0123456789abcdef".into(),
+            enterprise_project_id: None,
+            task_type,
+        })
+        .collect();
     let breaches: usize = (0..SERIES)
         .map(|i| {
-            let tt = TaskType::ALL[i % 2];
-            evaluate_all(&set, tt, &histories[i % DISTINCT], now).iter().filter(|(_, _, o)| o.is_breach()).count()
+            evaluate_all(&set, &keys[i % 2], &histories[i % DISTINCT], now)
+                .iter()
+                .filter(|(_, _, o)| o.is_breach())
+                .count()
         })
         .sum();
     assert!(breaches > 0 && breaches < SERIES * 4, "the histories must mix healthy and breaching series");
@@ -87,8 +100,7 @@ fn rules(c: &mut Criterion) {
     group.bench_function("evaluate_all", |b| {
         b.iter(|| {
             for i in 0..SERIES {
-                let tt = TaskType::ALL[i % 2];
-                black_box(evaluate_all(&set, tt, black_box(&histories[i % DISTINCT]), now));
+                black_box(evaluate_all(&set, &keys[i % 2], black_box(&histories[i % DISTINCT]), now));
             }
         })
     });

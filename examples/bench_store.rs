@@ -1,6 +1,6 @@
 //! Figures 4 and 5 of BENCHMARKS.md, on a temporary SQLite file.
 //!
-//! 4. rows/s of `Store::record_poll` and of `alerting::engine::record_and_evaluate` (one transaction per poll, as
+//! 4. rows/s of `Store::record_poll` and of `poller::record_and_evaluate` (one transaction per poll, as
 //!    the poller writes) next to a raw sqlx insert of the same rows batched in one transaction.
 //! 5. p50/p99 of `Store::history` for "one target, last 7 days" and "all targets, last hour" on a database of
 //!    HISTORY_ROWS snapshots (raw batched inserts), next to the bare indexed query through sqlx, rows left undecoded.
@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use scanwatch::alerting::engine::{Outbox, record_and_evaluate};
 use scanwatch::model::{PollRecord, SeriesKey, TaskStats, TaskType};
+use scanwatch::poller::{Outbox, record_and_evaluate};
 use scanwatch::rules::RuleSet;
 use scanwatch::store::{HistoryQuery, Store};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};

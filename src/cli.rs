@@ -6,18 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
 use crate::alerting;
-use crate::clock::{Clock, SystemClock};
+use crate::app::{App, open_store, open_store_for_reading};
+use crate::clock::{Clock, SystemClock, parse_duration, parse_time};
 use crate::config::{self, Config, ConfigError};
 use crate::notify::{
     self,
-    outbox::{DispatchReport, Dispatcher, Route},
+    outbox::{DispatchReport, Dispatcher},
 };
 use crate::output::{self, AlertJson, Format, HistoryJson, NotificationJson, TransitionJson};
-use crate::poller::{PollResult, Poller};
+use crate::poller::PollResult;
 use crate::store::DeliveryStatus;
 use crate::store::{HistoryQuery, Store};
 
@@ -31,14 +32,16 @@ pub struct Cli {
     /// The configuration file.
     #[arg(long, global = true, env = "SCANWATCH_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
-    /// Log format on stderr.
+    /// Log format (`run` logs to stdout, every other command to stderr).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Log filter (tracing's syntax, e.g. `info`, `scanwatch=debug`); RUST_LOG works too.
     #[arg(long, global = true, env = "SCANWATCH_LOG", default_value = "info")]
     pub log_level: String,
-    /// Shift scanwatch's clock by this much (rehearsing against `scanwatch simulate`, whose clock can be advanced).
-    #[arg(long, global = true, hide = true, value_parser = parse_duration)]
+    /// Run this far in the future: for rehearsals against `scanwatch simulate` after `POST /__sim/advance`; give
+    /// the simulator's total `offset` (its answer to `/__sim/now` and `/__sim/advance`), e.g. `--clock-offset 25h`.
+    /// Never in production: signatures are dated by this clock.
+    #[arg(long, global = true, env = "SCANWATCH_CLOCK_OFFSET", value_parser = parse_duration)]
     pub clock_offset: Option<Duration>,
     #[command(subcommand)]
     pub command: Command,
@@ -79,10 +82,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Send a sample alert through one channel and report the service's answer.
+    /// Send a test message through one channel and report the service's answer. It says it is a test (`[TEST]`,
+    /// severity info, label test="true", a fingerprint no real alert has) and names a made-up target unless
+    /// --target is given.
     NotifyTest {
+        /// The channel (a `[[channels]]` name).
         #[arg(long)]
         channel: String,
+        /// Use this configured target's labels in the message instead of a made-up one.
+        #[arg(long)]
+        target: Option<String>,
     },
     /// Show stored snapshots.
     History {
@@ -285,52 +294,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Poll { no_store, deliver_timeout, format } => {
             let config = load(&cli.config)?;
-            let store = open_store(&config).await?;
-            let routes: Vec<Arc<dyn Route>> =
-                config.channels.iter().map(|c| Arc::new(c.clone()) as Arc<dyn Route>).collect();
-            let channels = notify::build_channels(&config.channels, config.schedule.timezone)?;
+            let db_path = config.storage.path.clone();
             // Name the database: a store error alone does not say which file refused.
-            let db = || format!("storing polls in the database {}", config.storage.path.display());
-            let poller = Poller::new(&config, store.clone(), clock.clone()).await.with_context(db)?.with_routes(routes);
-            let results = poller.poll_all(!no_store).await.with_context(db)?;
-            print!("{}", render_poll(&results, format));
-            let mut code = ExitCode::SUCCESS;
-            let failed = results.iter().filter(|r| r.record.outcome.is_err()).count();
-            if failed > 0 {
-                eprintln!("{failed} of {} polls failed", results.len());
-                code = ExitCode::from(EXIT_FAILURE);
+            let db = || format!("storing polls in the database {}", db_path.display());
+            if no_store {
+                // Print only: nothing is written, so no database is created or opened for writing.
+                let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+                let store = Store::open(&dir.path().join("no-store.db")).await?;
+                let app = App::build(config, &store, clock.clone()).await?;
+                let poller = Arc::try_unwrap(app.poller).map_err(|_| anyhow::anyhow!("poller shared"))?;
+                let results = poller.with_wait_notice(Arc::new(say_wait)).poll_all(false).await.with_context(db)?;
+                print!("{}", render_poll(&results, format));
+                return Ok(poll_exit(&results));
             }
-            if !no_store {
-                let dispatcher = Dispatcher::new(channels, config.alerting.max_delivery_age);
-                let report = deliver_until(&dispatcher, &store, clock.as_ref(), deliver_timeout).await?;
-                if report.failed > 0 || report.retrying > 0 {
-                    eprintln!(
-                        "notifications: {} delivered, {} failed, {} still pending",
-                        report.delivered,
-                        report.failed,
-                        store.pending_count().await?
-                    );
-                    code = ExitCode::from(EXIT_FAILURE);
-                }
+            let store = open_store(&config).await?;
+            let app = App::build(config, &store, clock.clone()).await.with_context(db)?;
+            let App { poller, dispatcher, .. } = app;
+            let poller = Arc::try_unwrap(poller).map_err(|_| anyhow::anyhow!("poller shared"))?;
+            let results = poller.with_wait_notice(Arc::new(say_wait)).poll_all(true).await.with_context(db)?;
+            print!("{}", render_poll(&results, format));
+            let mut code = poll_exit(&results);
+            let report = deliver_until(&dispatcher, &store, clock.as_ref(), deliver_timeout).await?;
+            if report.failed > 0 || report.retrying > 0 {
+                eprintln!(
+                    "notifications: {} delivered, {} failed, {} still pending",
+                    report.delivered,
+                    report.failed,
+                    store.pending_count().await?
+                );
+                code = ExitCode::from(EXIT_FAILURE);
             }
             Ok(code)
         }
         Command::Notifications { status, limit, format } => {
-            let config = load(&cli.config)?;
-            let store = open_store(&config).await?;
+            let config = load_for_reading(&cli.config)?;
+            let store = open_store_for_reading(&config).await?;
             let rows: Vec<NotificationJson> =
                 store.notifications(status, limit).await?.iter().map(NotificationJson::from).collect();
             print!("{}", render_notifications(&rows, format));
             Ok(ExitCode::SUCCESS)
         }
-        Command::NotifyTest { channel } => {
+        Command::NotifyTest { channel, target } => {
             let config = load(&cli.config)?;
             let Some(cfg) = config.channels.iter().find(|c| c.name == channel) else {
                 let names: Vec<&str> = config.channels.iter().map(|c| c.name.as_str()).collect();
                 anyhow::bail!("no channel named `{channel}` (channels: {})", names.join(", "));
             };
+            let series = match &target {
+                None => None,
+                Some(t) => {
+                    let Some((target, key)) = config.series().find(|(x, _)| x.name == *t) else {
+                        let names: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
+                        anyhow::bail!("no target named `{t}` (targets: {})", names.join(", "));
+                    };
+                    Some((key, target.labels.clone()))
+                }
+            };
             let built = notify::build_channels(std::slice::from_ref(cfg), config.schedule.timezone)?;
-            let mut sample = notify::message::sample_notification();
+            let mut sample = notify::message::test_notification(series, clock.now());
             sample.channel = channel.clone();
             sample.id = notify::outbox::new_uid();
             for ch in &built {
@@ -345,8 +366,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::History { target, since, until, limit, format } => {
-            let config = load(&cli.config)?;
-            let store = open_store(&config).await?;
+            let config = load_for_reading(&cli.config)?;
+            if let Some(t) = &target
+                && !config.targets.iter().any(|x| x.name == *t)
+            {
+                eprintln!(
+                    "note: no target named `{t}` in {}; showing what the database has for it",
+                    config.file.display()
+                );
+            }
+            let store = open_store_for_reading(&config).await?;
             let now = clock.now();
             let q = HistoryQuery {
                 target,
@@ -359,14 +388,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Alerts { all, format } => {
-            let config = load(&cli.config)?;
-            let store = open_store(&config).await?;
+            let config = load_for_reading(&cli.config)?;
+            let store = open_store_for_reading(&config).await?;
             print!("{}", alerts_view(&config, &store, clock.now(), all, format).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Transitions { fingerprint, since, format } => {
-            let config = load(&cli.config)?;
-            let store = open_store(&config).await?;
+            let config = load_for_reading(&cli.config)?;
+            let store = open_store_for_reading(&config).await?;
             let since = since.map(|s| parse_time(&s, clock.now())).transpose().context("--since")?;
             let rows: Vec<TransitionJson> = store
                 .transitions(fingerprint.as_deref(), since)
@@ -378,8 +407,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ack { fingerprint, comment } => {
-            let config = load(&cli.config)?;
-            let store = open_store(&config).await?;
+            let config = load_for_reading(&cli.config)?;
+            let store = open_store_for_reading(&config).await?;
             match store.ack(&fingerprint, comment.as_deref()).await? {
                 None => anyhow::bail!("no alert has fingerprint {fingerprint} (see `scanwatch alerts --all`)"),
                 Some(row) if row.alert.acked => {
@@ -396,13 +425,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Silence(cmd) => {
-            let config = load(&cli.config)?;
-            let store = open_store(&config).await?;
-            silence(&store, cmd, clock.now()).await
+            // Silences need only [storage] too: an operator's shell has no account secrets.
+            let config = load_for_reading(&cli.config)?;
+            let store = match &cmd {
+                SilenceCommand::Add { .. } => open_store(&config).await?,
+                _ => open_store_for_reading(&config).await?,
+            };
+            silence(&config, &store, cmd, clock.now()).await
         }
         Command::Replay { since, target, format } => {
-            let config = load(&cli.config)?;
-            let store = open_store(&config).await?;
+            let config = load_for_reading(&cli.config)?;
+            let store = open_store_for_reading(&config).await?;
             let from = parse_time(&since, clock.now()).context("--since")?;
             let rows = replay(&config, &store, from, target.as_deref()).await?;
             print!("{}", render_transitions(&rows, format));
@@ -427,6 +460,32 @@ fn load(path: &Path) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// The config for a command that only reads the database: it needs `[storage]` (and the targets, to name
+/// things), never the account secrets, which an operator's shell does not have.
+fn load_for_reading(path: &Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?) // MERGE: load_for_reading
+}
+
+/// `poll`'s one line when an account waits for its API budget.
+fn say_wait(account: &str, calls_per_minute: u32, left: usize) {
+    let per_call = 60.0 / f64::from(calls_per_minute.max(1));
+    let secs = (per_call * left.saturating_sub(1) as f64).ceil() as u64;
+    eprintln!(
+        "waiting for account `{account}`'s API budget ({calls_per_minute} calls/min): {left} series left, about {}",
+        crate::config::format_duration(Duration::from_secs(secs))
+    );
+}
+
+/// 1 when any poll failed (and says how many), else 0.
+fn poll_exit(results: &[PollResult]) -> ExitCode {
+    let failed = results.iter().filter(|r| r.record.outcome.is_err()).count();
+    if failed > 0 {
+        eprintln!("{failed} of {} polls failed", results.len());
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    ExitCode::SUCCESS
+}
+
 fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     match Config::load(path) {
         Ok(config) => {
@@ -448,27 +507,6 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_FAILURE))
         }
     }
-}
-
-pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    if let Some(dir) = config.storage.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    Ok(Store::open(&config.storage.path).await?)
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); e.g. `90s`, `24h`"))
-}
-
-/// `24h` (that long before `now`) or an RFC 3339 time.
-pub fn parse_time(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
-    if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(now - TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX));
-    }
-    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| {
-        anyhow::anyhow!("`{s}` is neither a duration (`24h`) nor an RFC 3339 time (`2026-11-28T08:00:00Z`)")
-    })
 }
 
 const HISTORY_HEADERS: [&str; 17] = [
@@ -610,19 +648,30 @@ fn render_transitions(rows: &[TransitionJson], format: Format) -> String {
     })
 }
 
-async fn silence(store: &Store, cmd: SilenceCommand, now: DateTime<Utc>) -> anyhow::Result<ExitCode> {
+async fn silence(config: &Config, store: &Store, cmd: SilenceCommand, now: DateTime<Utc>) -> anyhow::Result<ExitCode> {
     match cmd {
         SilenceCommand::Add { matchers, for_, until, comment, author } => {
+            let known = silence_label_keys(config);
             let mut parsed = std::collections::BTreeMap::new();
             for m in &matchers {
                 let (k, v) = m
                     .split_once('=')
                     .filter(|(k, _)| !k.trim().is_empty())
                     .ok_or_else(|| anyhow::anyhow!("--match `{m}`: write KEY=VALUE, e.g. target=prod-*"))?;
-                parsed.insert(k.trim().to_string(), v.to_string());
+                let k = k.trim();
+                if !known.contains(k) {
+                    anyhow::bail!(
+                        "--match `{m}`: no alert has the label `{k}`; labels are {}",
+                        known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                }
+                if v.trim().is_empty() {
+                    anyhow::bail!("--match `{m}`: the value is empty; give a value or a glob, e.g. {k}=prod-*");
+                }
+                parsed.insert(k.to_string(), v.to_string());
             }
             let ends_at = match (for_, until) {
-                (Some(d), _) => now + TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX),
+                (Some(d), _) => crate::clock::later(now, d),
                 (None, Some(u)) => parse_time(&u, now).context("--until")?,
                 (None, None) => anyhow::bail!("give --for or --until"),
             };
@@ -692,6 +741,27 @@ async fn silence(store: &Store, cmd: SilenceCommand, now: DateTime<Utc>) -> anyh
     }
 }
 
+/// The labels a silence may match: every alert's identity labels, `rule`, `severity`, `channel` (for
+/// `channel_failing`) and the user labels of the configured targets.
+fn silence_label_keys(config: &Config) -> std::collections::BTreeSet<String> {
+    let mut keys: std::collections::BTreeSet<String> = [
+        "target",
+        "account",
+        "region",
+        "project_id",
+        "enterprise_project_id",
+        "task_type",
+        "rule",
+        "severity",
+        "channel",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    keys.extend(config.targets.iter().flat_map(|t| t.labels.keys().cloned()));
+    keys
+}
+
 /// Replays every configured series (or one target's) from `from` with the current rules, starting inactive.
 async fn replay(
     config: &Config,
@@ -715,8 +785,8 @@ async fn replay(
             continue;
         };
         // Twice the longest window: enough for every rule's view of the first replayed snapshot.
-        let lookback = TimeDelta::from_std(crate::rules::lookback(&rule_set) * 2).unwrap_or(TimeDelta::MAX);
-        let history = store.snapshots_since(series_id, from - lookback).await?;
+        let lookback = crate::rules::lookback(&rule_set).saturating_mul(2);
+        let history = store.snapshots_since(series_id, crate::clock::earlier(from, lookback)).await?;
         for rule in rule_set.enabled() {
             let fp = alerting::fingerprint(rule, &key);
             let (_, transitions) =

@@ -6,6 +6,32 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+/// `t - d`, saturating at the earliest time chrono knows (a config or flag duration of 300,000 years must not
+/// panic: it means "since ever").
+pub fn earlier(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d).ok().and_then(|d| t.checked_sub_signed(d)).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// `t + d`, saturating at the latest time chrono knows ("never").
+pub fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d).ok().and_then(|d| t.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// A humantime duration (`90s`, `24h`, `7d`), for command-line flags.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); e.g. `90s`, `24h`"))
+}
+
+/// `24h` (that long before `now`, saturating: `300000y` means since ever) or an RFC 3339 time.
+pub fn parse_time(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(earlier(now, d));
+    }
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+        anyhow::anyhow!("`{s}` is neither a duration (`24h`) nor an RFC 3339 time (`2026-11-28T08:00:00Z`)")
+    })
+}
+
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> DateTime<Utc>;
 }
@@ -25,7 +51,8 @@ impl SystemClock {
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.offset
+        let now = Utc::now();
+        now.checked_add_signed(self.offset).unwrap_or(now)
     }
 }
 
@@ -40,7 +67,7 @@ impl ManualClock {
 
     pub fn advance(&self, by: Duration) {
         let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *t += TimeDelta::from_std(by).unwrap_or(TimeDelta::MAX);
+        *t = later(*t, by);
     }
 }
 

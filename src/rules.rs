@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ErrorKind, PollError, Snapshot, TaskStats, TaskType};
+use crate::model::{ErrorKind, PollError, SeriesKey, Snapshot, TaskStats, TaskType};
 
 /// The reason data rules give while the series' latest poll failed: the state machine then holds their state, so a
 /// monitoring outage neither fires nor resolves `no_recent_scan`, `stuck_running` or `total_stalled`.
@@ -243,19 +243,21 @@ pub fn min_polls(set: &RuleSet) -> usize {
     set.poll_failing.map_or(1, |(p, _)| usize::try_from(p.after).unwrap_or(usize::MAX).max(1))
 }
 
-/// Evaluates one rule, or returns `None` when `set` disables it. `task_type` names the scan in summaries.
+/// Evaluates one rule for `series`, or returns `None` when `set` disables it. The series names the scan and the
+/// project in summaries.
 pub fn evaluate(
     rule: RuleName,
     set: &RuleSet,
-    task_type: TaskType,
+    series: &SeriesKey,
     history: &[Snapshot],
     now: DateTime<Utc>,
 ) -> Option<Outcome> {
+    let task_type = series.task_type;
     Some(match rule {
         RuleName::NoRecentScan => no_recent_scan(&set.no_recent_scan?.0, task_type, history, now),
         RuleName::StuckRunning => stuck_running(&set.stuck_running?.0, task_type, history, now),
         RuleName::TotalStalled => total_stalled(&set.total_stalled?.0, task_type, history, now),
-        RuleName::PollFailing => poll_failing(&set.poll_failing?.0, history, now),
+        RuleName::PollFailing => poll_failing_for(&set.poll_failing?.0, &project_of(series), history, now),
         RuleName::ChannelFailing => return None,
     })
 }
@@ -263,7 +265,7 @@ pub fn evaluate(
 /// Evaluates every enabled rule, in [`RuleName::ALL`] order, with its severity.
 pub fn evaluate_all(
     set: &RuleSet,
-    task_type: TaskType,
+    series: &SeriesKey,
     history: &[Snapshot],
     now: DateTime<Utc>,
 ) -> Vec<(RuleName, Severity, Outcome)> {
@@ -271,7 +273,7 @@ pub fn evaluate_all(
         .into_iter()
         .filter_map(|rule| {
             let severity = set.severity(rule)?;
-            Some((rule, severity, evaluate(rule, set, task_type, history, now)?))
+            Some((rule, severity, evaluate(rule, set, series, history, now)?))
         })
         .collect()
 }
@@ -414,6 +416,19 @@ pub fn total_stalled(p: &TotalStalled, task_type: TaskType, history: &[Snapshot]
 /// own downtime does not count the downtime as failing). Unknown when there are no polls, or when every poll passed
 /// in failed but fewer than `after` and all younger than `for` (a first start, or too little history to know).
 pub fn poll_failing(p: &PollFailing, history: &[Snapshot], now: DateTime<Utc>) -> Outcome {
+    poll_failing_for(p, "the project", history, now)
+}
+
+/// "project 0123… (enterprise project all_granted_eps)": what a 403 is about.
+pub fn project_of(series: &SeriesKey) -> String {
+    match &series.enterprise_project_id {
+        Some(eps) => format!("project {} (enterprise project {eps})", series.project_id),
+        None => format!("project {}", series.project_id),
+    }
+}
+
+/// [`poll_failing`], naming `project` when HSS denies access (a 403 is about one project, not the account).
+pub fn poll_failing_for(p: &PollFailing, project: &str, history: &[Snapshot], now: DateTime<Utc>) -> Outcome {
     let polls = visible(history, now);
     let Some(latest) = polls.last() else {
         return Outcome::unknown("no polls yet");
@@ -430,7 +445,7 @@ pub fn poll_failing(p: &PollFailing, history: &[Snapshot], now: DateTime<Utc>) -
             return Outcome::breach(format!("HSS rejects the account's credentials: {error}"), failures);
         }
         Some(ErrorKind::Forbidden) => {
-            return Outcome::breach(format!("HSS denies the account permission: {error}"), failures);
+            return Outcome::breach(format!("HSS denies access to {project}: {error}"), failures);
         }
         _ => {}
     }
@@ -489,7 +504,7 @@ pub(crate) fn delta(d: Duration) -> TimeDelta {
 
 /// `now - d`, saturating at the start of time.
 pub(crate) fn ago(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    now.checked_sub_signed(delta(d)).unwrap_or(DateTime::<Utc>::MIN_UTC)
+    crate::clock::earlier(now, d)
 }
 
 /// The snapshots at or before `now` (history is ascending, so a prefix).

@@ -520,7 +520,7 @@ async fn snapshots(
     let Query(q) = query?;
     let now = s.clock.now();
     let time = |name: &str, v: Option<String>| {
-        v.map(|t| crate::cli::parse_time(&t, now))
+        v.map(|t| crate::clock::parse_time(&t, now))
             .transpose()
             .map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
     };

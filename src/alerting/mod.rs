@@ -2,7 +2,6 @@
 //! stored snapshots through the rules and the state machine. All pure; the store persists `Alert`s and writes the
 //! outbox rows for the returned events.
 
-pub mod engine;
 pub mod silence;
 pub mod state;
 
@@ -57,7 +56,7 @@ pub fn replay(
     let start = history.partition_point(|s| s.polled_at < from);
     for end in start..history.len() {
         let now = history[end].polled_at;
-        let Some(outcome) = rules::evaluate(rule, set, series.task_type, &history[..=end], now) else {
+        let Some(outcome) = rules::evaluate(rule, set, series, &history[..=end], now) else {
             break;
         };
         let (next, transition) = step(&alert, &outcome, cfg, now);

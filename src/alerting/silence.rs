@@ -7,7 +7,19 @@ use chrono::{DateTime, Utc};
 
 use crate::model::SeriesKey;
 use crate::rules::{RuleName, Severity};
-use crate::store::SilenceRow;
+
+/// A silence: alerts whose labels match every matcher are muted from `starts_at` until `ends_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Silence {
+    pub id: i64,
+    /// label → glob
+    pub matchers: BTreeMap<String, String>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub created_by: String,
+    pub comment: String,
+    pub created_at: DateTime<Utc>,
+}
 
 /// Every label an alert carries, as matchers see them.
 pub fn alert_labels(
@@ -60,10 +72,10 @@ pub fn matches_all(matchers: &BTreeMap<String, String>, labels: &BTreeMap<String
 
 /// The first silence in force at `now` that matches the labels.
 pub fn silenced_by<'a>(
-    silences: &'a [SilenceRow],
+    silences: &'a [Silence],
     labels: &BTreeMap<String, String>,
     now: DateTime<Utc>,
-) -> Option<&'a SilenceRow> {
+) -> Option<&'a Silence> {
     silences.iter().find(|s| s.starts_at <= now && now < s.ends_at && matches_all(&s.matchers, labels))
 }
 
@@ -104,7 +116,7 @@ mod tests {
         let user = BTreeMap::from([("env".to_string(), "prod".to_string())]);
         let labels = alert_labels(&series, RuleName::StuckRunning, Severity::Warning, &user);
         let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let silence = |m: &[(&str, &str)]| SilenceRow {
+        let silence = |m: &[(&str, &str)]| Silence {
             id: 1,
             matchers: m.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             starts_at: t0,

@@ -570,8 +570,7 @@ fn replaying_history_gives_the_transitions_of_the_live_run() {
     let mut live = Vec::new();
     for i in 0..history.len() {
         let now = history[i].polled_at;
-        let outcome =
-            crate::rules::evaluate(RuleName::NoRecentScan, &set, TaskType::ClusterScan, &history[..=i], now).unwrap();
+        let outcome = crate::rules::evaluate(RuleName::NoRecentScan, &set, &series(), &history[..=i], now).unwrap();
         let alert: Alert = serde_json::from_str(&saved).unwrap();
         let (next, transition) = step(&alert, &outcome, &cfg, now);
         saved = serde_json::to_string(&next).unwrap();

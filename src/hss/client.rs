@@ -455,6 +455,14 @@ pub fn classify_error(
     if (300..400).contains(&status) {
         message = format!("unexpected redirect (redirects are not followed): {message}");
     }
+    // A rejection is scoped by what it is about, whatever status carries it: these codes say the credentials are
+    // bad (the account's problem), those that the identity may not use this project (the series' problem).
+    let kind = match error_code.as_str() {
+        _ if !(400..500).contains(&status) => kind,
+        "APIGW.0301" | "APIGW.0101" | "APIGW.0307" => ErrorKind::Auth,
+        "HSS.0010" | "HSS.0013" | "APIGW.0306" => ErrorKind::Forbidden,
+        _ => kind,
+    };
     if status == 401
         && error_code == "APIGW.0301"
         && message.to_ascii_lowercase().contains("verify aksk signature fail")

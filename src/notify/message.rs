@@ -222,6 +222,24 @@ impl Counts {
 /// The one-line title: `[FIRING:2] scanwatch: no_recent_scan, stuck_running (prod-cn-north-4)` or
 /// `[RESOLVED] …`; in Chinese `【告警:2】…` / `【恢复】…`. The target is named when there is only one.
 pub fn title(n: &Notification, language: Language) -> String {
+    let test = is_test(n);
+    let title = alert_title(n, language);
+    match (test, language) {
+        (false, _) => title,
+        (true, Language::En) => format!("[TEST] {title}"),
+        (true, Language::ZhCn) => format!("【测试】{title}"),
+    }
+}
+
+/// The fingerprint prefix of `notify-test` messages: real fingerprints are 16 hex digits, so never equal one.
+pub const TEST_FINGERPRINT_PREFIX: &str = "test-";
+
+/// Whether `n` is a `notify-test` message.
+pub fn is_test(n: &Notification) -> bool {
+    !n.alerts.is_empty() && n.alerts.iter().all(|a| a.fingerprint.starts_with(TEST_FINGERPRINT_PREFIX))
+}
+
+fn alert_title(n: &Notification, language: Language) -> String {
     let counts = Counts::of(&n.alerts);
     let mut rules: Vec<&str> = Vec::new();
     let mut targets: Vec<&str> = Vec::new();
@@ -711,6 +729,41 @@ pub fn sample_notification() -> Notification {
                 at: at(-40),
             },
         ],
+    }
+}
+
+/// What `notify-test` sends: one alert that says it is a test — severity info, label `test="true"`, a fingerprint
+/// no real alert can have, `[TEST]` in the title — about `series` (a configured target) or a made-up target.
+pub fn test_notification(series: Option<(SeriesKey, BTreeMap<String, String>)>, now: DateTime<Utc>) -> Notification {
+    let (series, mut labels) = series.unwrap_or_else(|| {
+        let key = SeriesKey {
+            target: "scanwatch-notify-test".to_string(),
+            account: "notify-test".to_string(),
+            region: "-".to_string(),
+            project_id: "-".to_string(),
+            enterprise_project_id: None,
+            task_type: TaskType::ClusterScan,
+        };
+        (key, BTreeMap::new())
+    });
+    labels.insert("test".to_string(), "true".to_string());
+    let nonce: u64 = rand::random();
+    Notification {
+        id: "notify-test".to_string(),
+        channel: "notify-test".to_string(),
+        created_at: now,
+        alerts: vec![AlertNotice {
+            fingerprint: format!("{TEST_FINGERPRINT_PREFIX}{nonce:016x}"),
+            rule: RuleName::NoRecentScan,
+            severity: Severity::Info,
+            event: Event::Firing,
+            series,
+            labels,
+            summary: "test message from `scanwatch notify-test`: this channel works; nothing is wrong".to_string(),
+            value: "test".to_string(),
+            since: now,
+            at: now,
+        }],
     }
 }
 

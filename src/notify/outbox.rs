@@ -128,6 +128,8 @@ pub struct Dispatcher {
     /// When each channel last raised `channel_failing`, so a broken channel warns the others once an hour, not per
     /// failed notification.
     failing_raised: Mutex<HashMap<String, Instant>>,
+    /// Which channels want which alerts: `channel_failing` is routed like any alert.
+    routes: Vec<Arc<dyn Route>>,
 }
 
 /// How often one broken channel may raise `channel_failing` on the others.
@@ -139,7 +141,13 @@ impl Dispatcher {
             .into_iter()
             .map(|c| (c.name().to_string(), (c.clone(), ChannelLimiter::for_kind(c.kind()))))
             .collect();
-        Dispatcher { channels, max_delivery_age, failing_raised: Mutex::new(HashMap::new()) }
+        Dispatcher { channels, max_delivery_age, failing_raised: Mutex::new(HashMap::new()), routes: Vec::new() }
+    }
+
+    /// Routes `channel_failing` alerts as the channels' routes say (without routes, to every other channel).
+    pub fn with_routes(mut self, routes: Vec<Arc<dyn Route>>) -> Self {
+        self.routes = routes;
+        self
     }
 
     /// Seals unsent notices into notifications, then tries every due notification once, stopping at `deadline`.

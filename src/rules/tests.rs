@@ -521,14 +521,43 @@ fn min_polls_covers_the_failure_count_and_the_latest_poll() {
     assert_eq!(min_polls(&set), 1);
 }
 
+fn series_key() -> crate::model::SeriesKey {
+    crate::model::SeriesKey {
+        target: "t".into(),
+        account: "a".into(),
+        region: "cn-north-4".into(),
+        project_id: "0123456789abcdef0123456789abcdef".into(),
+        enterprise_project_id: Some("all_granted_eps".into()),
+        task_type: TaskType::ClusterScan,
+    }
+}
+
+#[test]
+fn a_denied_project_is_named_in_poll_failing() {
+    let mut denied = ok(10, 0, 0, None);
+    denied.stats = None;
+    denied.error_kind = Some(crate::model::ErrorKind::Forbidden);
+    denied.http_status = Some(403);
+    denied.error_code = Some("HSS.0010".into());
+    denied.error_message = Some("no permission".into());
+    let got = evaluate(RuleName::PollFailing, &RuleSet::default(), &series_key(), &[denied], at(10)).unwrap();
+    let Outcome::Breach { summary, .. } = got else { panic!("{got:?}") };
+    assert!(
+        summary.starts_with(
+            "HSS denies access to project 0123456789abcdef0123456789abcdef (enterprise project all_granted_eps): "
+        ) && summary.contains("HSS.0010"),
+        "{summary}"
+    );
+}
+
 #[test]
 fn evaluate_skips_disabled_rules_and_dispatches_enabled_ones() {
     let history = vec![ok(10, 0, 0, None)];
-    assert_eq!(evaluate(RuleName::NoRecentScan, &RuleSet::none(), TaskType::ClusterScan, &history, at(10)), None);
-    let got = evaluate(RuleName::NoRecentScan, &RuleSet::default(), TaskType::ClusterScan, &history, at(10));
+    assert_eq!(evaluate(RuleName::NoRecentScan, &RuleSet::none(), &series_key(), &history, at(10)), None);
+    let got = evaluate(RuleName::NoRecentScan, &RuleSet::default(), &series_key(), &history, at(10));
     assert!(got.as_ref().is_some_and(Outcome::is_breach), "{got:?}");
 
-    let all = evaluate_all(&RuleSet::default(), TaskType::ClusterScan, &history, at(10));
+    let all = evaluate_all(&RuleSet::default(), &series_key(), &history, at(10));
     let names: Vec<(RuleName, Severity, bool)> = all.iter().map(|(r, s, o)| (*r, *s, o.is_breach())).collect();
     assert_eq!(
         names,
@@ -541,7 +570,7 @@ fn evaluate_skips_disabled_rules_and_dispatches_enabled_ones() {
     );
     let set = RuleSet { stuck_running: None, ..RuleSet::default() };
     assert_eq!(set.enabled(), vec![RuleName::NoRecentScan, RuleName::TotalStalled, RuleName::PollFailing]);
-    assert_eq!(evaluate_all(&set, TaskType::ClusterScan, &history, at(10)).len(), 3);
+    assert_eq!(evaluate_all(&set, &series_key(), &history, at(10)).len(), 3);
 }
 
 #[test]

@@ -36,18 +36,8 @@ pub struct TransitionRow {
     pub transition: Transition,
 }
 
-/// A stored silence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SilenceRow {
-    pub id: i64,
-    /// label → glob
-    pub matchers: BTreeMap<String, String>,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-    pub created_by: String,
-    pub comment: String,
-    pub created_at: DateTime<Utc>,
-}
+/// A stored silence (the type is [`crate::alerting::silence::Silence`]; alerting owns what a silence means).
+pub use crate::alerting::silence::Silence as SilenceRow;
 
 fn ms(t: Option<DateTime<Utc>>) -> Option<i64> {
     t.map(|t| t.timestamp_millis())

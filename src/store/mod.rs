@@ -349,6 +349,19 @@ impl Store {
         rows.iter().map(snapshot_from_row).collect()
     }
 
+    /// The latest `n` calls sent for one series, newest first (to rebuild its permission backoff after a restart).
+    pub async fn latest_series_calls(&self, series_id: i64, n: u32) -> Result<Vec<Snapshot>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM snapshots WHERE series_id = ?1 AND sent ORDER BY polled_at DESC, id DESC LIMIT ?2",
+        )
+        .bind(series_id)
+        .bind(i64::from(n))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("reading recent calls"))?;
+        rows.iter().map(snapshot_from_row).collect()
+    }
+
     /// Deletes snapshots older than `cutoff`, never the latest one of a series. Returns how many were deleted.
     pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut deleted = 0;

@@ -11,26 +11,29 @@
 //! polled instead of called. A 429 pauses the account (its `Retry-After`, or 30 s); a series whose turn comes more
 //! than 5 s before the pause ends is recorded as not polled too, so one throttled account never holds a cycle back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
-use futures_util::{StreamExt, stream};
+use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::alerting::Lifecycle;
-use crate::alerting::engine::{AlertChange, Outbox, record_and_evaluate};
+use crate::app::Liveness;
+pub mod record;
+
 use crate::clock::Clock;
 use crate::config::{AccountAuth, Config};
 use crate::hss::budget::{self, RateBudget};
 use crate::hss::client::{self, ClientOptions, Credentials, HssClient, PasswordLogin, ProjectScope, StatsRequest};
 use crate::hss::regions;
-use crate::model::{ErrorKind, PollError, PollRecord, SeriesKey};
+use crate::model::{ErrorKind, PollError, PollRecord, SeriesKey, Snapshot};
 use crate::notify::outbox::Route;
 use crate::rules::RuleSet;
 use crate::store::{SilenceRow, Store, StoreError};
+pub use record::{AlertChange, Outbox, Recorded, record_and_evaluate};
 
 /// The error code of a poll that scanwatch recorded without calling HSS.
 pub const NOT_SENT_CODE: &str = "SCANWATCH.BACKOFF";
@@ -65,7 +68,26 @@ pub struct PollResult {
 
 struct AccountRuntime {
     budget: RateBudget,
+    calls_per_minute: u32,
     series: Vec<PolledSeries>,
+}
+
+/// Called once per account and cycle when the account's first wait for its API budget begins: (account, calls
+/// per minute, the series still to poll). `scanwatch poll` prints it, so a run that waits a minute says why.
+pub type WaitNotice = Arc<dyn Fn(&str, u32, usize) + Send + Sync>;
+
+/// How one cycle runs: whether it stores, over how long it spreads each account's polls, when it stops, what it
+/// skips.
+#[derive(Clone, Default)]
+pub struct CycleOptions {
+    /// false: print only (`poll --no-store`): nothing is written, evaluated or notified.
+    pub store: bool,
+    /// Spread each account's polls evenly over this long (zero: as fast as the budget allows).
+    pub over: Duration,
+    /// Cancelled: no further poll starts; polls in flight finish and are stored (SIGTERM, SIGHUP).
+    pub stop: CancellationToken,
+    /// Series already polled in this cycle (a cycle resumed under a reloaded config).
+    pub skip: HashSet<i64>,
 }
 
 /// Everything needed to poll: the client, the budgets, the series and where results go.
@@ -81,6 +103,9 @@ pub struct Poller {
     routes: Vec<Arc<dyn Route>>,
     /// Polls (call + store) in flight across all accounts, at most [`MAX_CONCURRENT_CALLS`].
     in_flight: Semaphore,
+    /// Where each poll registers while it runs (the daemon's watchdog reads it).
+    liveness: Arc<Liveness>,
+    wait_notice: Option<WaitNotice>,
 }
 
 impl Poller {
@@ -96,15 +121,17 @@ impl Poller {
         let mut accounts = BTreeMap::new();
         for account in &config.accounts {
             let budget = RateBudget::new(account.calls_per_minute);
-            let window = TimeDelta::from_std(budget::WINDOW).unwrap_or(TimeDelta::MAX);
             let ages: Vec<Duration> = store
-                .calls_since(&account.name, now - window)
+                .calls_since(&account.name, crate::clock::earlier(now, budget::WINDOW))
                 .await?
                 .into_iter()
                 .filter_map(|t| (now - t).to_std().ok())
                 .collect();
             budget.prime(&ages);
-            accounts.insert(account.name.clone(), AccountRuntime { budget, series: Vec::new() });
+            accounts.insert(
+                account.name.clone(),
+                AccountRuntime { budget, calls_per_minute: account.calls_per_minute, series: Vec::new() },
+            );
         }
         let mut clients: BTreeMap<(String, String), Arc<client::Account>> = BTreeMap::new();
         // Registered in one transaction: 10,000 series took ~1 s one transaction each, on every start and reload.
@@ -145,7 +172,21 @@ impl Poller {
             lifecycle: config.alerting.lifecycle(),
             routes: Vec::new(),
             in_flight: Semaphore::new(MAX_CONCURRENT_CALLS),
+            liveness: Arc::new(Liveness::default()),
+            wait_notice: None,
         })
+    }
+
+    /// Registers every poll with `liveness` while it runs.
+    pub fn with_liveness(mut self, liveness: Arc<Liveness>) -> Self {
+        self.liveness = liveness;
+        self
+    }
+
+    /// Says when an account starts waiting for its API budget.
+    pub fn with_wait_notice(mut self, notice: WaitNotice) -> Self {
+        self.wait_notice = Some(notice);
+        self
     }
 
     /// Sets the channels' routes: from now on alert changes write outbox notices for them.
@@ -171,12 +212,20 @@ impl Poller {
     /// its interval so an account's targets never burst). Every account runs at once; at most
     /// [`MAX_CONCURRENT_CALLS`] polls are in flight.
     pub async fn poll_spread(&self, store: bool, over: Duration) -> Result<Vec<PollResult>, StoreError> {
-        let silences = if store { self.store.silences(self.clock.now(), false).await? } else { Vec::new() };
-        let per_account: Vec<_> = stream::iter(self.accounts.iter())
-            .map(|(name, rt)| self.poll_account(name, rt, store, &silences, over))
-            .buffered(self.accounts.len().max(1))
-            .collect()
-            .await;
+        self.poll_cycle(&CycleOptions { store, over, ..CycleOptions::default() }).await
+    }
+
+    /// One cycle as `opts` says. Stopped early, it returns what was polled before the stop; every result returned
+    /// is stored (with `store`), and a poll that had not started never is.
+    pub async fn poll_cycle(&self, opts: &CycleOptions) -> Result<Vec<PollResult>, StoreError> {
+        let silences = if opts.store { self.store.silences(self.clock.now(), false).await? } else { Vec::new() };
+        // Collected first, not a stream of closures: the cycle runs as a spawned task, and a closure-mapped stream
+        // is not provably `Send` for every lifetime.
+        let mut per_account = Vec::with_capacity(self.accounts.len());
+        for (name, rt) in &self.accounts {
+            per_account.push(self.poll_account(name, rt, opts, &silences));
+        }
+        let per_account = futures_util::future::join_all(per_account).await;
         let mut out = Vec::new();
         for r in per_account {
             out.extend(r?);
@@ -188,24 +237,32 @@ impl Poller {
         &self,
         name: &str,
         rt: &AccountRuntime,
-        store: bool,
+        opts: &CycleOptions,
         silences: &[SilenceRow],
-        over: Duration,
     ) -> Result<Vec<PollResult>, StoreError> {
-        let mut results = Vec::with_capacity(rt.series.len());
+        let todo: Vec<&PolledSeries> = rt.series.iter().filter(|s| !opts.skip.contains(&s.series_id)).collect();
+        let mut results = Vec::with_capacity(todo.len());
         let mut blocked = self.credential_backoff(name).await?;
         let start = tokio::time::Instant::now();
-        let offsets = budget::spread(over, rt.series.len());
-        for (s, offset) in rt.series.iter().zip(offsets) {
+        let offsets = budget::spread(opts.over, todo.len());
+        let mut announced = false;
+        for (i, (s, offset)) in todo.iter().copied().zip(offsets).enumerate() {
+            if opts.stop.is_cancelled() {
+                break;
+            }
             // Held until the result is stored, so the bound covers the store's writes too.
             let mut permit = None;
             if blocked.is_none() {
-                tokio::time::sleep_until(start + offset).await;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(start + offset) => {}
+                    _ = opts.stop.cancelled() => break,
+                }
             }
+            let forbidden = if blocked.is_none() { self.series_backoff(s).await? } else { None };
             let throttled = rt.budget.paused().filter(|left| *left > MAX_THROTTLE_WAIT);
-            let (record, sent) = match (&blocked, throttled) {
-                (Some((kind, reason)), _) => (self.not_sent(*kind, reason), false),
-                (None, Some(left)) => {
+            let (record, sent) = match (&blocked, &forbidden, throttled) {
+                (Some((kind, reason)), _, _) | (None, Some((kind, reason)), _) => (self.not_sent(*kind, reason), false),
+                (None, None, Some(left)) => {
                     // Waiting out a long pause here would hold the whole cycle (and every account's next one) back
                     // by up to a minute; the series is recorded as not polled instead, like a credential backoff.
                     let reason = format!(
@@ -214,16 +271,28 @@ impl Poller {
                     );
                     (self.not_sent(ErrorKind::Throttled, &reason), false)
                 }
-                (None, None) => {
+                (None, None, None) => {
                     let admitted;
-                    (permit, admitted) = self.admit(&rt.budget).await;
+                    (permit, admitted) = tokio::select! {
+                        r = self.admit(&rt.budget, |wait| {
+                            if !announced && wait >= ANNOUNCE_WAIT && let Some(notice) = &self.wait_notice {
+                                notice(name, rt.calls_per_minute, todo.len() - i);
+                                announced = true;
+                            }
+                        }) => r,
+                        _ = opts.stop.cancelled() => break,
+                    };
+                    let busy = self.liveness.busy("poll");
                     let record = self.poll_one(s).await;
                     rt.budget.finished(admitted);
+                    drop(busy);
                     if let Err(e) = &record.outcome {
                         if e.kind == ErrorKind::Throttled {
                             rt.budget.pause_for(e.retry_after.unwrap_or(DEFAULT_THROTTLE_PAUSE));
                         }
-                        if e.kind.is_credential_problem() {
+                        // Rejected credentials are the account's (HSS locks a key after 5 failed signatures); a
+                        // denied permission is this project's alone, and the series backs off by itself.
+                        if e.kind == ErrorKind::Auth {
                             blocked = Some((
                                 e.kind,
                                 format!(
@@ -238,7 +307,8 @@ impl Poller {
             if let Err(e) = &record.outcome {
                 tracing::warn!(target: "scanwatch::poll", series = %s.key, kind = %e.kind, error = %e, "poll failed");
             }
-            let (snapshot_id, changes) = if store {
+            let (snapshot_id, changes) = if opts.store {
+                let busy = self.liveness.busy("store");
                 let outbox = Outbox { labels: Some(&s.labels), routes: &self.routes, silences };
                 let r = record_and_evaluate(
                     &self.store,
@@ -251,6 +321,7 @@ impl Poller {
                     outbox,
                 )
                 .await?;
+                drop(busy);
                 (Some(r.snapshot_id), r.changes)
             } else {
                 (None, Vec::new())
@@ -264,7 +335,11 @@ impl Poller {
     /// Waits for a free poll slot and a slot in the account's budget; returns the instant the budget recorded, for
     /// [`RateBudget::finished`]. The budget slot is taken while holding the poll slot, so the call goes out when the
     /// budget records it; the poll slot is not held while the budget makes the account wait.
-    async fn admit(&self, budget: &RateBudget) -> (Option<tokio::sync::SemaphorePermit<'_>>, tokio::time::Instant) {
+    async fn admit(
+        &self,
+        budget: &RateBudget,
+        mut on_wait: impl FnMut(Duration),
+    ) -> (Option<tokio::sync::SemaphorePermit<'_>>, tokio::time::Instant) {
         loop {
             // The semaphore is never closed; without a permit the poll still goes out, just unbounded.
             let permit = self.in_flight.acquire().await.ok();
@@ -272,6 +347,7 @@ impl Poller {
                 Ok(admitted) => return (permit, admitted),
                 Err(wait) => {
                     drop(permit);
+                    on_wait(wait);
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -308,29 +384,52 @@ impl Poller {
         PollRecord { polled_at: self.clock.now(), latency_ms: 0, outcome: Err(e), http_status: None, request_id: None }
     }
 
-    /// Whether the account is still backing off after consecutive credential errors (read from the stored calls).
+    /// Whether the account is still backing off after consecutive rejected credentials (401: bad signature, unknown
+    /// AK, expired token), read from the account's stored calls. A 403 ends the streak: the credentials worked.
     async fn credential_backoff(&self, account: &str) -> Result<Option<(ErrorKind, String)>, StoreError> {
         let recent = self.store.latest_calls(account, 12).await?;
-        let failures = recent.iter().take_while(|s| s.error_kind.is_some_and(|k| k.is_credential_problem())).count();
-        let Some(last) = recent.first().filter(|_| failures > 0) else { return Ok(None) };
-        let delay = budget::auth_backoff(self.backoff_base, u32::try_from(failures).unwrap_or(u32::MAX));
-        let until = last.polled_at + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
-        if self.clock.now() >= until {
-            return Ok(None);
-        }
-        let what = match (&last.error_code, last.http_status) {
-            (Some(code), Some(status)) => format!("HTTP {status} {code}"),
-            (_, Some(status)) => format!("HTTP {status}"),
-            _ => "credentials rejected".to_string(),
-        };
+        let Some((failures, last, until)) = self.backoff_from(&recent, ErrorKind::Auth) else { return Ok(None) };
         Ok(Some((
-            last.error_kind.unwrap_or(ErrorKind::Auth),
+            ErrorKind::Auth,
             format!(
-                "account `{account}` is backing off after {failures} rejected call(s) ({what}, last at {}); next try after {}",
+                "account `{account}` is backing off after {failures} rejected call(s) ({}, last at {}); next try after {}",
+                what_failed(last),
                 last.polled_at.format("%Y-%m-%dT%H:%M:%SZ"),
                 until.format("%Y-%m-%dT%H:%M:%SZ"),
             ),
         )))
+    }
+
+    /// Whether this series is backing off after HSS denied it permission (403, `HSS.0010`, `HSS.0013`,
+    /// `APIGW.0306`): that is about its project or enterprise project, so only it waits; the account's other
+    /// series keep polling.
+    async fn series_backoff(&self, s: &PolledSeries) -> Result<Option<(ErrorKind, String)>, StoreError> {
+        let recent = self.store.latest_series_calls(s.series_id, 12).await?;
+        let Some((failures, last, until)) = self.backoff_from(&recent, ErrorKind::Forbidden) else { return Ok(None) };
+        Ok(Some((
+            ErrorKind::Forbidden,
+            format!(
+                "HSS denied access to {} {failures} time(s) ({}, last at {}); next try after {}",
+                crate::rules::project_of(&s.key),
+                what_failed(last),
+                last.polled_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                until.format("%Y-%m-%dT%H:%M:%SZ"),
+            ),
+        )))
+    }
+
+    /// From calls newest first: the run of `kind` failures at the head, its latest call and when its backoff ends —
+    /// if it has not ended yet.
+    fn backoff_from<'a>(
+        &self,
+        recent: &'a [Snapshot],
+        kind: ErrorKind,
+    ) -> Option<(usize, &'a Snapshot, DateTime<Utc>)> {
+        let failures = recent.iter().take_while(|s| s.error_kind == Some(kind)).count();
+        let last = recent.first().filter(|_| failures > 0)?;
+        let delay = budget::auth_backoff(self.backoff_base, u32::try_from(failures).unwrap_or(u32::MAX));
+        let until = crate::clock::later(last.polled_at, delay);
+        (self.clock.now() < until).then_some((failures, last, until))
     }
 
     /// The moment this poller thinks it is.
@@ -343,6 +442,9 @@ impl Poller {
 /// sequential).
 pub const MAX_CONCURRENT_CALLS: usize = 64;
 
+/// A wait for the API budget at least this long is announced (`poll` prints it).
+const ANNOUNCE_WAIT: Duration = Duration::from_secs(2);
+
 /// How long an account pauses after a 429 that gave no `Retry-After` (Huawei's FAQ says 2–5 s; the 5/min limit
 /// makes a longer wait wiser).
 const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(30);
@@ -350,6 +452,16 @@ const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(30);
 /// The longest a series waits in its cycle for an account's 429 pause to end (a `Retry-After: 1` is waited for);
 /// behind a longer pause it is recorded as not polled, with the throttling as the reason.
 const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(5);
+
+/// "HTTP 403 HSS.0010", or what is known of a stored failure.
+fn what_failed(last: &Snapshot) -> String {
+    match (&last.error_code, last.http_status) {
+        (Some(code), Some(status)) => format!("HTTP {status} {code}"),
+        (_, Some(status)) => format!("HTTP {status}"),
+        (Some(code), None) => code.clone(),
+        _ => "rejected".to_string(),
+    }
+}
 
 fn credentials(account: &crate::config::Account, region: &str) -> Credentials {
     match &account.auth {

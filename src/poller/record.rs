@@ -5,10 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::TimeDelta;
-
-use super::silence::silenced_by;
-use super::{Alert, AlertState, Event, Lifecycle, Transition, fingerprint, step};
+use crate::alerting::silence::silenced_by;
+use crate::alerting::{Alert, AlertState, Event, Lifecycle, Transition, fingerprint, step};
 use crate::model::{PollRecord, SeriesKey};
 use crate::notify::AlertNotice;
 use crate::notify::outbox::{Route, route};
@@ -59,14 +57,14 @@ pub async fn record_and_evaluate(
     let mut tx = store.begin_write().await?;
     let snapshot_id = tx.insert_snapshot(series_id, record, sent).await?;
     let now = record.polled_at;
-    let window_start = now - TimeDelta::from_std(rules::lookback(rule_set)).unwrap_or(TimeDelta::MAX);
+    let window_start = crate::clock::earlier(now, rules::lookback(rule_set));
     let min_polls = u32::try_from(rules::min_polls(rule_set)).unwrap_or(u32::MAX);
     let history = tx.rule_history(series_id, window_start, min_polls).await?;
     if let Some(skew) = rules::future_start_skew(&history, now) {
         tracing::warn!(series = %key, ahead = %rules::human_duration(skew), "last_task_start_time is in the future (clock skew?); treating its age as 0");
     }
     let mut changes = Vec::new();
-    let outcomes = rules::evaluate_all(rule_set, key.task_type, &history, now);
+    let outcomes = rules::evaluate_all(rule_set, key, &history, now);
     let fingerprints: Vec<String> = outcomes.iter().map(|(rule, _, _)| fingerprint(*rule, key)).collect();
     let mut stored_alerts = tx.alerts(&fingerprints).await?;
     for ((rule, severity, outcome), fp) in outcomes.into_iter().zip(fingerprints) {
