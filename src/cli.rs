@@ -476,6 +476,11 @@ fn say_wait(account: &str, calls_per_minute: u32, left: usize) {
     );
 }
 
+/// "1 account", "2 accounts".
+fn counted(n: usize, one: &str, many: &str) -> String {
+    if n == 1 { format!("1 {one}") } else { format!("{n} {many}") }
+}
+
 /// 1 when any poll failed (and says how many), else 0.
 fn poll_exit(results: &[PollResult]) -> ExitCode {
     let failed = results.iter().filter(|r| r.record.outcome.is_err()).count();
@@ -493,11 +498,11 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
                 println!("warning: {w}");
             }
             println!(
-                "{}: ok ({} accounts, {} targets, {} polled series every {})",
+                "{}: ok ({}, {}, {} every {})",
                 path.display(),
-                config.accounts.len(),
-                config.targets.len(),
-                config.series().count(),
+                counted(config.accounts.len(), "account", "accounts"),
+                counted(config.targets.len(), "target", "targets"),
+                counted(config.series().count(), "polled series", "polled series"),
                 crate::config::format_duration(config.schedule.interval)
             );
             Ok(ExitCode::SUCCESS)
@@ -805,7 +810,10 @@ async fn deliver_until(
     clock: &dyn Clock,
     budget: Duration,
 ) -> anyhow::Result<DispatchReport> {
-    let deadline = std::time::Instant::now() + budget;
+    // A `--deliver-timeout` too long to add to the clock means: until everything is delivered or given up.
+    let deadline = std::time::Instant::now().checked_add(budget).unwrap_or_else(|| {
+        std::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+    });
     let mut total = DispatchReport::default();
     loop {
         let r = dispatcher.dispatch_due(store, clock.now(), deadline).await?;
@@ -814,7 +822,7 @@ async fn deliver_until(
         total.retrying = r.retrying + r.deferred;
         let Some(next) = store.next_attempt_at().await? else { break };
         let wait = (next - clock.now()).to_std().unwrap_or_default();
-        if std::time::Instant::now() + wait >= deadline {
+        if std::time::Instant::now().checked_add(wait).is_none_or(|t| t >= deadline) {
             break;
         }
         tokio::time::sleep(wait).await;

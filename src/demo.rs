@@ -137,13 +137,14 @@ pub async fn run(duration: Duration, shutdown: CancellationToken) -> anyhow::Res
 
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let deadline = tokio::time::Instant::now() + duration;
+    // `--duration 300000y` means until Ctrl-C, not a panic.
+    let deadline = tokio::time::Instant::now().checked_add(duration);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => break,
         }
-        if tokio::time::Instant::now() >= deadline {
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             break;
         }
         daemon.run_cycle().await?;

@@ -227,11 +227,17 @@ fn every_rule_fires_and_resolves_across_restarts_and_replay_agrees() {
         assert_eq!(&states(&cfg, hour), want, "after the poll at {hour}h");
     }
 
-    // A restart between polls changes nothing: the log and the states stay as they were.
+    // A restart changes nothing: another process polls again at the same time, and the log, the states and the
+    // outbox stay as they were (no duplicate "firing", no lost "resolved").
     let log = json(&scanwatch(&cfg, 5, &["transitions", "--format", "json"]));
     let before = states(&cfg, 5);
+    let sent = json(&scanwatch(&cfg, 5, &["notifications", "--format", "json"])).len();
+    let polls = json(&scanwatch(&cfg, 5, &["history", "--format", "json"])).len();
+    scanwatch(&cfg, 5, &["poll"]);
+    assert_eq!(json(&scanwatch(&cfg, 5, &["history", "--format", "json"])).len(), polls + 4, "it really polled");
     assert_eq!(states(&cfg, 5), before);
     assert_eq!(json(&scanwatch(&cfg, 5, &["transitions", "--format", "json"])), log);
+    assert_eq!(json(&scanwatch(&cfg, 5, &["notifications", "--format", "json"])).len(), sent);
     // Each alert fired exactly once and resolved exactly once.
     let events: Vec<(String, String)> = log
         .iter()

@@ -9,57 +9,25 @@
 //! mapped to UTC), so minutes of schedule pass in seconds. Tokio moves a paused clock to the next timer whenever no
 //! task is ready — also while a task waits for SQLite's worker thread, which tokio cannot see, so unchecked the clock
 //! would leap ahead during every write (and fire sqlx's 30 s acquire timeout at once). [`govern_clock`] bounds that:
-//! simulated time runs at most [`STEP`] per [`PAUSE`] of real time (20x), so a 1 ms write costs at most ~20 ms of
+//! simulated time runs at most [`STEP`] per millisecond of real time (20x), so a 1 ms write costs at most ~20 ms of
 //! simulated time. Such a leap only ever makes a poll later, never earlier: the same direction as a slow disk.
 //! Network latency is zero here, so the race between a call's admission and its arrival at the gateway only shows in
 //! real time (the example; `RateBudget::finished` is what closes it).
 
 #[path = "../examples/support/budget.rs"]
 mod budget;
+mod simtime;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use budget::{Fleet, WINDOW, polls_histogram, run_cycles, summarize, worst_identities};
-use chrono::{DateTime, TimeDelta, Utc};
-use scanwatch::clock::Clock;
 use scanwatch::simulator::audit::audit;
 use scanwatch::simulator::{Scenario, Simulator, SimulatorOptions};
+use simtime::{TokioClock, govern_clock};
 use tokio_util::sync::CancellationToken;
 
-/// The most the paused clock moves per [`PAUSE`] of real time.
+/// The most the paused clock moves per millisecond of real time (20x).
 const STEP: Duration = Duration::from_millis(20);
-const PAUSE: Duration = Duration::from_millis(1);
-
-/// Until `stop`: lets the paused clock move by at most [`STEP`], then holds it for [`PAUSE`] of real time (tokio does
-/// not auto-advance a paused clock while a `spawn_blocking` task runs), and again.
-fn govern_clock(stop: CancellationToken) {
-    tokio::spawn(async move {
-        while !stop.is_cancelled() {
-            tokio::time::sleep(STEP).await;
-            let _ = tokio::task::spawn_blocking(|| std::thread::sleep(PAUSE)).await;
-        }
-    });
-}
-
-/// UTC that moves with tokio's (paused) clock.
-#[derive(Debug)]
-struct TokioClock {
-    base: DateTime<Utc>,
-    origin: tokio::time::Instant,
-}
-
-impl TokioClock {
-    fn starting_now() -> Arc<TokioClock> {
-        Arc::new(TokioClock { base: Utc::now(), origin: tokio::time::Instant::now() })
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.base + TimeDelta::from_std(self.origin.elapsed()).unwrap_or(TimeDelta::MAX)
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn every_series_is_polled_every_cycle_at_the_fastest_interval_and_never_over_budget() {
@@ -69,7 +37,7 @@ async fn every_series_is_polled_every_cycle_at_the_fastest_interval_and_never_ov
     let cycles = 4;
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
-    govern_clock(stop.clone());
+    govern_clock(STEP, stop.clone());
     let clock = TokioClock::starting_now();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());

@@ -172,3 +172,55 @@ fn a_wrong_password_or_token_is_an_auth_failure_that_backs_off_without_leaking_i
         assert!(!stored.contains(wrong), "the database holds `{wrong}`");
     }
 }
+
+/// Project-scoped IAM: HSS denies one project (403 `HSS.0010`), and that target is listed first. The denial is about
+/// that project, not the account's credentials: only its series backs off, its `poll_failing` names the project,
+/// and the account's other target keeps being polled, run after run.
+#[test]
+fn a_denied_project_backs_off_alone_and_the_accounts_other_targets_keep_polling() {
+    let denied = "fault = \"hss_error\"\nstatus = 403\ncode = \"HSS.0010\"\nmessage = \"no permission for this project\"";
+    let mut scenario = scenario_head();
+    scenario.push_str(&series(P_ONE, "cluster_scan", Some("all_granted_eps"), denied));
+    scenario.push_str(&series(P_GOOD, "cluster_scan", None, &healthy(3)));
+    let sim = SimServer::start(&scenario);
+
+    let sb = Sandbox::new();
+    let mut config = String::from("[schedule]\ninterval = \"5m\"\n");
+    config.push_str(&aksk_account("prod", "SW_AK", "SW_SK"));
+    config.push_str(&target("denied", "prod", &sim.url, P_ONE, &["cluster_scan"], Some("all_granted_eps")));
+    config.push_str(&target("healthy", "prod", &sim.url, P_GOOD, &["cluster_scan"], None));
+    sb.write_config(&config);
+
+    for run_no in 0..3 {
+        let run = sb.run(&["poll", "--format", "json"]);
+        run.expect_code(1);
+        assert!(run.stderr.contains("1 of 2 polls failed"), "run {run_no}: {run}");
+    }
+    // The denied project was called once (then backed off); the healthy one on every run.
+    assert_eq!(sim.calls_for(P_ONE).len(), 1, "{:#?}", sim.calls_for(P_ONE));
+    assert_eq!(sim.calls_for(P_GOOD).len(), 3);
+
+    let rows = sb.history(&[]);
+    let healthy_rows: Vec<&Value> = rows.iter().filter(|r| r["target"] == "healthy").collect();
+    assert_eq!(healthy_rows.len(), 3);
+    assert!(healthy_rows.iter().all(|r| r["ok"] == true), "{healthy_rows:#?}");
+    let denied_rows: Vec<&Value> = rows.iter().filter(|r| r["target"] == "denied").collect();
+    assert_eq!((denied_rows[0]["error_kind"].as_str(), denied_rows[0]["http_status"].as_u64()), (Some("forbidden"), Some(403)));
+    for later in &denied_rows[1..] {
+        assert_eq!(later["error_code"], "SCANWATCH.BACKOFF", "{later:#}");
+        let message = later["error_message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("project {P_ONE} (enterprise project all_granted_eps)")), "{later:#}");
+    }
+
+    // Only the denied target alerts, and it says which project HSS denies.
+    let alerts: Vec<Value> = parse_rows(&sb.run(&["alerts", "--format", "json"]).expect_code(0).stdout);
+    let failing: Vec<&Value> = alerts.iter().filter(|a| a["rule"] == "poll_failing").collect();
+    assert_eq!(failing.len(), 1, "{alerts:#?}");
+    assert_eq!(failing[0]["target"], "denied");
+    let summary = failing[0]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.starts_with(&format!("HSS denies access to project {P_ONE} (enterprise project all_granted_eps)"))
+            && summary.contains("HSS.0010"),
+        "{summary}"
+    );
+}

@@ -114,3 +114,39 @@ fn fifty_alerts_in_one_cycle_are_one_message_per_channel() {
     assert_eq!(log.len(), 2);
     assert!(log.iter().all(|n| n["status"] == "delivered" && n["fingerprints"].as_array().unwrap().len() == 50));
 }
+
+/// `notify-test` must never look like a real alert on an on-call channel: it says it is a test in the title, is
+/// severity info with label test="true", has a fingerprint no real alert can have, and names a made-up target
+/// unless one is asked for.
+#[test]
+fn notify_test_says_it_is_a_test_and_can_never_be_taken_for_a_real_alert() {
+    let sb = Sandbox::new();
+    let rx = Receiver::start();
+    let _sim = failing_setup(&sb, 1, &webhook(&rx.url));
+    let real_fingerprints = || -> Vec<String> {
+        sb.run(&["poll"]);
+        let alerts = parse_rows(&sb.run(&["alerts", "--all", "--format", "json"]).expect_code(0).stdout);
+        alerts.iter().map(|a| a["fingerprint"].as_str().unwrap_or_default().to_string()).collect()
+    };
+    let real = real_fingerprints();
+    assert!(!real.is_empty(), "a real alert exists to compare with");
+
+    sb.run(&["notify-test", "--channel", "hook"]).expect_code(0);
+    let sent = rx.received();
+    let test = &sent.last().expect("the test message arrived").body;
+    let alert = &test["alerts"][0];
+    assert_eq!(alert["labels"]["test"], "true", "{test:#}");
+    assert_eq!(alert["labels"]["severity"], "info", "{test:#}");
+    assert_eq!(alert["labels"]["target"], "scanwatch-notify-test", "a made-up target: {test:#}");
+    let fingerprint = alert["fingerprint"].as_str().unwrap_or_default();
+    assert!(fingerprint.starts_with("test-") && !real.iter().any(|f| f == fingerprint), "{fingerprint}");
+    let title = test["title"].as_str().unwrap_or_default();
+    assert!(title.starts_with("[TEST] "), "the title says it is a test: {title}");
+
+    // With --target, the target's labels, still a test.
+    sb.run(&["notify-test", "--channel", "hook", "--target", "t000"]).expect_code(0);
+    let with_target = rx.received().last().expect("second test message").body.clone();
+    assert_eq!(with_target["alerts"][0]["labels"]["target"], "t000");
+    assert_eq!(with_target["alerts"][0]["labels"]["test"], "true");
+    assert!(with_target["title"].as_str().unwrap_or_default().starts_with("[TEST] "));
+}

@@ -226,7 +226,12 @@ fn poll_with_no_store_prints_the_results_but_stores_nothing() {
     }
     assert_eq!(sim.hss_calls().len(), expected().len(), "the series were really polled");
 
-    assert_eq!(sb.history(&[]), Vec::<Value>::new(), "nothing was stored");
+    assert!(!sb.db_path().exists(), "nothing was stored: not even a database was created");
+    // And a read does not create one either: it names the missing file.
+    let read = sb.run(&["history"]);
+    read.expect_code(1);
+    assert!(read.stderr.contains(&format!("no database at {}", sb.db_path().display())), "{read}");
+    assert!(!sb.db_path().exists(), "a read never creates a database");
 }
 
 #[test]
@@ -248,7 +253,9 @@ fn an_environment_override_moves_the_database() {
     assert_eq!(sb.history(&[]).len(), expected().len());
 
     sb.unset_env("SCANWATCH__STORAGE__PATH");
-    assert_eq!(sb.history(&[]), Vec::<Value>::new(), "the file's database has no snapshots");
+    let read = sb.run(&["history"]);
+    read.expect_code(1);
+    assert!(read.stderr.contains("no database at"), "the file's database was never created: {read}");
 }
 
 #[test]

@@ -32,7 +32,9 @@ fn unit_text(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-/// The full path of `tool` per `which`, or `None` after a loud note saying what is not being checked.
+/// The full path of `tool` per `which`, or `None` after a loud note saying what is not being checked. Under CI
+/// (`CI=true`, where `.ci/run` installs every tool) a missing tool fails the test instead: a check that silently
+/// did not run must never pass.
 fn installed(tool: &str, what: &str) -> Option<PathBuf> {
     let found = Command::new("which")
         .arg(tool)
@@ -41,6 +43,9 @@ fn installed(tool: &str, what: &str) -> Option<PathBuf> {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if found.is_none() && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("`{tool}` is not installed, and CI must check: {what} (.ci/run installs it)");
+    }
     if found.is_none() {
         // Written to the stderr handle, not with `eprintln!`, so the test harness does not swallow it.
         let bar = "!".repeat(100);

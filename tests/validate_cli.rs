@@ -45,7 +45,7 @@ fn a_good_config_validates_ok() {
     sb.write_config(&format!("[schedule]\ninterval = \"5m\"\n{ACCOUNT}{TARGET}"));
     let run = sb.run(&["validate"]);
     run.expect_code(0);
-    assert!(run.stdout.contains(": ok (1 accounts, 1 targets, 2 polled series every 5m)"), "{run}");
+    assert!(run.stdout.contains(": ok (1 account, 1 target, 2 polled series every 5m)"), "{run}");
     assert!(!sb.db_path().exists(), "validate opens no database");
 }
 

@@ -326,16 +326,37 @@ mod tests {
         assert_eq!(min_interval(1000, 600), secs(100));
     }
 
+    /// As the poller does it: wait for a slot, make the call (a slow one, then fast ones), mark it finished — and
+    /// count calls when they complete, as the gateway counts them when they arrive, not when they were admitted.
     #[tokio::test(start_paused = true)]
-    async fn polls_spread_over_min_interval_fit_the_budget() {
+    async fn polls_spread_over_min_interval_fit_the_budget_counted_when_they_complete() {
         let budget = RateBudget::new(5);
         let interval = min_interval(8, 5);
         let start = Instant::now();
+        let mut completed = Vec::new();
         for cycle in 0..3u32 {
-            for offset in spread(interval, 8) {
+            for (i, offset) in spread(interval, 8).into_iter().enumerate() {
                 tokio::time::sleep_until(start + interval * cycle + offset).await;
-                assert_eq!(budget.try_acquire(), Ok(()), "cycle {cycle} offset {offset:?}");
+                let admitted = loop {
+                    match budget.try_admit() {
+                        Ok(at) => break at,
+                        Err(wait) => tokio::time::sleep(wait).await,
+                    }
+                };
+                // A slow call now and then: counted from admission, the fast one admitted 60 s later would land
+                // within 60 s of it at the gateway.
+                let latency = if i % 5 == 0 { Duration::from_secs(5) } else { Duration::from_millis(100) };
+                tokio::time::sleep(latency).await;
+                budget.finished(admitted);
+                completed.push(Instant::now());
             }
         }
+        for (i, t) in completed.iter().enumerate() {
+            let in_window = completed[i..].iter().take_while(|u| u.duration_since(*t) < WINDOW).count();
+            assert!(in_window <= 5, "{in_window} calls completed within 60 s from call {i}");
+        }
+        assert_eq!(completed.len(), 24);
+        let took = completed[23].duration_since(start);
+        assert!(took < interval * 3 + Duration::from_secs(20), "the budget kept the pace: {took:?}");
     }
 }

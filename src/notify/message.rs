@@ -535,8 +535,11 @@ pub fn describe(a: &AlertNotice, language: Language) -> String {
             let over = v.split_once(" over ").map(|(_, d)| d);
             let what = if a.summary.starts_with("HSS rejects the account's credentials") {
                 "HSS 拒绝了账号凭据".to_string()
-            } else if a.summary.starts_with("HSS denies the account permission") {
-                "HSS 拒绝账号访问(权限不足)".to_string()
+            } else if let Some(rest) = a.summary.strip_prefix("HSS denies access to ") {
+                // "project X (enterprise project Y): …" → 项目 X(企业项目 Y)
+                let what = rest.split_once(": ").map_or(rest, |(w, _)| w);
+                let what = what.replacen("enterprise project ", "企业项目 ", 1).replacen("project ", "项目 ", 1);
+                format!("HSS 拒绝访问{what}(权限不足)")
             } else {
                 match (failures, over) {
                     (Some(n), Some(d)) => format!("HSS 接口轮询已连续失败 {n} 次,持续 {d}"),

@@ -254,7 +254,7 @@ impl Poller {
             let mut permit = None;
             if blocked.is_none() {
                 tokio::select! {
-                    _ = tokio::time::sleep_until(start + offset) => {}
+                    _ = tokio::time::sleep_until(start.checked_add(offset).unwrap_or(start)) => {}
                     _ = opts.stop.cancelled() => break,
                 }
             }

@@ -424,7 +424,7 @@ fn poll_failing_answers_every_edge_case() {
             "a forbidden error breaches on the first failure",
             p,
             with(vec![fail(10 * H, ErrorKind::Forbidden)]),
-            Want::Breach("HSS denies the account permission: forbidden (HTTP 403, APIGW.0302)", "1 failed poll"),
+            Want::Breach("HSS denies access to the project: forbidden (HTTP 403, APIGW.0302)", "1 failed poll"),
         ),
         (
             "an auth error breaches on the very first poll after a first start",

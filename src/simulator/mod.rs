@@ -202,6 +202,11 @@ impl Simulator {
         state.offset = state.offset.checked_add(&by).unwrap_or(chrono::Duration::MAX);
     }
 
+    /// How far [`Simulator::advance`] has moved the simulator's clock ahead of the clock it reads.
+    pub fn offset(&self) -> chrono::Duration {
+        self.lock().offset
+    }
+
     /// Simulator time: the clock (the wall clock unless [`SimulatorOptions`] gave another) plus everything
     /// [`Simulator::advance`] added.
     pub fn now(&self) -> DateTime<Utc> {
@@ -548,9 +553,15 @@ async fn control_calls(State(sim): State<Simulator>) -> Response {
     axum::Json(sim.calls()).into_response()
 }
 
-/// `GET /__sim/now`: the simulator time.
+/// `GET /__sim/now`: the simulator time, and how far `advance` has moved it (`offset`, the `--clock-offset` a
+/// rehearsing scanwatch takes so that its signatures and its rules follow simulator time).
 async fn control_now(State(sim): State<Simulator>) -> Response {
-    axum::Json(json!({ "now": rfc3339(sim.now()) })).into_response()
+    axum::Json(clock_json(&sim)).into_response()
+}
+
+fn clock_json(sim: &Simulator) -> Value {
+    let offset = sim.offset().to_std().unwrap_or_default();
+    json!({ "now": rfc3339(sim.now()), "offset": crate::config::format_duration(offset) })
 }
 
 /// `POST /__sim/advance` with `{"by":"90m"}`: moves the simulator clock.
@@ -565,7 +576,7 @@ async fn control_advance(State(sim): State<Simulator>, body: Bytes) -> Response 
     match by {
         Ok(by) => {
             sim.advance(by);
-            axum::Json(json!({ "now": rfc3339(sim.now()) })).into_response()
+            axum::Json(clock_json(&sim)).into_response()
         }
         Err(message) => (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": message }))).into_response(),
     }
