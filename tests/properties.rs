@@ -272,7 +272,7 @@ fn config_text() -> impl Strategy<Value = String> {
 }
 
 const MINIMAL: &str = "[[accounts]]\nname = \"prod\"\n[[targets]]\nname = \"t1\"\naccount = \"prod\"\n\
-                       region = \"cn-north-4\"\nproject_id = \"p1\"\n";
+                       region = \"cn-north-4\"\nproject_id = \"0123456789abcdef0123456789abcdef\"\n";
 
 fn leaks(s: &str) -> bool {
     s.contains(SK) || s.contains(PASSWORD)

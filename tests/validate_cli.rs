@@ -106,6 +106,78 @@ fn validate_names_an_interval_the_api_budget_cannot_meet() {
 }
 
 #[test]
+fn validate_refuses_a_duration_that_would_overflow_a_date_later() {
+    // Accepted before, then every poll panicked with `DateTime - TimeDelta overflowed`.
+    assert_rejected(
+        &format!("{ACCOUNT}{TARGET}[rules.total_stalled]\nwindow = \"300000y\"\n"),
+        "rules.total_stalled.window",
+        &["300000y", "too long", "at most 3650d"],
+    );
+    assert_rejected(
+        &format!("{ACCOUNT}{TARGET}[targets.rules.stuck_running]\nfor = \"18446744073709551615s\"\n"),
+        "targets[0].rules.stuck_running.for",
+        &["at most 3650d"],
+    );
+}
+
+#[test]
+fn validate_names_a_bad_override_by_its_environment_variable() {
+    let sb = Sandbox::new();
+    sb.write_config(&format!("{ACCOUNT}{TARGET}"));
+    let run = sb.run_with_env(&["validate"], &[("SCANWATCH__STORAGE__RETENTION", "300000y")]);
+    run.expect_code(1);
+    assert!(run.stdout.contains("- SCANWATCH__STORAGE__RETENTION: `300000y` is too long; at most 36500d"), "{run}");
+    assert!(!run.stdout.contains("- storage.retention"), "{run}");
+}
+
+#[test]
+fn validate_accepts_a_zero_repeat_interval_as_no_reminders() {
+    let sb = Sandbox::new();
+    sb.write_config(&format!("{ACCOUNT}{TARGET}[alerting]\nrepeat_interval = \"0s\"\n"));
+    sb.run(&["validate"]).expect_code(0);
+}
+
+#[test]
+fn validate_refuses_a_boolean_that_is_not_a_toml_boolean() {
+    for value in ["\"yes\"", "\"0\"", "1"] {
+        assert_rejected(
+            &format!("{ACCOUNT}{TARGET}[alerting]\nsend_resolved = {value}\n"),
+            "alerting.send_resolved",
+            &["not a boolean", "true"],
+        );
+    }
+}
+
+#[test]
+fn validate_refuses_a_project_id_that_is_not_32_hex_characters() {
+    let target = TARGET.replace("0123456789abcdef0123456789abcdef", "my-project");
+    assert_rejected(&format!("{ACCOUNT}{target}"), "targets[0].project_id", &["my-project", "32", "e.g."]);
+}
+
+#[test]
+fn validate_warns_with_the_numbers_when_a_cycle_takes_most_of_the_interval() {
+    // 7 targets × 2 task types = 14 series at 5 calls/min take 2m48s of every 5m: more than half.
+    let targets: String = (1..=7)
+        .map(|i| {
+            TARGET
+                .replace("prod-cn-north-4", &format!("prod-{i}"))
+                .replace("0123456789abcdef0123456789abcdef", &format!("{i:032x}"))
+        })
+        .collect();
+    let sb = Sandbox::new();
+    sb.write_config(&format!("[schedule]\ninterval = \"5m\"\n{ACCOUNT}{targets}"));
+    let run = sb.run(&["validate"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(
+            "warning: schedule.interval: accounts[0] `prod`: 14 series at 5 calls/min take about 2m48s of every 5m cycle"
+        ),
+        "{run}"
+    );
+    assert!(run.stdout.contains(": ok (1 accounts, 7 targets, 14 polled series every 5m)"), "{run}");
+}
+
+#[test]
 fn every_problem_is_listed_at_once() {
     let target = TARGET.replace("cn-north-4", "mars-north-1").replace("account = \"prod\"", "account = \"ghost\"");
     let run = assert_rejected(&format!("[schedule]\ninterval = \"soon\"\n{ACCOUNT}{target}"), "schedule.interval", &[]);
@@ -146,7 +218,7 @@ password_env = "SW_PASSWORD"
 name = "t"
 account = "temporary"
 region = "cn-north-4"
-project_id = "p"
+project_id = "0123456789abcdef0123456789abcdef"
 "#
     )
 }

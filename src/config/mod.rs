@@ -33,6 +33,36 @@ const OVERRIDE_PREFIX: &str = "SCANWATCH__";
 /// Where the config file is looked for when neither `--config` nor `SCANWATCH_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/scanwatch/scanwatch.toml";
 
+/// The longest value each duration key takes. Rules, retention and the outbox turn durations into date arithmetic
+/// (`now - window`), which panics beyond chrono's range (about 262,000 years), so every duration is bounded here,
+/// where the key can be named, with limits far beyond any sensible setting and far inside chrono's range.
+pub mod limits {
+    use std::time::Duration;
+
+    const DAY: u64 = 86_400;
+
+    /// `storage.retention`: a century of snapshots.
+    pub const RETENTION: Duration = Duration::from_secs(36_500 * DAY);
+    /// `schedule.interval`: a week (a target polled less often than that is not being watched).
+    pub const INTERVAL: Duration = Duration::from_secs(7 * DAY);
+    /// `schedule.timeout`: one HSS call; HSS answers in well under a second.
+    pub const TIMEOUT: Duration = Duration::from_secs(5 * 60);
+    /// `schedule.connect_timeout`.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Every rule's window or age (`max_age`, `for`, `window`), in `[rules.*]` and `[targets.rules.*]`: ten years.
+    pub const RULE_WINDOW: Duration = Duration::from_secs(3650 * DAY);
+    /// `alerting.pending_for`, `resolve_after`, `repeat_interval`, `max_delivery_age`.
+    pub const ALERTING: Duration = Duration::from_secs(30 * DAY);
+    /// `channels[].timeout`: one delivery attempt.
+    pub const CHANNEL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+    /// `rules.poll_failing.after`: the rule reads this many of the latest snapshots.
+    pub const POLL_FAILING_AFTER: u32 = 1000;
+    /// `accounts[].calls_per_minute`: HSS allows 600 calls per minute per API in total.
+    pub const CALLS_PER_MINUTE: u32 = 600;
+    /// `schedule.max_response_bytes`: 64 MiB (a task-statistics answer is a few hundred bytes).
+    pub const MAX_RESPONSE_BYTES: u64 = 64 << 20;
+}
+
 /// One problem in the configuration, named by its key path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
@@ -317,6 +347,16 @@ pub fn format_duration(d: Duration) -> String {
     if text.is_empty() { "0s".into() } else { text }
 }
 
+/// Parses a humantime duration of at most `max`, or says (naming the text, never a key) what is wrong.
+fn check_duration(text: &str, max: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. `90s`, `5m`, `24h`, `7d`"))?;
+    if d > max {
+        return Err(format!("`{text}` is too long; at most {}", format_duration(max)));
+    }
+    Ok(d)
+}
+
 impl Schedule {
     /// The schedule the daemon runs.
     pub fn plan(&self) -> crate::schedule::Schedule {
@@ -336,11 +376,29 @@ impl Config {
 
     /// Loads and validates with an explicit environment (tests, and `SCANWATCH__…` overrides).
     pub fn load_with(path: &Path, env: &Environment) -> Result<Config, ConfigError> {
+        Config::load_from(path, env, false)
+    }
+
+    /// Loads for a command that only reads the database (`history`, `alerts`, `transitions`, `notifications`,
+    /// `replay`, `silence list`): validated like [`Config::load`], except that a secret that cannot be resolved (its
+    /// variable unset, its file missing) is no problem. Such a secret is unavailable
+    /// ([`SourcedSecret::is_available`]); nothing that reads the database uses one.
+    pub fn load_for_reading(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_for_reading_with(path, &Environment::from_process())
+    }
+
+    /// [`Config::load_for_reading`] with an explicit environment.
+    pub fn load_for_reading_with(path: &Path, env: &Environment) -> Result<Config, ConfigError> {
+        Config::load_from(path, env, true)
+    }
+
+    fn load_from(path: &Path, env: &Environment, for_reading: bool) -> Result<Config, ConfigError> {
         let fail = |problems| ConfigError { file: path.to_path_buf(), problems };
         let text = std::fs::read_to_string(path)
             .map_err(|e| fail(vec![Problem { key: String::new(), message: format!("cannot read: {e}") }]))?;
         let config_dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        Config::from_toml_str(&text, &config_dir, env)
+        let ctx = SecretContext { for_reading, ..SecretContext::new(env, &config_dir) };
+        Config::from_toml_in(&text, &ctx)
             .map(|mut c| {
                 c.file = path.to_path_buf();
                 c
@@ -350,14 +408,18 @@ impl Config {
 
     /// Parses and validates TOML text; relative secret files are looked up in `config_dir`.
     pub fn from_toml_str(text: &str, config_dir: &Path, env: &Environment) -> Result<Config, ConfigError> {
-        let fail = |problems| ConfigError { file: PathBuf::from("<config>"), problems };
-        let raw = parse(text, env).map_err(fail)?;
+        Config::from_toml_in(text, &SecretContext::new(env, config_dir))
+    }
+
+    fn from_toml_in(text: &str, ctx: &SecretContext<'_>) -> Result<Config, ConfigError> {
+        let overridden = overridden_keys(ctx.env);
+        let fail = |problems| ConfigError { file: PathBuf::from("<config>"), problems: tidy(problems, &overridden) };
+        let raw = parse(text, ctx.env).map_err(fail)?;
         let mut v = Validator { problems: Vec::new(), warnings: Vec::new() };
-        let ctx = SecretContext { env, config_dir };
-        let config = v.config(raw, &ctx);
+        let config = v.config(raw, ctx);
         if v.problems.is_empty() {
             let mut config = config;
-            config.warnings = v.warnings;
+            config.warnings = tidy(v.warnings, &overridden);
             Ok(config)
         } else {
             Err(fail(v.problems))
@@ -394,9 +456,11 @@ fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
         .collect();
     nameless.sort_by(|a, b| a.key.cmp(&b.key));
     // The `config` crate reports some TOML errors (an integer beyond i64) without their line; `toml` names it.
-    if let Err(e) = text.parse::<toml::Table>() {
-        return Err(vec![Problem { key: String::new(), message: e.to_string() }]);
-    }
+    let table = match text.parse::<toml::Table>() {
+        Ok(table) => table,
+        Err(e) => return Err(vec![Problem { key: String::new(), message: e.to_string() }]),
+    };
+    let mistyped = mistyped_scalars(&table);
     let layered = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(
@@ -419,16 +483,120 @@ fn parse(text: &str, env: &Environment) -> Result<RawConfig, Vec<Problem>> {
         key,
         message: "unknown key (check the spelling against config/scanwatch.example.toml)".to_string(),
     }));
+    problems.extend(mistyped.iter().cloned());
     match result {
         Ok(raw) if problems.is_empty() => Ok(raw),
         Ok(_) => Err(problems),
         Err(e) => {
             let key = track.path().to_string();
-            let message = strip_key_suffix(&e.to_string());
-            problems.push(Problem { key: if key == "?" { String::new() } else { key }, message });
+            let key = if key == "?" { String::new() } else { key };
+            // A scalar of the wrong type in the file is already named, with a clearer message.
+            if !mistyped.iter().any(|p| p.key == key) {
+                problems.push(Problem { key, message: strip_key_suffix(&e.to_string()) });
+            }
             Err(problems)
         }
     }
+}
+
+/// What a typed scalar key holds.
+#[derive(Clone, Copy)]
+enum Scalar {
+    Boolean,
+    Integer,
+}
+
+/// Typed scalar keys: the top-level section, then the path below it (`[]` is every element of an array, `*` every
+/// key of a table).
+const TYPED_SCALARS: [(&str, &[&str], Scalar); 9] = [
+    ("alerting", &["send_resolved"], Scalar::Boolean),
+    ("rules", &["*", "enabled"], Scalar::Boolean),
+    ("targets", &["[]", "allow_insecure_http"], Scalar::Boolean),
+    ("targets", &["[]", "rules", "*", "enabled"], Scalar::Boolean),
+    ("accounts", &["[]", "calls_per_minute"], Scalar::Integer),
+    ("schedule", &["max_response_bytes"], Scalar::Integer),
+    ("rules", &["poll_failing", "after"], Scalar::Integer),
+    ("targets", &["[]", "rules", "poll_failing", "after"], Scalar::Integer),
+    ("channels", &["[]", "smtp_port"], Scalar::Integer),
+];
+
+/// Booleans and integers written as something else in the file (`send_resolved = "yes"`, `enabled = 1`,
+/// `calls_per_minute = "5"`): the `config` crate would coerce them, so they are checked on the TOML itself.
+/// (Environment overrides are strings by nature; their booleans are checked by `raw::strict_bool`.)
+fn mistyped_scalars(table: &toml::Table) -> Vec<Problem> {
+    fn walk(value: &toml::Value, pattern: &[&str], path: &str, kind: Scalar, out: &mut Vec<Problem>) {
+        let Some((seg, rest)) = pattern.split_first() else {
+            let message = match (kind, value) {
+                (Scalar::Boolean, toml::Value::Boolean(_)) | (Scalar::Integer, toml::Value::Integer(_)) => return,
+                (Scalar::Boolean, _) => format!("{value} is not a boolean; write `true` or `false` (no quotes)"),
+                (Scalar::Integer, _) => format!("{value} is not an integer; write a number without quotes, e.g. `5`"),
+            };
+            out.push(Problem { key: path.to_string(), message });
+            return;
+        };
+        let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+        match (*seg, value) {
+            ("[]", toml::Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, rest, &format!("{path}[{i}]"), kind, out);
+                }
+            }
+            ("*", toml::Value::Table(t)) => {
+                for (k, v) in t {
+                    walk(v, rest, &join(k), kind, out);
+                }
+            }
+            (key, toml::Value::Table(t)) => {
+                if let Some(v) = t.get(key) {
+                    walk(v, rest, &join(key), kind, out);
+                }
+            }
+            // Any other shape is a type error that deserialization names.
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (section, pattern, kind) in TYPED_SCALARS {
+        if let Some(value) = table.get(section) {
+            walk(value, pattern, section, kind, &mut out);
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+/// The key path each `SCANWATCH__…` override sets (`storage.retention`) → the variable's name.
+fn overridden_keys(env: &Environment) -> BTreeMap<String, String> {
+    let mut vars: Vec<&String> = env.vars().keys().collect();
+    vars.sort();
+    vars.into_iter()
+        .filter_map(|var| {
+            let rest = var.strip_prefix(OVERRIDE_PREFIX)?;
+            // One with an empty segment names no key and is reported by its name already.
+            if rest.split("__").any(str::is_empty) {
+                return None;
+            }
+            // The `config` crate lower-cases the variable's key and splits it at `__`.
+            let dotted = rest.to_lowercase().split("__").collect::<Vec<_>>().join(".");
+            Some((bracket_indices(&dotted), var.clone()))
+        })
+        .collect()
+}
+
+/// The problems as printed: a key that a `SCANWATCH__…` variable set is named by that variable (the operator
+/// looks there, not in the file), and a problem found twice is listed once, first place kept.
+fn tidy(problems: Vec<Problem>, overridden: &BTreeMap<String, String>) -> Vec<Problem> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(problems.len());
+    for mut p in problems {
+        if let Some(var) = overridden.get(&p.key) {
+            p.key = var.clone();
+        }
+        if seen.insert((p.key.clone(), p.message.clone())) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// `targets.1.colour` (serde_ignored's form) → `targets[1].colour` (ours); `server.?.port` (inside an `Option`)
@@ -467,24 +635,32 @@ impl Validator {
         self.problems.push(Problem { key: key.into(), message: message.into() });
     }
 
-    fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+    /// A duration of at most `max` (zero allowed); `default` when absent or (with a problem) invalid.
+    fn duration(&mut self, key: &str, value: Option<&str>, default: Duration, max: Duration) -> Duration {
         let Some(text) = value else { return default };
-        match humantime::parse_duration(text) {
+        match check_duration(text, max) {
             Ok(d) => d,
-            Err(e) => {
-                self.problem(key, format!("`{text}` is not a duration ({e}); write e.g. `90s`, `5m`, `24h`, `7d`"));
+            Err(message) => {
+                self.problem(key, message);
                 default
             }
         }
     }
 
-    fn positive_duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
-        let d = self.duration(key, value, default);
-        if d.is_zero() {
-            self.problem(key, "must be greater than zero");
-            return default;
+    /// A duration greater than zero and at most `max`.
+    fn positive_duration(&mut self, key: &str, value: Option<&str>, default: Duration, max: Duration) -> Duration {
+        let Some(text) = value else { return default };
+        match check_duration(text, max) {
+            Ok(d) if d.is_zero() => {
+                self.problem(key, format!("must be greater than zero, e.g. `{}`", format_duration(default)));
+                default
+            }
+            Ok(d) => d,
+            Err(message) => {
+                self.problem(key, message);
+                default
+            }
         }
-        d
     }
 
     fn severity(&mut self, key: &str, value: Option<&str>, default: Severity) -> Severity {
@@ -534,6 +710,9 @@ impl Validator {
                 default_envs: &[],
             };
             let url = self.secret("heartbeat", ctx, keys, true)?;
+            if !url.is_available() {
+                return Some(url);
+            }
             match Url::parse(url.value.expose()) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(url),
                 _ => {
@@ -620,13 +799,18 @@ impl Validator {
                 None => PathBuf::from("scanwatch.db"),
             },
         };
-        let retention = self.positive_duration("storage.retention", raw.retention.as_deref(), hours(90 * 24));
+        let retention =
+            self.positive_duration("storage.retention", raw.retention.as_deref(), hours(90 * 24), limits::RETENTION);
         Storage { path, retention }
     }
 
     fn schedule(&mut self, raw: &RawSchedule) -> Schedule {
-        let mut interval =
-            self.positive_duration("schedule.interval", raw.interval.as_deref(), Duration::from_secs(300));
+        let mut interval = self.positive_duration(
+            "schedule.interval",
+            raw.interval.as_deref(),
+            Duration::from_secs(300),
+            limits::INTERVAL,
+        );
         let timezone = match raw.timezone.as_deref() {
             None => chrono_tz::Tz::UTC,
             Some(name) => name.parse().unwrap_or_else(|_| {
@@ -651,15 +835,31 @@ impl Validator {
                 Err(e) => self.problem("schedule.cron", e),
             }
         }
-        let timeout = self.positive_duration("schedule.timeout", raw.timeout.as_deref(), Duration::from_secs(30));
-        let connect_timeout =
-            self.positive_duration("schedule.connect_timeout", raw.connect_timeout.as_deref(), Duration::from_secs(10));
+        let timeout = self.positive_duration(
+            "schedule.timeout",
+            raw.timeout.as_deref(),
+            Duration::from_secs(30),
+            limits::TIMEOUT,
+        );
+        let connect_timeout = self.positive_duration(
+            "schedule.connect_timeout",
+            raw.connect_timeout.as_deref(),
+            Duration::from_secs(10),
+            limits::CONNECT_TIMEOUT,
+        );
         if connect_timeout > timeout {
             self.problem("schedule.connect_timeout", "must not be longer than schedule.timeout");
         }
-        let max_response_bytes = raw.max_response_bytes.unwrap_or(1 << 20);
-        if max_response_bytes < 1024 {
-            self.problem("schedule.max_response_bytes", "must be at least 1024");
+        let mut max_response_bytes = raw.max_response_bytes.unwrap_or(1 << 20);
+        if !(1024..=limits::MAX_RESPONSE_BYTES).contains(&max_response_bytes) {
+            self.problem(
+                "schedule.max_response_bytes",
+                format!(
+                    "`{max_response_bytes}` is out of range; use 1024 to {} (64 MiB), e.g. 1048576",
+                    limits::MAX_RESPONSE_BYTES
+                ),
+            );
+            max_response_bytes = 1 << 20;
         }
         Schedule { interval, cron: raw.cron.clone(), timezone, timeout, connect_timeout, max_response_bytes }
     }
@@ -824,11 +1024,18 @@ impl Validator {
                 }
             }
         }
-        let calls_per_minute = raw.calls_per_minute.unwrap_or(5);
-        if calls_per_minute == 0 {
-            self.problem(format!("{key}.calls_per_minute"), "must be at least 1 (HSS allows 5 per minute per user)");
+        let mut calls_per_minute = raw.calls_per_minute.unwrap_or(5);
+        if !(1..=limits::CALLS_PER_MINUTE).contains(&calls_per_minute) {
+            self.problem(
+                format!("{key}.calls_per_minute"),
+                format!(
+                    "`{calls_per_minute}` is out of range; use 1 to {} (HSS allows 5 per minute per user), e.g. 5",
+                    limits::CALLS_PER_MINUTE
+                ),
+            );
+            calls_per_minute = 5;
         }
-        Account { name, auth, calls_per_minute: calls_per_minute.max(1) }
+        Account { name, auth, calls_per_minute }
     }
 
     /// Parses an endpoint URL; plain http is allowed only to loopback unless `allow_insecure_http`.
@@ -865,23 +1072,37 @@ impl Validator {
             self.problem(format!("{key}.account"), format!("no account named `{account}` (accounts: {known})"));
         }
         let region = self.required(&format!("{key}.region"), raw.region.as_deref()).to_string();
+        // The region names the series and picks the IAM endpoint even when `endpoint` replaces the HSS one, so it is
+        // checked either way.
+        let regional = if region.is_empty() { None } else { regions::hss_endpoint(&region) };
+        if !region.is_empty() && regional.is_none() {
+            let hint = if raw.endpoint.is_some() {
+                "; `endpoint` replaces the region's HSS endpoint, but the region must still be one of these"
+            } else {
+                "; for another endpoint set `endpoint` as well"
+            };
+            self.problem(
+                format!("{key}.region"),
+                format!("`{region}` is not an HSS region (known: {}){hint}", regions::REGIONS.join(", ")),
+            );
+        }
         let endpoint = match raw.endpoint.as_deref() {
             Some(e) => self.url(&format!("{key}.endpoint"), e, raw.allow_insecure_http.unwrap_or(false)),
-            None if region.is_empty() => None,
-            None => regions::hss_endpoint(&region).or_else(|| {
-                self.problem(
-                    format!("{key}.region"),
-                    format!(
-                        "`{region}` is not an HSS region (known: {}); for another endpoint set `endpoint`",
-                        regions::REGIONS.join(", ")
-                    ),
-                );
-                None
-            }),
+            None => regional,
         };
         let project_id = self.required(&format!("{key}.project_id"), raw.project_id.as_deref()).to_string();
-        if project_id.len() > 256 {
-            self.problem(format!("{key}.project_id"), "must be at most 256 characters");
+        if !project_id.is_empty() && !is_project_id(&project_id) {
+            let got = if project_id.chars().count() <= 64 {
+                format!("`{project_id}`")
+            } else {
+                format!("{} characters", project_id.chars().count())
+            };
+            self.problem(
+                format!("{key}.project_id"),
+                format!(
+                    "{got} is not a project id; Huawei Cloud project ids are 32 lowercase hex characters, e.g. `0123456789abcdef0123456789abcdef` (the console's My Credentials page lists them)"
+                ),
+            );
         }
         if let Some(eps) = raw.enterprise_project_id.as_deref()
             && (eps.is_empty() || eps.len() > 256)
@@ -969,10 +1190,16 @@ impl Validator {
             let basics = (x.enabled, x.severity.as_deref(), "for", x.for_.as_deref());
             self.rule_basics(&k, basics, (&mut t.enabled, &mut t.severity, &mut t.for_));
             if let Some(after) = x.after {
-                if after == 0 {
-                    self.problem(format!("{k}.after"), "must be at least 1");
-                } else {
+                if (1..=limits::POLL_FAILING_AFTER).contains(&after) {
                     t.after = after;
+                } else {
+                    self.problem(
+                        format!("{k}.after"),
+                        format!(
+                            "`{after}` is out of range; use 1 to {} failed polls, e.g. 3",
+                            limits::POLL_FAILING_AFTER
+                        ),
+                    );
                 }
             }
         }
@@ -989,24 +1216,28 @@ impl Validator {
     ) {
         *into.0 = enabled.unwrap_or(*into.0);
         *into.1 = self.severity(&format!("{key}.severity"), severity, *into.1);
-        *into.2 = self.positive_duration(&format!("{key}.{duration_key}"), duration, *into.2);
+        *into.2 = self.positive_duration(&format!("{key}.{duration_key}"), duration, *into.2, limits::RULE_WINDOW);
     }
 
     fn alerting(&mut self, raw: &RawAlerting) -> Alerting {
         let d = Alerting::default();
+        let max = limits::ALERTING;
         Alerting {
-            pending_for: self.duration("alerting.pending_for", raw.pending_for.as_deref(), d.pending_for),
-            resolve_after: self.duration("alerting.resolve_after", raw.resolve_after.as_deref(), d.resolve_after),
-            repeat_interval: self.positive_duration(
+            pending_for: self.duration("alerting.pending_for", raw.pending_for.as_deref(), d.pending_for, max),
+            resolve_after: self.duration("alerting.resolve_after", raw.resolve_after.as_deref(), d.resolve_after, max),
+            // 0 turns reminders off (the state machine sends none while `repeat_interval` is zero).
+            repeat_interval: self.duration(
                 "alerting.repeat_interval",
                 raw.repeat_interval.as_deref(),
                 d.repeat_interval,
+                max,
             ),
             send_resolved: raw.send_resolved.unwrap_or(d.send_resolved),
             max_delivery_age: self.positive_duration(
                 "alerting.max_delivery_age",
                 raw.max_delivery_age.as_deref(),
                 d.max_delivery_age,
+                max,
             ),
         }
     }
@@ -1062,32 +1293,78 @@ impl Validator {
         for t in targets {
             *per_account.entry(t.account.as_str()).or_default() += t.task_types.len();
         }
+        let key = if schedule.cron.is_some() { "schedule.cron" } else { "schedule.interval" };
+        let every = format_duration(schedule.interval);
         let mut needed = Duration::ZERO;
-        let mut offenders = BTreeSet::new();
+        let mut offenders = Vec::new();
         for (i, a) in accounts.iter().enumerate() {
-            let polls = per_account.get(a.name.as_str()).copied().unwrap_or(0);
-            let min = budget::min_interval(polls, a.calls_per_minute);
-            if min > schedule.interval {
-                offenders.insert(format!(
-                    "accounts[{i}] `{}` has {polls} polls per cycle at {} calls/min, which needs {}",
-                    a.name,
-                    a.calls_per_minute,
-                    format_duration(min)
-                ));
-                needed = needed.max(min);
+            let series = per_account.get(a.name.as_str()).copied().unwrap_or(0);
+            let cycle = cycle_time(series, a.calls_per_minute);
+            let what = format!(
+                "accounts[{i}] `{}`: {series} series at {} calls/min take about {}",
+                a.name,
+                a.calls_per_minute,
+                format_duration(cycle)
+            );
+            match CycleFit::of(cycle, schedule.interval) {
+                CycleFit::Fits => {}
+                CycleFit::Long => self.warnings.push(Problem {
+                    key: key.to_string(),
+                    message: format!(
+                        "{what} of every {every} cycle, more than half of it: a throttled or slow call makes the cycle run late; an interval of {} or more leaves room",
+                        format_duration(cycle.saturating_mul(2))
+                    ),
+                }),
+                CycleFit::TooLong => {
+                    offenders.push(what);
+                    needed = needed.max(cycle);
+                }
             }
         }
         if !offenders.is_empty() {
-            let key = if schedule.cron.is_some() { "schedule.cron" } else { "schedule.interval" };
+            let fix = if schedule.cron.is_some() {
+                format!("use a cron expression whose fires are at least {} apart", format_duration(needed))
+            } else {
+                format!("use interval = \"{}\" or more", format_duration(needed))
+            };
             self.problem(
                 key,
                 format!(
-                    "{} cannot fit the API budget: {}; use interval = \"{}\" or more (or raise calls_per_minute if your limit is higher)",
-                    format_duration(schedule.interval),
-                    offenders.into_iter().collect::<Vec<_>>().join("; "),
-                    format_duration(needed)
+                    "{every} cannot fit the API budget: {}; {fix} (or raise calls_per_minute if your limit is higher)",
+                    offenders.join("; "),
                 ),
             );
+        }
+    }
+}
+
+/// How long one cycle of `series` polls takes at `calls_per_minute` (the account's token bucket, or a host's): the
+/// polls are spread evenly and each waits for the budget, so the cycle takes `series × 60 s / calls_per_minute`,
+/// rounded up to whole seconds. 12 series at 5 calls/min take 2m24s.
+pub fn cycle_time(series: usize, calls_per_minute: u32) -> Duration {
+    budget::min_interval(series, calls_per_minute)
+}
+
+/// How a cycle's length compares with the interval it runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CycleFit {
+    /// At most half the interval: the daemon spreads the polls over the first half, so they finish in time.
+    Fits,
+    /// More than half the interval but within it: the polls run behind the spread and finish late after a throttle
+    /// or a slow answer. `validate` warns.
+    Long,
+    /// Longer than the interval: the budget cannot poll every series once per interval. `validate` refuses it.
+    TooLong,
+}
+
+impl CycleFit {
+    pub fn of(cycle: Duration, interval: Duration) -> CycleFit {
+        if cycle > interval {
+            CycleFit::TooLong
+        } else if cycle.saturating_mul(2) > interval {
+            CycleFit::Long
+        } else {
+            CycleFit::Fits
         }
     }
 }
@@ -1095,6 +1372,11 @@ impl Validator {
 /// Labels that scanwatch sets from the target itself (routing and silences match on them).
 pub const RESERVED_LABELS: [&str; 8] =
     ["target", "account", "region", "project_id", "enterprise_project_id", "task_type", "rule", "severity"];
+
+/// A Huawei Cloud project id: 32 lowercase hexadecimal characters.
+fn is_project_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
 
 fn is_loopback(url: &Url) -> bool {
     match url.host() {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Unexpected, Visitor};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawConfig {
@@ -84,6 +85,7 @@ pub struct RawTarget {
     pub account: Option<String>,
     pub region: Option<String>,
     pub endpoint: Option<String>,
+    #[serde(default, deserialize_with = "strict_bool")]
     pub allow_insecure_http: Option<bool>,
     pub project_id: Option<String>,
     pub enterprise_project_id: Option<String>,
@@ -104,6 +106,7 @@ pub struct RawRules {
 
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct RawNoRecentScan {
+    #[serde(default, deserialize_with = "strict_bool")]
     pub enabled: Option<bool>,
     pub severity: Option<String>,
     pub max_age: Option<String>,
@@ -111,6 +114,7 @@ pub struct RawNoRecentScan {
 
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct RawStuckRunning {
+    #[serde(default, deserialize_with = "strict_bool")]
     pub enabled: Option<bool>,
     pub severity: Option<String>,
     #[serde(rename = "for")]
@@ -119,6 +123,7 @@ pub struct RawStuckRunning {
 
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct RawTotalStalled {
+    #[serde(default, deserialize_with = "strict_bool")]
     pub enabled: Option<bool>,
     pub severity: Option<String>,
     pub window: Option<String>,
@@ -126,6 +131,7 @@ pub struct RawTotalStalled {
 
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct RawPollFailing {
+    #[serde(default, deserialize_with = "strict_bool")]
     pub enabled: Option<bool>,
     pub severity: Option<String>,
     pub after: Option<u32>,
@@ -138,6 +144,7 @@ pub struct RawAlerting {
     pub pending_for: Option<String>,
     pub resolve_after: Option<String>,
     pub repeat_interval: Option<String>,
+    #[serde(default, deserialize_with = "strict_bool")]
     pub send_resolved: Option<bool>,
     pub max_delivery_age: Option<String>,
 }
@@ -149,4 +156,42 @@ pub struct RawServer {
     pub token: Option<String>,
     pub token_env: Option<String>,
     pub token_file: Option<String>,
+}
+
+/// A boolean is `true` or `false`. The `config` crate would also read `"yes"`, `"on"`, `"0"` and `1` as booleans
+/// (its lenient coercion), so boolean keys read the value as it is. The strings `"true"` and `"false"` pass because
+/// `SCANWATCH__…` overrides arrive as strings; a quoted boolean in the file is refused before this runs
+/// (`super::mistyped_scalars`).
+fn strict_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    struct StrictBool;
+
+    impl<'de> Visitor<'de> for StrictBool {
+        type Value = Option<bool>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a boolean, `true` or `false`")
+        }
+
+        fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
+            Ok(Some(b))
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            match s {
+                "true" => Ok(Some(true)),
+                "false" => Ok(Some(false)),
+                _ => Err(E::invalid_value(Unexpected::Str(s), &self)),
+            }
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+
+    d.deserialize_any(StrictBool)
 }

@@ -7,7 +7,7 @@ name = "prod"
 name = "t1"
 account = "prod"
 region = "cn-north-4"
-project_id = "p1"
+project_id = "0123456789abcdef0123456789abcd01"
 "#;
 
 fn env() -> Environment {
@@ -84,7 +84,7 @@ sk_env = "NOPE_NOT_SET"
 name = "t1"
 account = "ghost"
 region = "mars-north-1"
-project_id = "p1"
+project_id = "0123456789abcdef0123456789abcd01"
 task_types = ["cluster_scan", "vuln_scan"]
 "#;
     let env = Environment::from_pairs([("HUAWEICLOUD_SDK_AK", "AK1")]);
@@ -103,7 +103,7 @@ task_types = ["cluster_scan", "vuln_scan"]
 #[test]
 fn unknown_keys_are_all_named() {
     let text = format!(
-        "{MINIMAL}\n[storage]\nretension = \"9d\"\n[[targets]]\nname=\"t2\"\naccount=\"prod\"\nregion=\"cn-north-4\"\nproject_id=\"p2\"\ncolour = \"red\"\n"
+        "{MINIMAL}\n[storage]\nretension = \"9d\"\n[[targets]]\nname=\"t2\"\naccount=\"prod\"\nregion=\"cn-north-4\"\nproject_id=\"0123456789abcdef0123456789abcd02\"\ncolour = \"red\"\n"
     );
     let k = keys(load(&text, &env()).unwrap_err());
     assert_eq!(k, vec!["storage.retension", "targets[1].colour"]);
@@ -191,7 +191,7 @@ fn a_missing_secret_names_the_key_and_the_variables_tried() {
 
 #[test]
 fn an_infeasible_interval_says_which_interval_would_fit() {
-    let text = MINIMAL.replace("project_id = \"p1\"", "project_id = \"p1\"\n[[targets]]\nname=\"t2\"\naccount=\"prod\"\nregion=\"cn-north-4\"\nproject_id=\"p2\"\n[[targets]]\nname=\"t3\"\naccount=\"prod\"\nregion=\"cn-north-4\"\nproject_id=\"p3\"\n[[targets]]\nname=\"t4\"\naccount=\"prod\"\nregion=\"cn-north-4\"\nproject_id=\"p4\"\n")
+    let text = MINIMAL.replace("project_id = \"0123456789abcdef0123456789abcd01\"", "project_id = \"0123456789abcdef0123456789abcd01\"\n[[targets]]\nname=\"t2\"\naccount=\"prod\"\nregion=\"cn-north-4\"\nproject_id=\"0123456789abcdef0123456789abcd02\"\n[[targets]]\nname=\"t3\"\naccount=\"prod\"\nregion=\"cn-north-4\"\nproject_id=\"0123456789abcdef0123456789abcd03\"\n[[targets]]\nname=\"t4\"\naccount=\"prod\"\nregion=\"cn-north-4\"\nproject_id=\"0123456789abcdef0123456789abcd04\"\n")
         + "[schedule]\ninterval = \"1m\"\n";
     let e = load(&text, &env()).unwrap_err();
     assert_eq!(e.problems[0].key, "schedule.interval");
@@ -214,7 +214,7 @@ fn a_misspelled_override_is_an_unknown_key() {
     let mut e = env().vars().clone();
     e.insert("SCANWATCH__STORAGE__RETENTON".into(), "30d".into());
     let k = keys(load(MINIMAL, &Environment::from_pairs(e)).unwrap_err());
-    assert_eq!(k, vec!["storage.retenton"]);
+    assert_eq!(k, vec!["SCANWATCH__STORAGE__RETENTON"], "named by the variable the operator set");
 }
 
 #[test]
@@ -248,7 +248,10 @@ fn an_integer_too_large_for_toml_is_reported_with_its_line() {
 #[test]
 fn plain_http_is_only_for_loopback() {
     let with = |endpoint: &str, extra: &str| {
-        MINIMAL.replace("project_id = \"p1\"", &format!("project_id = \"p1\"\nendpoint = \"{endpoint}\"\n{extra}"))
+        MINIMAL.replace(
+            "project_id = \"0123456789abcdef0123456789abcd01\"",
+            &format!("project_id = \"0123456789abcdef0123456789abcd01\"\nendpoint = \"{endpoint}\"\n{extra}"),
+        )
     };
     assert!(load(&with("http://127.0.0.1:8080", ""), &env()).is_ok());
     assert!(load(&with("http://localhost:8080", ""), &env()).is_ok());
@@ -283,8 +286,9 @@ fn keys_of_another_auth_kind_are_rejected() {
 
 #[test]
 fn duplicate_names_and_identities_are_rejected() {
-    let text =
-        format!("{MINIMAL}\n[[targets]]\nname=\"t1\"\naccount=\"prod\"\nregion=\"cn-north-4\"\nproject_id=\"p1\"\n");
+    let text = format!(
+        "{MINIMAL}\n[[targets]]\nname=\"t1\"\naccount=\"prod\"\nregion=\"cn-north-4\"\nproject_id=\"0123456789abcdef0123456789abcd01\"\n"
+    );
     let k = keys(load(&text, &env()).unwrap_err());
     assert!(k.contains(&"targets[1].name".to_string()) && k.contains(&"targets[1]".to_string()), "{k:?}");
 }
@@ -337,4 +341,311 @@ fn a_cron_schedule_is_checked_against_the_budget_by_its_tightest_gap() {
     assert_eq!(keys(e), vec!["schedule.cron"]);
     let e = load(&format!("{MINIMAL}\n[schedule]\ncron = \"*/5 * * * *\"\ninterval = \"5m\"\n"), &env()).unwrap_err();
     assert_eq!(keys(e), vec!["schedule.cron"]);
+}
+
+/// The one problem named `key`, for asserting on its message.
+fn problem_at(err: &ConfigError, key: &str) -> String {
+    let found: Vec<&Problem> = err.problems.iter().filter(|p| p.key == key).collect();
+    assert_eq!(found.len(), 1, "one problem at {key}: {err}");
+    found[0].message.clone()
+}
+
+fn with_env(extra: &[(&str, &str)]) -> Environment {
+    let mut e = env().vars().clone();
+    e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Environment::from_pairs(e)
+}
+
+/// `MINIMAL` with `n` targets (t1 … tn) of the account `prod`, each polling both task types.
+fn with_targets(n: usize) -> String {
+    let mut text = "[[accounts]]\nname = \"prod\"\n".to_string();
+    for i in 1..=n {
+        text.push_str(&format!(
+            "[[targets]]\nname = \"t{i}\"\naccount = \"prod\"\nregion = \"cn-north-4\"\nproject_id = \"{i:032x}\"\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn a_duration_beyond_its_limit_is_refused_before_it_can_overflow_a_date() {
+    // Both passed validate and then panicked with `DateTime - TimeDelta overflowed` on the first poll.
+    let e = load(&format!("{MINIMAL}[rules.total_stalled]\nwindow = \"300000y\"\n"), &env()).unwrap_err();
+    let message = problem_at(&e, "rules.total_stalled.window");
+    assert!(message.contains("300000y") && message.contains("too long") && message.contains("at most 3650d"), "{e}");
+    let e = load(&format!("{MINIMAL}[rules.stuck_running]\nfor = \"18446744073709551615s\"\n"), &env()).unwrap_err();
+    assert!(problem_at(&e, "rules.stuck_running.for").contains("at most 3650d"), "{e}");
+}
+
+#[test]
+fn every_duration_key_is_bounded_with_its_own_limit() {
+    let per_target = MINIMAL.to_string();
+    for (section, key, too_long, limit) in [
+        ("storage", "retention", "36501d", "36500d"),
+        ("schedule", "interval", "8d", "7d"),
+        ("schedule", "timeout", "6m", "5m"),
+        ("schedule", "connect_timeout", "2m", "1m"),
+        ("rules.no_recent_scan", "max_age", "3651d", "3650d"),
+        ("rules.stuck_running", "for", "3651d", "3650d"),
+        ("rules.total_stalled", "window", "3651d", "3650d"),
+        ("rules.poll_failing", "for", "3651d", "3650d"),
+        ("alerting", "pending_for", "31d", "30d"),
+        ("alerting", "resolve_after", "31d", "30d"),
+        ("alerting", "repeat_interval", "31d", "30d"),
+        ("alerting", "max_delivery_age", "31d", "30d"),
+    ] {
+        let e = load(&format!("{MINIMAL}[{section}]\n{key} = \"{too_long}\"\n"), &env()).unwrap_err();
+        let message = problem_at(&e, &format!("{section}.{key}"));
+        assert!(message.contains(&format!("at most {limit}")), "{section}.{key}: {e}");
+        let ok = load(&format!("{MINIMAL}[{section}]\n{key} = \"{limit}\"\n"), &env());
+        // The longest interval leaves the budget plenty; only the timeouts interact (connect ≤ total).
+        assert!(ok.is_ok() || key == "connect_timeout", "{section}.{key} = {limit} is allowed: {ok:?}");
+    }
+    for (rule, key) in
+        [("no_recent_scan", "max_age"), ("stuck_running", "for"), ("total_stalled", "window"), ("poll_failing", "for")]
+    {
+        let text = format!("{per_target}[targets.rules.{rule}]\n{key} = \"300000y\"\n");
+        let e = load(&text, &env()).unwrap_err();
+        assert!(problem_at(&e, &format!("targets[0].rules.{rule}.{key}")).contains("at most 3650d"), "{e}");
+    }
+}
+
+#[test]
+fn integer_keys_are_bounded() {
+    for (text, key, says) in [
+        ("[rules.poll_failing]\nafter = 0\n", "rules.poll_failing.after", "1 to 1000"),
+        ("[rules.poll_failing]\nafter = 1001\n", "rules.poll_failing.after", "1 to 1000"),
+        ("[targets.rules.poll_failing]\nafter = 4000000000\n", "targets[0].rules.poll_failing.after", "1 to 1000"),
+        ("[schedule]\nmax_response_bytes = 1099511627776\n", "schedule.max_response_bytes", "1024 to"),
+    ] {
+        let e = load(&format!("{MINIMAL}{text}"), &env()).unwrap_err();
+        assert!(problem_at(&e, key).contains(says), "{e}");
+    }
+    let text = MINIMAL.replace("name = \"prod\"", "name = \"prod\"\ncalls_per_minute = 601");
+    let e = load(&text, &env()).unwrap_err();
+    assert!(problem_at(&e, "accounts[0].calls_per_minute").contains("1 to 600"), "{e}");
+}
+
+#[test]
+fn an_override_from_the_environment_is_bounded_and_named_by_its_variable() {
+    let e = load(MINIMAL, &with_env(&[("SCANWATCH__STORAGE__RETENTION", "300000y")])).unwrap_err();
+    assert_eq!(keys(e.clone()), vec!["SCANWATCH__STORAGE__RETENTION"], "{e}");
+    assert!(e.problems[0].message.contains("at most 36500d"), "{e}");
+    assert!(e.to_string().contains("SCANWATCH__STORAGE__RETENTION: `300000y` is too long; at most 36500d"), "{e}");
+    let e = load(MINIMAL, &with_env(&[("SCANWATCH__RULES__TOTAL_STALLED__WINDOW", "300000y")])).unwrap_err();
+    assert_eq!(keys(e), vec!["SCANWATCH__RULES__TOTAL_STALLED__WINDOW"]);
+    let e = load(MINIMAL, &with_env(&[("SCANWATCH__SCHEDULE__INTERVAL", "0s")])).unwrap_err();
+    assert_eq!(keys(e), vec!["SCANWATCH__SCHEDULE__INTERVAL"]);
+}
+
+#[test]
+fn a_zero_repeat_interval_turns_reminders_off() {
+    let c = load(&format!("{MINIMAL}[alerting]\nrepeat_interval = \"0s\"\n"), &env()).unwrap();
+    assert_eq!(c.alerting.lifecycle().repeat_interval, Duration::ZERO);
+    let c = load(&format!("{MINIMAL}[alerting]\npending_for = \"0s\"\nresolve_after = \"0s\"\n"), &env()).unwrap();
+    assert_eq!((c.alerting.pending_for, c.alerting.resolve_after), (Duration::ZERO, Duration::ZERO));
+    for (section, key) in [("schedule", "interval"), ("alerting", "max_delivery_age"), ("storage", "retention")] {
+        let e = load(&format!("{MINIMAL}[{section}]\n{key} = \"0s\"\n"), &env()).unwrap_err();
+        assert!(problem_at(&e, &format!("{section}.{key}")).contains("greater than zero"), "{e}");
+    }
+}
+
+#[test]
+fn a_project_id_must_be_32_lowercase_hex_characters() {
+    for bad in [
+        "p1",
+        "0123456789ABCDEF0123456789ABCDEF",
+        "0123456789abcdef0123456789abcde",
+        "g123456789abcdef0123456789abcdef",
+    ] {
+        let text = MINIMAL.replace("0123456789abcdef0123456789abcd01", bad);
+        let e = load(&text, &env()).unwrap_err();
+        let message = problem_at(&e, "targets[0].project_id");
+        assert!(message.contains(bad) && message.contains("32") && message.contains("0123456789abcdef"), "{e}");
+    }
+    let long = "a".repeat(300);
+    let e = load(&MINIMAL.replace("0123456789abcdef0123456789abcd01", &long), &env()).unwrap_err();
+    assert!(problem_at(&e, "targets[0].project_id").contains("300 characters"), "{e}");
+}
+
+#[test]
+fn a_region_is_checked_even_when_an_endpoint_is_set() {
+    let text =
+        MINIMAL.replace("region = \"cn-north-4\"", "region = \"mars-north-1\"\nendpoint = \"https://hss.example.com\"");
+    let e = load(&text, &env()).unwrap_err();
+    assert!(problem_at(&e, "targets[0].region").contains("`mars-north-1` is not an HSS region"), "{e}");
+    let text =
+        MINIMAL.replace("region = \"cn-north-4\"", "region = \"cn-north-4\"\nendpoint = \"https://hss.example.com\"");
+    assert_eq!(load(&text, &env()).unwrap().targets[0].endpoint.as_str(), "https://hss.example.com/");
+}
+
+#[test]
+fn booleans_are_toml_booleans_only() {
+    for value in ["\"yes\"", "\"0\"", "1", "\"true\""] {
+        for (text, key) in [
+            (format!("{MINIMAL}[alerting]\nsend_resolved = {value}\n"), "alerting.send_resolved"),
+            (format!("{MINIMAL}[rules.stuck_running]\nenabled = {value}\n"), "rules.stuck_running.enabled"),
+            (
+                format!("{MINIMAL}[targets.rules.poll_failing]\nenabled = {value}\n"),
+                "targets[0].rules.poll_failing.enabled",
+            ),
+            (format!("{MINIMAL}allow_insecure_http = {value}\n"), "targets[0].allow_insecure_http"),
+        ] {
+            let e = load(&text, &env()).unwrap_err();
+            assert!(problem_at(&e, key).contains("not a boolean"), "{value}: {e}");
+        }
+    }
+    let text = MINIMAL.replace("name = \"prod\"", "name = \"prod\"\ncalls_per_minute = \"5\"");
+    assert!(problem_at(&load(&text, &env()).unwrap_err(), "accounts[0].calls_per_minute").contains("not an integer"));
+    let c = load(&format!("{MINIMAL}[alerting]\nsend_resolved = false\n"), &env()).unwrap();
+    assert!(!c.alerting.send_resolved);
+}
+
+#[test]
+fn a_boolean_override_is_true_or_false_and_anything_else_is_named_by_its_variable() {
+    let c = load(MINIMAL, &with_env(&[("SCANWATCH__ALERTING__SEND_RESOLVED", "false")])).unwrap();
+    assert!(!c.alerting.send_resolved);
+    for value in ["yes", "0", "1", "on"] {
+        let e = load(MINIMAL, &with_env(&[("SCANWATCH__ALERTING__SEND_RESOLVED", value)])).unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["SCANWATCH__ALERTING__SEND_RESOLVED"], "{value}: {e}");
+        assert!(e.problems[0].message.contains("true` or `false"), "{e}");
+    }
+}
+
+#[test]
+fn a_secret_of_only_whitespace_is_refused_naming_the_variable_and_never_the_value() {
+    let e = load(MINIMAL, &Environment::from_pairs([("HUAWEICLOUD_SDK_AK", "AK1"), ("HUAWEICLOUD_SDK_SK", " \t ")]))
+        .unwrap_err();
+    let message = problem_at(&e, "accounts[0].sk");
+    assert!(message.contains("HUAWEICLOUD_SDK_SK") && message.contains("whitespace"), "{e}");
+    let text = MINIMAL.replace("name = \"prod\"", "name = \"prod\"\nsk_env = \"MY_SK\"");
+    let e = load(&text, &with_env(&[("MY_SK", "   ")])).unwrap_err();
+    assert!(problem_at(&e, "accounts[0].sk_env").contains("MY_SK"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sk"), "  \n").unwrap();
+    let text = MINIMAL.replace("name = \"prod\"", "name = \"prod\"\nsk_file = \"sk\"");
+    let e = Config::from_toml_str(&text, dir.path(), &env()).unwrap_err();
+    assert!(problem_at(&e, "accounts[0].sk_file").contains(&dir.path().join("sk").display().to_string()), "{e}");
+}
+
+#[test]
+fn a_problem_found_twice_is_listed_once_in_order() {
+    let p = |key: &str, message: &str| Problem { key: key.into(), message: message.into() };
+    let problems = vec![p("a", "x"), p("b", "y"), p("a", "x"), p("a", "z"), p("b", "y")];
+    let overridden = BTreeMap::from([("b".to_string(), "SCANWATCH__B".to_string())]);
+    assert_eq!(tidy(problems, &overridden), vec![p("a", "x"), p("SCANWATCH__B", "y"), p("a", "z")]);
+}
+
+#[test]
+fn a_cycle_is_the_series_times_the_spacing_the_budget_allows() {
+    assert_eq!(cycle_time(12, 5), Duration::from_secs(144));
+    assert_eq!(cycle_time(8, 5), Duration::from_secs(96));
+    assert_eq!(cycle_time(7, 600), Duration::from_secs(1), "rounded up to whole seconds");
+    assert_eq!(CycleFit::of(Duration::from_secs(144), Duration::from_secs(300)), CycleFit::Fits);
+    assert_eq!(CycleFit::of(Duration::from_secs(151), Duration::from_secs(300)), CycleFit::Long);
+    assert_eq!(CycleFit::of(Duration::from_secs(301), Duration::from_secs(300)), CycleFit::TooLong);
+}
+
+#[test]
+fn a_cycle_longer_than_half_the_interval_is_a_warning_with_its_numbers() {
+    // 7 targets × 2 task types = 14 series at 5 calls/min: 2m48s of every 5m.
+    let c = load(&with_targets(7), &env()).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert_eq!(c.warnings[0].key, "schedule.interval");
+    let w = &c.warnings[0].message;
+    assert!(w.starts_with("accounts[0] `prod`: 14 series at 5 calls/min take about 2m48s of every 5m cycle"), "{w}");
+    assert!(w.contains("5m36s"), "suggests twice the cycle: {w}");
+    // 6 targets: 12 series take 2m24s, under half of 5m.
+    assert!(load(&with_targets(6), &env()).unwrap().warnings.is_empty());
+}
+
+#[test]
+fn a_cycle_longer_than_the_interval_is_an_error_with_its_numbers() {
+    let e = load(&format!("{}[schedule]\ninterval = \"2m\"\n", with_targets(6)), &env()).unwrap_err();
+    let message = problem_at(&e, "schedule.interval");
+    assert!(
+        message.starts_with("2m cannot fit the API budget: accounts[0] `prod`: 12 series at 5 calls/min take about 2m24s; use interval = \"2m24s\" or more"),
+        "{e}"
+    );
+    let e = load(&format!("{}[schedule]\ncron = \"*/2 * * * *\"\n", with_targets(6)), &env()).unwrap_err();
+    assert!(problem_at(&e, "schedule.cron").contains("a cron expression whose fires are at least 2m24s apart"), "{e}");
+}
+
+const UNRESOLVABLE: &str = r#"
+[storage]
+path = "/var/lib/scanwatch/scanwatch.db"
+[[accounts]]
+name = "prod"
+ak_env = "UNSET_AK"
+sk_file = "missing-sk"
+[[accounts]]
+name = "defaults"
+[[accounts]]
+name = "iam"
+auth = "password"
+domain = "d"
+user = "u"
+password_env = "UNSET_PASSWORD"
+[[targets]]
+name = "t1"
+account = "prod"
+region = "cn-north-4"
+project_id = "0123456789abcdef0123456789abcd01"
+[[channels]]
+name = "hook"
+kind = "webhook"
+url_env = "UNSET_HOOK_URL"
+secret_env = "UNSET_HOOK_SECRET"
+[[channels]]
+name = "ding"
+kind = "dingtalk"
+url_file = "missing-url"
+secret_env = "UNSET_DING_SECRET"
+[heartbeat]
+url_env = "UNSET_HEARTBEAT"
+[server]
+listen = "0.0.0.0:9464"
+token_env = "UNSET_API_TOKEN"
+"#;
+
+#[test]
+fn a_config_whose_secrets_cannot_be_resolved_loads_for_reading_but_not_for_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scanwatch.toml");
+    std::fs::write(&path, UNRESOLVABLE).unwrap();
+    let env = Environment::default();
+    let e = Config::load_with(&path, &env).unwrap_err();
+    for key in
+        ["accounts[0].ak_env", "accounts[0].sk_file", "accounts[1].sk", "channels[0].url_env", "server.token_env"]
+    {
+        assert!(keys(e.clone()).contains(&key.to_string()), "{key}: {e}");
+    }
+    let c = Config::load_for_reading_with(&path, &env).unwrap();
+    assert_eq!(c.storage.path, PathBuf::from("/var/lib/scanwatch/scanwatch.db"));
+    assert_eq!(c.targets.len(), 1);
+    assert_eq!(c.channels.len(), 2);
+    let AccountAuth::Aksk { ak, sk, .. } = &c.accounts[0].auth else { panic!("aksk") };
+    assert!(!ak.is_available() && !sk.is_available());
+    assert_eq!(ak.source, SecretSource::Env("UNSET_AK".into()));
+}
+
+#[test]
+fn loading_for_reading_still_validates_everything_that_is_not_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scanwatch.toml");
+    let text = UNRESOLVABLE
+        .replace("region = \"cn-north-4\"", "region = \"mars-north-1\"")
+        .replace("path = \"/var/lib/scanwatch/scanwatch.db\"", "path = \"\"\nretention = \"300000y\"");
+    std::fs::write(&path, format!("{text}[rules.total_stalled]\nwindow = \"0s\"\n")).unwrap();
+    let e = Config::load_for_reading_with(&path, &Environment::default()).unwrap_err();
+    assert_eq!(
+        keys(e.clone()),
+        vec!["storage.path", "storage.retention", "rules.total_stalled.window", "targets[0].region"],
+        "{e}"
+    );
+    // A secret given twice is the file's mistake, not an unavailable secret.
+    std::fs::write(&path, UNRESOLVABLE.replace("ak_env = \"UNSET_AK\"", "ak_env = \"UNSET_AK\"\nak_file = \"ak\""))
+        .unwrap();
+    let e = Config::load_for_reading_with(&path, &Environment::default()).unwrap_err();
+    assert_eq!(keys(e), vec!["accounts[0].ak"]);
 }

@@ -323,6 +323,11 @@ impl Checker<'_> {
             true,
             literal_hint,
         )?;
+        if !secret.is_available() {
+            // Loaded for reading only (`Config::load_for_reading`): the channel is never built.
+            let url = Url::parse("https://unavailable.invalid/").ok()?;
+            return Some(SecretUrl { url, source: secret.source });
+        }
         let key = exact_key(raw, "url");
         let example = match kind {
             "feishu" => "https://open.feishu.cn/open-apis/bot/v2/hook/…",
@@ -453,6 +458,11 @@ pub fn validate_channel(
         Some(text) => match humantime::parse_duration(text) {
             Ok(d) if d.is_zero() => {
                 c.problem("timeout", "must be greater than zero");
+                default_timeout
+            }
+            Ok(d) if d > crate::config::limits::CHANNEL_TIMEOUT => {
+                let max = crate::config::format_duration(crate::config::limits::CHANNEL_TIMEOUT);
+                c.problem("timeout", format!("`{text}` is too long; at most {max}"));
                 default_timeout
             }
             Ok(d) => d,
@@ -606,6 +616,8 @@ fn chat(c: &mut Checker<'_>, raw: &RawChannel, ctx: &SecretContext<'_>, kind: &s
     match kind {
         "webhook" => {
             let signing = match secret {
+                // Loaded for reading only: nothing is signed.
+                Some(secret) if !secret.is_available() => None,
                 Some(secret) => match SigningKey::from_whsec(secret.value.expose().trim()) {
                     Ok(key) => {
                         if key.len() < 24 {
@@ -632,6 +644,7 @@ fn chat(c: &mut Checker<'_>, raw: &RawChannel, ctx: &SecretContext<'_>, kind: &s
         "feishu" => Some(ChannelSettings::Feishu { url: url?, secret }),
         "dingtalk" => {
             if let Some(s) = &secret
+                && s.is_available()
                 && !s.value.expose().starts_with("SEC")
             {
                 c.warning(

@@ -13,7 +13,7 @@ fn raw(toml_text: &str) -> RawChannel {
 }
 
 fn check(r: &RawChannel, env: &Environment, dir: &Path) -> (Option<ChannelConfig>, Vec<Issue>, Vec<Issue>) {
-    validate_channel("channels[3]", r, &SecretContext { env, config_dir: dir })
+    validate_channel("channels[3]", r, &SecretContext::new(env, dir))
 }
 
 fn validate(toml_text: &str) -> (Option<ChannelConfig>, Vec<Issue>, Vec<Issue>) {
@@ -287,7 +287,7 @@ fn templates_are_checked_against_sample_alerts_and_read_from_files() {
 fn channel_names_must_be_unique() {
     let r = raw("name = \"a\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"");
     let env = Environment::default();
-    let ctx = SecretContext { env: &env, config_dir: Path::new("/") };
+    let ctx = SecretContext::new(&env, Path::new("/"));
     let (channels, problems, _) = validate_channels(&[r.clone(), r], &ctx);
     assert_eq!(channels.len(), 2);
     assert_eq!(problems, [("channels[1].name".to_string(), "`a` is already the name of channels[0]".to_string())]);
