@@ -463,7 +463,7 @@ fn load(path: &Path) -> anyhow::Result<Config> {
 /// The config for a command that only reads the database: it needs `[storage]` (and the targets, to name
 /// things), never the account secrets, which an operator's shell does not have.
 fn load_for_reading(path: &Path) -> anyhow::Result<Config> {
-    Ok(Config::load(path)?) // MERGE: load_for_reading
+    Ok(Config::load_for_reading(path)?)
 }
 
 /// `poll`'s one line when an account waits for its API budget.
@@ -811,9 +811,9 @@ async fn deliver_until(
     budget: Duration,
 ) -> anyhow::Result<DispatchReport> {
     // A `--deliver-timeout` too long to add to the clock means: until everything is delivered or given up.
-    let deadline = std::time::Instant::now().checked_add(budget).unwrap_or_else(|| {
-        std::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
-    });
+    let deadline = std::time::Instant::now()
+        .checked_add(budget)
+        .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600));
     let mut total = DispatchReport::default();
     loop {
         let r = dispatcher.dispatch_due(store, clock.now(), deadline).await?;

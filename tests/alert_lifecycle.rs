@@ -23,7 +23,7 @@ sk = "exampleSecretKey0000000000000000000000001"
 
 # stale -> fresh: the last task stays at 0s until 4h, then tasks start again
 [[series]]
-project_id = "aaaa"
+project_id = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 task_type = "cluster_scan"
   [[series.steps]]
   at = "0s"
@@ -40,7 +40,7 @@ task_type = "cluster_scan"
 
 # stuck -> unstuck: one task runs from 0s and nothing new starts until 4h
 [[series]]
-project_id = "bbbb"
+project_id = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 task_type = "cluster_scan"
   [[series.steps]]
   at = "0s"
@@ -55,7 +55,7 @@ task_type = "cluster_scan"
 
 # stalled -> increasing: the total stays at 50 until 4h, then grows by 2 an hour
 [[series]]
-project_id = "cccc"
+project_id = "cccccccccccccccccccccccccccccccc"
 task_type = "cluster_scan"
   [[series.steps]]
   at = "0s"
@@ -71,7 +71,7 @@ task_type = "cluster_scan"
 
 # failing -> recovered: 503 from 1h to 3h
 [[series]]
-project_id = "dddd"
+project_id = "dddddddddddddddddddddddddddddddd"
 task_type = "cluster_scan"
   [[series.steps]]
   at = "0s"
@@ -127,10 +127,10 @@ after = 2
 for = "5h"
 {a}{b}{c}{d}"#,
         db = dir.join("sw.db").display(),
-        a = target("stale", "aaaa", "no_recent_scan"),
-        b = target("stuck", "bbbb", "stuck_running"),
-        c = target("stalled", "cccc", "total_stalled"),
-        d = target("failing", "dddd", "poll_failing"),
+        a = target("stale", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "no_recent_scan"),
+        b = target("stuck", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "stuck_running"),
+        c = target("stalled", "cccccccccccccccccccccccccccccccc", "total_stalled"),
+        d = target("failing", "dddddddddddddddddddddddddddddddd", "poll_failing"),
     );
     let path = dir.join("scanwatch.toml");
     std::fs::write(&path, text).unwrap();

@@ -25,7 +25,7 @@ fn step(at: u64, body: &str) -> String {
 /// Two series that go stale and recover every 8s (out of phase) and one whose polls fail for 4s of every 8s.
 fn flipping_scenario() -> String {
     let s = scenario_head();
-    let head = |p: &str| format!("\n[[series]]\nproject_id = \"{p}\"\ntask_type = \"cluster_scan\"\n");
+    let head = |p: &str| format!("\n[[series]]\nproject_id = \"{}\"\ntask_type = \"cluster_scan\"\n", pid(p));
     let stale = |at: u64| format!("total_num = 1\nrunning_num = 0\nlast_task_at = \"{at}s\"");
     let (mut a, mut b, mut f) = (head("flip-a"), head("flip-b"), head("fail"));
     b += &step(0, ALIVE);

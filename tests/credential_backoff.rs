@@ -178,7 +178,8 @@ fn a_wrong_password_or_token_is_an_auth_failure_that_backs_off_without_leaking_i
 /// and the account's other target keeps being polled, run after run.
 #[test]
 fn a_denied_project_backs_off_alone_and_the_accounts_other_targets_keep_polling() {
-    let denied = "fault = \"hss_error\"\nstatus = 403\ncode = \"HSS.0010\"\nmessage = \"no permission for this project\"";
+    let denied =
+        "fault = \"hss_error\"\nstatus = 403\ncode = \"HSS.0010\"\nmessage = \"no permission for this project\"";
     let mut scenario = scenario_head();
     scenario.push_str(&series(P_ONE, "cluster_scan", Some("all_granted_eps"), denied));
     scenario.push_str(&series(P_GOOD, "cluster_scan", None, &healthy(3)));
@@ -205,7 +206,10 @@ fn a_denied_project_backs_off_alone_and_the_accounts_other_targets_keep_polling(
     assert_eq!(healthy_rows.len(), 3);
     assert!(healthy_rows.iter().all(|r| r["ok"] == true), "{healthy_rows:#?}");
     let denied_rows: Vec<&Value> = rows.iter().filter(|r| r["target"] == "denied").collect();
-    assert_eq!((denied_rows[0]["error_kind"].as_str(), denied_rows[0]["http_status"].as_u64()), (Some("forbidden"), Some(403)));
+    assert_eq!(
+        (denied_rows[0]["error_kind"].as_str(), denied_rows[0]["http_status"].as_u64()),
+        (Some("forbidden"), Some(403))
+    );
     for later in &denied_rows[1..] {
         assert_eq!(later["error_code"], "SCANWATCH.BACKOFF", "{later:#}");
         let message = later["error_message"].as_str().unwrap_or_default();

@@ -15,7 +15,7 @@ use common::*;
 fn stories(sim_url: &str) -> (String, String) {
     let mut scenario = scenario_head();
     let step = |at: &str, body: &str| format!("[[series.steps]]\nat = \"{at}\"\n{body}\n");
-    let head = |p: &str| format!("\n[[series]]\nproject_id = \"{p}\"\ntask_type = \"cluster_scan\"\n");
+    let head = |p: &str| format!("\n[[series]]\nproject_id = \"{}\"\ntask_type = \"cluster_scan\"\n", pid(p));
     let alive = "total_num = 10\ntotal_per_hour = 3600.0\nrunning_num = 0\nlast_task_age = \"1s\"";
     scenario +=
         &(head("stale") + &step("0s", "total_num = 1\nrunning_num = 0\nlast_task_at = \"0s\"") + &step("5s", alive));

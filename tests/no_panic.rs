@@ -104,8 +104,11 @@ fn no_flag_value_of_any_command_panics() {
     let mut ran = 0;
     for _ in 0..12 {
         for line in command_lines(&mut draw) {
-            let args: Vec<String> =
-                ["scanwatch", "--config", &config.display().to_string()].into_iter().map(String::from).chain(line).collect();
+            let args: Vec<String> = ["scanwatch", "--config", &config.display().to_string()]
+                .into_iter()
+                .map(String::from)
+                .chain(line)
+                .collect();
             // A value clap refuses is a usage error, printed and exit 2: fine. The rest runs the command.
             let Ok(cli) = Cli::try_parse_from(&args) else { continue };
             let outcome = rt.block_on(AssertUnwindSafe(run(cli)).catch_unwind());
@@ -122,8 +125,11 @@ fn no_flag_value_of_any_command_panics() {
         vec!["transitions", "--since", "18446744073709551615s"],
         vec!["replay", "--since", "300000y"],
     ] {
-        let args: Vec<String> =
-            ["scanwatch", "--config", &config.display().to_string()].into_iter().chain(line).map(String::from).collect();
+        let args: Vec<String> = ["scanwatch", "--config", &config.display().to_string()]
+            .into_iter()
+            .chain(line)
+            .map(String::from)
+            .collect();
         let cli = Cli::try_parse_from(&args).unwrap();
         let outcome = rt.block_on(AssertUnwindSafe(run(cli)).catch_unwind());
         let result = outcome.unwrap_or_else(|_| panic!("panicked: {args:?}"));

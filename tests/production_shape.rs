@@ -57,7 +57,7 @@ fn scenario() -> String {
 
 /// The default interval (no `[schedule]`), the default 5 calls/min, `targets` targets of one task type on one
 /// account.
-fn config(endpoint: &str, db: &std::path::Path, targets: usize) -> String {
+fn config_toml(endpoint: &str, db: &std::path::Path, targets: usize) -> String {
     let mut s = format!(
         "[storage]\npath = \"{}\"\n[[accounts]]\nname = \"prod\"\nak_env = \"PS_AK\"\nsk_env = \"PS_SK\"\n",
         db.display()
@@ -118,7 +118,7 @@ fn the_watchdog_is_fed_through_cycles_longer_than_watchdog_sec_on_the_shipped_un
 
         let path = dir.path().join("scanwatch.toml");
         let db = dir.path().join("scanwatch.db");
-        std::fs::write(&path, config(&endpoint, &db, SERIES)).unwrap();
+        std::fs::write(&path, config_toml(&endpoint, &db, SERIES)).unwrap();
         let env = Environment::from_pairs([
             ("PS_AK", "HPUAPRODSHAPE0000001"),
             ("PS_SK", "prodShapeSecret0000000000000000000000001"),
@@ -134,7 +134,7 @@ fn the_watchdog_is_fed_through_cycles_longer_than_watchdog_sec_on_the_shipped_un
         let reload_after = Duration::from_secs(60);
         let stopper = async {
             tokio::time::sleep(reload_after).await;
-            std::fs::write(&path, config(&endpoint, &db, SERIES - 2)).unwrap();
+            std::fs::write(&path, config_toml(&endpoint, &db, SERIES - 2)).unwrap();
             // SAFETY: kill(2) on our own pid with a signal the daemon handles.
             assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGHUP) }, 0);
             tokio::time::sleep(Duration::from_secs(10 * 60)).await;

@@ -130,3 +130,38 @@ fn a_debug_daemon_run_with_every_kind_of_secret_logs_and_stores_none_of_them() {
     assert!(!heartbeat.received().is_empty(), "the heartbeat was pinged");
     assert_read_side_clean(&sb);
 }
+
+/// An operator's shell beside the service has no account secrets: the commands that only read the database need
+/// only `[storage]`, while the ones that call HSS still say which secret is missing.
+#[test]
+fn read_only_commands_need_only_storage_and_never_the_account_secrets() {
+    let scenario =
+        scenario_head() + &series("ro", "cluster_scan", None, "total_num = 1\nrunning_num = 0\nlast_task_age = \"1h\"");
+    let sim = SimServer::start(&scenario);
+    let mut sb = Sandbox::new();
+    sb.write_config(
+        &(aksk_account("acct", "SW_AK", "SW_SK") + &target("ro", "acct", &sim.url, "ro", &["cluster_scan"], None)),
+    );
+    sb.run(&["poll"]).expect_code(0);
+
+    sb.unset_env("SW_AK");
+    sb.unset_env("SW_SK");
+    for args in [
+        &["history", "--format", "json"][..],
+        &["alerts"],
+        &["alerts", "--all"],
+        &["transitions"],
+        &["notifications"],
+        &["replay", "--since", "1d"],
+        &["silence", "list"],
+    ] {
+        let run = sb.run(args);
+        run.expect_code(0);
+        assert!(!run.stderr.contains("SW_SK"), "{args:?} does not even mention the secret: {run}");
+    }
+    assert_eq!(sb.history(&[]).len(), 1, "and the rows are there");
+
+    let poll = sb.run(&["poll"]);
+    poll.expect_code(2);
+    assert!(poll.all_output().contains("SW_SK"), "poll names the missing variable: {poll}");
+}

@@ -500,14 +500,14 @@ calls_per_minute = 0
 ak = "AK"
 sk = "SK"
 [[series]]
-project_id = "p"
+project_id = "0123456789abcdef0123456789abcdef"
 task_type = "cluster_scan"
   [[series.steps]]
   at = "0s"
   total_num = 1
   running_num = 0
 [[series]]
-project_id = "p"
+project_id = "0123456789abcdef0123456789abcdef"
 task_type = "iac_scan"
   [[series.steps]]
   at = "0s"
@@ -525,7 +525,7 @@ task_type = "iac_scan"
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "[storage]\npath = \"{}\"\n[schedule]\ninterval = \"1m\"\n[[accounts]]\nname = \"a\"\nak_env = \"A\"\nsk_env = \"S\"\n\
-             [[targets]]\nname = \"t\"\naccount = \"a\"\nregion = \"cn-north-4\"\nendpoint = \"http://127.0.0.1:{port}\"\nproject_id = \"p\"\n",
+             [[targets]]\nname = \"t\"\naccount = \"a\"\nregion = \"cn-north-4\"\nendpoint = \"http://127.0.0.1:{port}\"\nproject_id = \"0123456789abcdef0123456789abcdef\"\n",
             dir.path().join("p.db").display()
         );
         let config =

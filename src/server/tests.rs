@@ -21,13 +21,13 @@ name = "prod"
 name = "t1"
 account = "prod"
 region = "cn-north-4"
-project_id = "p1"
+project_id = "0000000000000000000000000000a001"
 labels = { env = "prod" }
 [[targets]]
 name = "t2"
 account = "prod"
 region = "cn-north-4"
-project_id = "p2"
+project_id = "0000000000000000000000000000a002"
 task_types = ["iac_scan"]
 "#;
 
@@ -378,7 +378,12 @@ async fn metrics_parse_as_prometheus_text_and_carry_every_family() {
     }
     assert!(text.ends_with("# EOF\n"), "{text}");
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    let series = [("target", "t1"), ("task_type", "cluster_scan"), ("account", "prod"), ("project_id", "p1")];
+    let series = [
+        ("target", "t1"),
+        ("task_type", "cluster_scan"),
+        ("account", "prod"),
+        ("project_id", "0000000000000000000000000000a001"),
+    ];
     assert_eq!(value(sample(&scrape, "scanwatch_hss_total_num", &series)), 17.0);
     assert_eq!(value(sample(&scrape, "scanwatch_hss_running_num", &series)), 1.0);
     assert_eq!(value(sample(&scrape, "scanwatch_hss_last_task_start_timestamp_seconds", &series)), 1_799_990_000.0);
@@ -539,7 +544,8 @@ fn extreme_value() -> impl proptest::strategy::Strategy<Value = String> {
         Just("".to_string()),
         (0u64..u64::MAX, prop_oneof![Just("s"), Just("m"), Just("h"), Just("d"), Just("y"), Just("ns")])
             .prop_map(|(n, unit)| format!("{n}{unit}")),
-        any::<i64>().prop_map(|s| chrono::DateTime::from_timestamp(s / 1000, 0).map(|t| t.to_rfc3339()).unwrap_or_default()),
+        any::<i64>()
+            .prop_map(|s| chrono::DateTime::from_timestamp(s / 1000, 0).map(|t| t.to_rfc3339()).unwrap_or_default()),
         "\\PC{0,24}",
     ]
 }
@@ -563,7 +569,8 @@ async fn no_api_parameter_value_panics_the_server() {
     for _ in 0..40 {
         for (path, param) in params {
             let value = extreme_value().new_tree(&mut runner).unwrap().current();
-            let query: String = url::form_urlencoded::Serializer::new(String::new()).append_pair(param, &value).finish();
+            let query: String =
+                url::form_urlencoded::Serializer::new(String::new()).append_pair(param, &value).finish();
             let url = format!("{path}?{query}");
             let status = app.status_of(&url, Some(TOKEN)).await;
             assert!(status == 200 || status == 400, "{url}: HTTP {status}");

@@ -90,8 +90,20 @@ token = "{STATIC_TOKEN}"
     )
 }
 
+/// A project id (32 lowercase hex, as Huawei's are and `validate` requires) for a readable name used in tests
+/// ("project-retry", "stale"): always the same id for the same name; a real id passes through unchanged.
+pub fn pid(name: &str) -> String {
+    use sha2::Digest;
+    if name.len() == 32 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return name.to_string();
+    }
+    hex::encode(&sha2::Sha256::digest(name.as_bytes())[..16])
+}
+
 /// One scenario series with a single step starting at 0s; `step` is the step's keys (values or a fault).
+/// `project_id` may be a readable name ([`pid`]).
 pub fn series(project_id: &str, task_type: &str, enterprise_project_id: Option<&str>, step: &str) -> String {
+    let project_id = pid(project_id);
     let eps = enterprise_project_id.map(|e| format!("enterprise_project_id = \"{e}\"\n")).unwrap_or_default();
     format!(
         "\n[[series]]\nproject_id = \"{project_id}\"\ntask_type = \"{task_type}\"\n{eps}[[series.steps]]\nat = \"0s\"\n{step}\n"
@@ -105,7 +117,8 @@ pub fn aksk_account(name: &str, ak_env: &str, sk_env: &str) -> String {
     )
 }
 
-/// A target polling `task_types` of `project_id` at `endpoint` (the simulator, normally).
+/// A target polling `task_types` of `project_id` (a readable name becomes [`pid`]) at `endpoint` (the simulator,
+/// normally).
 pub fn target(
     name: &str,
     account: &str,
@@ -116,6 +129,7 @@ pub fn target(
 ) -> String {
     let eps = enterprise_project_id.map(|e| format!("enterprise_project_id = \"{e}\"\n")).unwrap_or_default();
     let types = task_types.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
+    let project_id = pid(project_id);
     format!(
         "\n[[targets]]\nname = \"{name}\"\naccount = \"{account}\"\nregion = \"cn-north-4\"\nendpoint = \"{endpoint}\"\n\
          project_id = \"{project_id}\"\n{eps}task_types = [{types}]\n"
@@ -160,7 +174,7 @@ impl SimServer {
 
     /// The task-statistics calls for one project, oldest first.
     pub fn calls_for(&self, project_id: &str) -> Vec<CallRecord> {
-        let path = format!("/v5/{project_id}/common/task-statistics");
+        let path = format!("/v5/{}/common/task-statistics", pid(project_id));
         self.hss_calls().into_iter().filter(|c| c.path == path).collect()
     }
 }
