@@ -189,3 +189,39 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_names_the_key() {
     signal(&child, "-TERM");
     assert_eq!(wait_exit(child, Duration::from_secs(20)), 0);
 }
+
+/// SIGTERM in the middle of a long cycle (12 series at 5 calls/min, spread over half the default interval) does
+/// what README.md and the unit say: no new poll starts, the process exits 0 within seconds rather than when the
+/// cycle would have ended (over two minutes later), and every poll that was made is stored whole.
+#[test]
+fn sigterm_mid_cycle_starts_no_new_poll_and_exits_at_once_with_whole_polls_stored() {
+    let sb = Sandbox::new();
+    let mut scenario = scenario_head().replace("calls_per_minute = 600", "calls_per_minute = 5");
+    // The first series fails, so its poll announces itself in the log; the rest are healthy.
+    scenario += &series("first", "cluster_scan", None, "fault = \"server_error\"\nstatus = 503");
+    let mut config = String::from("[[accounts]]\nname = \"acct\"\nak_env = \"SW_AK\"\nsk_env = \"SW_SK\"\n");
+    let sim_placeholder = "{SIM}";
+    config += &target("first", "acct", sim_placeholder, "first", &["cluster_scan"], None);
+    for i in 1..12 {
+        let name = format!("s{i:02}");
+        scenario += &series(&name, "cluster_scan", None, "total_num = 1\nrunning_num = 0\nlast_task_age = \"1h\"");
+        config += &target(&name, "acct", sim_placeholder, &name, &["cluster_scan"], None);
+    }
+    let sim = SimServer::start(&scenario);
+    sb.write_config(&config.replace(sim_placeholder, &sim.url));
+    let (child, logs) = start(&sb);
+    if let Err(lines) = wait_for_line(&logs, "poll failed", 1, Instant::now() + Duration::from_secs(30)) {
+        panic!("the first poll never came:\n{}", lines.join("\n"));
+    }
+    let stopping = Instant::now();
+    signal(&child, "-TERM");
+    assert_eq!(wait_exit(child, Duration::from_secs(15)), 0, "SIGTERM exits 0");
+    assert!(stopping.elapsed() < Duration::from_secs(15), "it did not wait for the cycle to end");
+    let lines: Vec<String> = logs.try_iter().collect();
+    assert!(lines.iter().any(|l| l.contains("no new polls")), "says what it does:\n{}", lines.join("\n"));
+
+    let calls = sim.hss_calls().len();
+    assert!(calls < 12, "the cycle did not run on after SIGTERM: {calls} calls");
+    let rows = sb.history(&[]);
+    assert_eq!(rows.len(), calls, "every call made is stored, and nothing else: {rows:#?}");
+}

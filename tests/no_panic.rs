@@ -136,3 +136,115 @@ fn no_flag_value_of_any_command_panics() {
         assert!(result.is_ok(), "{args:?}: {result:?}");
     }
 }
+
+/// Extreme durations and counts in every rule and lifecycle key, through config → poll: `validate` refuses what is
+/// out of bounds (naming the key), and whatever it accepts is recorded and evaluated by the live path — a real
+/// SQLite file, polls a minute apart, the rules over stored history — without a panic. `window = "300000y"` used
+/// to pass `validate` and then panic on the first poll (`DateTime - TimeDelta overflowed`).
+#[test]
+fn every_duration_validate_accepts_can_be_polled_and_evaluated() {
+    use scanwatch::config::{Config, Environment};
+    use scanwatch::model::{PollRecord, TaskStats};
+    use scanwatch::poller::{Outbox, record_and_evaluate};
+
+    use scanwatch::config::limits::{ALERTING, RETENTION, RULE_WINDOW};
+    let keys = [
+        ("rules.no_recent_scan", "max_age", RULE_WINDOW),
+        ("rules.stuck_running", "for", RULE_WINDOW),
+        ("rules.total_stalled", "window", RULE_WINDOW),
+        ("rules.poll_failing", "for", RULE_WINDOW),
+        ("alerting", "pending_for", ALERTING),
+        ("alerting", "resolve_after", ALERTING),
+        ("alerting", "repeat_interval", ALERTING),
+        ("alerting", "max_delivery_age", ALERTING),
+        ("storage", "retention", RETENTION),
+    ];
+    // Mostly the largest values validate accepts (where overflow would bite), sometimes anything at all.
+    let value_for = |limit: std::time::Duration| {
+        let secs = limit.as_secs();
+        prop_oneof![
+            4 => Just(format!("{secs}s")),
+            2 => Just(format!("{}s", secs - 1)),
+            1 => Just("1s".to_string()),
+            1 => extreme(),
+        ]
+    };
+    let env = Environment::from_pairs([("HUAWEICLOUD_SDK_AK", "AK"), ("HUAWEICLOUD_SDK_SK", "SK")]);
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let store = rt.block_on(scanwatch::store::Store::open(&dir.path().join("p.db"))).unwrap();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut accepted, mut refused) = (0, 0);
+    for case in 0..40 {
+        let mut text = String::from(
+            "[[accounts]]\nname = \"prod\"\n[[targets]]\nname = \"t\"\naccount = \"prod\"\nregion = \"cn-north-4\"\n\
+             project_id = \"0123456789abcdef0123456789abcdef\"\ntask_types = [\"cluster_scan\"]\n",
+        );
+        let mut sections: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for (section, key, limit) in keys {
+            let value = value_for(limit).new_tree(&mut runner).unwrap().current();
+            sections.entry(section).or_default().push(format!("{key} = {}", toml_string(&value)));
+        }
+        sections
+            .entry("rules.poll_failing")
+            .or_default()
+            .push(format!("after = {}", [1u64, 3, 1000, 1, 0, 1001, i64::MAX as u64][case % 7]));
+        for (section, lines) in &sections {
+            text.push_str(&format!("[{section}]\n{}\n", lines.join("\n")));
+        }
+        let config = match Config::from_toml_str(&text, dir.path(), &env) {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(!e.problems.is_empty() && e.problems.iter().all(|p| !p.key.is_empty()), "{e:?}");
+                refused += 1;
+                continue;
+            }
+        };
+        accepted += 1;
+        let (target, key) = config.series().next().unwrap();
+        let (rules, lifecycle) = (target.rules.rule_set(), config.alerting.lifecycle());
+        let id = rt.block_on(store.ensure_series(&key)).unwrap();
+        let start = chrono::Utc::now() + chrono::TimeDelta::days(case as i64);
+        for minute in 0..3 {
+            let at = start + chrono::TimeDelta::minutes(minute);
+            let record = PollRecord {
+                polled_at: at,
+                latency_ms: 1,
+                outcome: Ok(TaskStats { total_num: 1, running_num: 1, last_task_start_time: Some(0) }),
+                http_status: Some(200),
+                request_id: None,
+            };
+            let outcome = rt.block_on(
+                AssertUnwindSafe(record_and_evaluate(
+                    &store,
+                    id,
+                    &key,
+                    &rules,
+                    &lifecycle,
+                    &record,
+                    true,
+                    Outbox::default(),
+                ))
+                .catch_unwind(),
+            );
+            assert!(outcome.is_ok_and(|r| r.is_ok()), "case {case} panicked or failed:\n{text}");
+        }
+    }
+    assert!(accepted > 0 && refused > 0, "both sides of the bounds were drawn: {accepted} accepted, {refused} refused");
+    // The issue's values, exactly: refused, naming the key.
+    for (section, key, value) in
+        [("rules.total_stalled", "window", "300000y"), ("rules.stuck_running", "for", "18446744073709551615s")]
+    {
+        let text = format!(
+            "[[accounts]]\nname = \"prod\"\n[[targets]]\nname = \"t\"\naccount = \"prod\"\nregion = \"cn-north-4\"\n\
+             project_id = \"0123456789abcdef0123456789abcdef\"\n[{section}]\n{key} = \"{value}\"\n"
+        );
+        let e = Config::from_toml_str(&text, dir.path(), &env).unwrap_err();
+        assert!(e.problems.iter().any(|p| p.key == format!("{section}.{key}")), "{e:?}");
+    }
+}
+
+/// A drawn value as a TOML string (quoted and escaped).
+fn toml_string(v: &str) -> String {
+    toml::Value::String(v.to_string()).to_string()
+}

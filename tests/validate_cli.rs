@@ -174,7 +174,7 @@ fn validate_warns_with_the_numbers_when_a_cycle_takes_most_of_the_interval() {
         ),
         "{run}"
     );
-    assert!(run.stdout.contains(": ok (1 accounts, 7 targets, 14 polled series every 5m)"), "{run}");
+    assert!(run.stdout.contains(": ok (1 account, 7 targets, 14 polled series every 5m)"), "{run}");
 }
 
 #[test]
