@@ -6,7 +6,7 @@
 //! The SQL sticks to what PostgreSQL also accepts where that costs nothing.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,9 @@ pub enum StoreError {
     /// Applying the embedded migrations failed (a newer or foreign database?).
     #[error("cannot migrate database {path}: {source}")]
     Migrate { path: String, source: sqlx::migrate::MigrateError },
+    /// Another opener's lock of `{db}.lock` could not be taken (or the file created).
+    #[error("cannot lock {path} to create or migrate the database: {reason}")]
+    Lock { path: String, reason: String },
     #[error("database error while {doing}: {source}")]
     Sql { doing: &'static str, source: sqlx::Error },
     /// A row holds a value this release does not understand.
@@ -89,6 +92,47 @@ pub struct Store {
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// What every read-write connection of a store is opened with. No journal mode: [`Store::prepare`] sets WAL once,
+/// under its lock.
+fn connect_options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
+    let opts = SqliteConnectOptions::from_str("sqlite:")
+        .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+    Ok(opts.filename(path).synchronous(SqliteSynchronous::Normal).busy_timeout(BUSY_TIMEOUT).foreign_keys(true))
+}
+
+/// `{db}{suffix}`, beside the database (SQLite's own `-wal` and `-shm` are named the same way).
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Takes the exclusive lock of `{db}.lock` (creating the file), waiting for another opener that holds it. The lock
+/// lasts as long as the returned file is open.
+async fn lock_sidecar(path: &Path) -> Result<Option<std::fs::File>, StoreError> {
+    let lock_path = sidecar(path, ".lock");
+    let shown = lock_path.display().to_string();
+    let taken = tokio::task::spawn_blocking(move || {
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+        match file.lock() {
+            Ok(()) => Ok(Some(file)),
+            // A filesystem without locks: open as before rather than not at all.
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                tracing::warn!(lock = %lock_path.display(), "file locks are not supported here; concurrent first runs may fail");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    })
+    .await;
+    match taken {
+        Ok(Ok(file)) => Ok(file),
+        Ok(Err(e)) => Err(StoreError::Lock { path: shown, reason: e.to_string() }),
+        Err(e) => Err(StoreError::Lock { path: shown, reason: e.to_string() }),
+    }
+}
+
 /// A stored series row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesRow {
@@ -116,27 +160,20 @@ pub struct HistoryRow {
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and applies migrations.
+    ///
+    /// Any number of processes may open one new database at once (two `poll`s from timers, `run` beside them): see
+    /// [`Store::prepare`].
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
-        let opts = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(|source| StoreError::Open { path: shown.clone(), source })?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+        let opts = connect_options(path)?.create_if_missing(true);
+        Store::prepare(path, &opts).await?;
+        // No `test_before_acquire`: its ping is one more round trip to the connection's worker thread per
+        // transaction, and a broken connection fails its statement anyway, which closes it (see `WriteTx`).
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts.clone())
             .await
             .map_err(|source| StoreError::Open { path: shown.clone(), source })?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|source| StoreError::Migrate { path: shown.clone(), source })?;
-        // No `test_before_acquire`: its ping is one more round trip to the connection's worker thread per
-        // transaction, and a broken connection fails its statement anyway, which closes it (see `WriteTx`).
         let write_pool = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
@@ -146,6 +183,32 @@ impl Store {
             .await
             .map_err(|source| StoreError::Open { path: shown, source })?;
         Ok(Store { pool, write_pool, turn: Arc::default() })
+    }
+
+    /// Creates the file if `opts` say so, switches it to WAL and applies the migrations, on one connection and
+    /// under an exclusive lock of the sidecar file `{path}.lock`, so that concurrent openers take turns.
+    ///
+    /// Without the lock, two processes opening a new database together both saw no migration applied and both ran
+    /// the first one (`table series already exists`), or met SQLite's lock while switching to WAL, which needs an
+    /// exclusive lock that SQLite's busy timeout does not wait for (`database is locked`). sqlx's migrator runs each
+    /// migration in its own transaction and takes no lock of its own on SQLite, so a surrounding `BEGIN EXCLUSIVE`
+    /// cannot hold it; an OS file lock can, and the kernel releases it if its holder dies. The pools opened after
+    /// this never set the journal mode: WAL is a property of the file by then.
+    async fn prepare(path: &Path, opts: &SqliteConnectOptions) -> Result<(), StoreError> {
+        let shown = path.display().to_string();
+        let _turn = lock_sidecar(path).await?;
+        // One connection, as a pool: `Migrator::run` on a bare `&mut SqliteConnection` makes the future not `Send`.
+        let one = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone().journal_mode(SqliteJournalMode::Wal))
+            .await
+            .map_err(|source| StoreError::Open { path: shown.clone(), source })?;
+        let migrated = sqlx::migrate!("./migrations")
+            .run(&one)
+            .await
+            .map_err(|source| StoreError::Migrate { path: shown.clone(), source });
+        one.close().await;
+        migrated
     }
 
     /// Opens an existing, already migrated database without write access (a read-only mount or replica). Writes

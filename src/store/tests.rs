@@ -215,3 +215,70 @@ async fn a_dropped_transaction_leaves_nothing_behind() {
     }
     assert!(s.latest(a, 10).await.unwrap().is_empty());
 }
+
+/// Every table and migration a fresh `open` must leave behind, and a write through the store works.
+async fn assert_complete_schema(s: &Store) {
+    let applied: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(&s.pool).await.unwrap();
+    assert_eq!(applied, sqlx::migrate!("./migrations").iter().count() as i64, "every migration applied once");
+    let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .fetch_all(&s.pool)
+        .await
+        .unwrap();
+    for table in ["alerts", "delivery_attempts", "notices", "notifications", "series", "snapshots"] {
+        assert!(tables.iter().any(|t| t == table), "{table} missing from {tables:?}");
+    }
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&s.pool).await.unwrap();
+    assert_eq!(mode, "wal");
+    let id = s.ensure_series(&key("a", TaskType::ClusterScan)).await.unwrap();
+    s.record_poll(id, &ok(0, 1), true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_concurrent_first_opens_of_a_new_database_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let opens: Vec<_> = (0..8)
+        .map(|_| {
+            let (path, barrier) = (path.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                Store::open(&path).await
+            })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for open in opens {
+        stores.push(open.await.unwrap().unwrap_or_else(|e| panic!("a concurrent first open failed: {e}")));
+    }
+    for s in &stores {
+        assert_complete_schema(s).await;
+    }
+}
+
+#[test]
+fn eight_threads_each_with_its_own_runtime_open_a_new_database_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let barrier = std::sync::Barrier::new(8);
+    let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    barrier.wait();
+                    rt.block_on(async {
+                        let s = Store::open(&path).await.map_err(|e| e.to_string())?;
+                        assert_complete_schema(&s).await;
+                        s.close().await;
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "concurrent first opens failed: {failed:#?}");
+}
