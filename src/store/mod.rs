@@ -27,27 +27,98 @@ pub use alerts::{AlertRow, SilenceRow, TransitionRow};
 pub use outbox::{AttemptResult, DeliveryStatus, NotificationRow};
 
 /// Errors from the store; all carry what failed.
+///
+/// Each message says its cause once: sqlx's errors repeat their cause in their own text and again as their source,
+/// so the variants keep the cause as text (or, for [`StoreError::Sql`], as a field that is not a `source`) and
+/// `{:#}` chains print it once ("cannot open database /x.db: unable to open database file", not that three times).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// A command that only reads found no database; nothing was created.
+    #[error("no database at {path} (check [storage] path; scanwatch creates it on the first poll)")]
+    Missing { path: String },
     /// The database file could not be opened or created.
-    #[error("cannot open database {path}: {source}")]
-    Open { path: String, source: sqlx::Error },
+    #[error("cannot open database {path}: {reason}")]
+    Open { path: String, reason: String },
     /// Applying the embedded migrations failed (a newer or foreign database?).
-    #[error("cannot migrate database {path}: {source}")]
-    Migrate { path: String, source: sqlx::migrate::MigrateError },
-    /// Another opener's lock of `{db}.lock` could not be taken (or the file created).
+    #[error("cannot migrate database {path}: {reason}")]
+    Migrate { path: String, reason: String },
+    /// The open lock `{db}.lock` could not be created or taken.
     #[error("cannot lock {path} to create or migrate the database: {reason}")]
     Lock { path: String, reason: String },
-    #[error("database error while {doing}: {source}")]
-    Sql { doing: &'static str, source: sqlx::Error },
+    /// A statement failed; `error` is sqlx's, for callers that look at SQLite's code.
+    #[error("database error while {doing}: {}", one_line(.error))]
+    Sql { doing: &'static str, error: sqlx::Error },
     /// A row holds a value this release does not understand.
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
 }
 
 fn sql(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Sql { doing, source }
+    move |error| StoreError::Sql { doing, error }
+}
+
+/// An error and its sources as one line, each distinct text once. A database error is SQLite's message alone
+/// (sqlx wraps it as "error returned from database: (code: 14) …" and then returns the same error as its source).
+fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let (text, last) = match err.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Database(db)) => (db.message().to_string(), true),
+            _ => (err.to_string().replace("error returned from database: ", ""), false),
+        };
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        next = if last { None } else { err.source() };
+    }
+    out
+}
+
+/// Why a read-write open failed, and whether it was for want of write access (then a read-only open may work).
+struct OpenFailure {
+    error: StoreError,
+    no_write_access: bool,
+}
+
+impl From<StoreError> for OpenFailure {
+    fn from(error: StoreError) -> Self {
+        OpenFailure { error, no_write_access: false }
+    }
+}
+
+impl OpenFailure {
+    fn open(path: &Path, e: sqlx::Error) -> OpenFailure {
+        OpenFailure {
+            no_write_access: lacks_write_access(&e),
+            error: StoreError::Open { path: path.display().to_string(), reason: one_line(&e) },
+        }
+    }
+
+    fn migrate(path: &Path, e: sqlx::migrate::MigrateError) -> OpenFailure {
+        let no_write_access = match &e {
+            sqlx::migrate::MigrateError::Execute(e) | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => {
+                lacks_write_access(e)
+            }
+            _ => false,
+        };
+        OpenFailure {
+            no_write_access,
+            error: StoreError::Migrate { path: path.display().to_string(), reason: one_line(&e) },
+        }
+    }
+}
+
+/// SQLite's answers when the file or its directory cannot be written: READONLY (8, and its extended codes),
+/// CANTOPEN (14: WAL's `-shm` cannot be created on a read-only mount), PERM (3).
+fn lacks_write_access(e: &sqlx::Error) -> bool {
+    let Some(db) = e.as_database_error() else { return false };
+    let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+    matches!(code & 0xff, 3 | 8 | 14)
 }
 
 /// How long a writer waits for another one before giving up with SQLITE_BUSY.
@@ -92,11 +163,32 @@ pub struct Store {
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// A pool of read-only connections that has read the schema: SQLite opens the file lazily, so a WAL database whose
+/// `-shm` cannot be created fails only at the first read.
+async fn read_only_pool(opts: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    let pool = SqlitePoolOptions::new().max_connections(2).connect_with(opts).await?;
+    if let Err(e) = sqlx::query("SELECT COUNT(*) FROM sqlite_master").fetch_one(&pool).await {
+        pool.close().await;
+        return Err(e);
+    }
+    Ok(pool)
+}
+
+/// The cause part of an open error, to combine two attempts' causes.
+fn reason(e: &StoreError) -> String {
+    match e {
+        StoreError::Open { reason, .. } | StoreError::Migrate { reason, .. } | StoreError::Lock { reason, .. } => {
+            reason.clone()
+        }
+        other => other.to_string(),
+    }
+}
+
 /// What every read-write connection of a store is opened with. No journal mode: [`Store::prepare`] sets WAL once,
 /// under its lock.
 fn connect_options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
     let opts = SqliteConnectOptions::from_str("sqlite:")
-        .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: one_line(&e) })?;
     Ok(opts.filename(path).synchronous(SqliteSynchronous::Normal).busy_timeout(BUSY_TIMEOUT).foreign_keys(true))
 }
 
@@ -109,7 +201,7 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
 
 /// Takes the exclusive lock of `{db}.lock` (creating the file), waiting for another opener that holds it. The lock
 /// lasts as long as the returned file is open.
-async fn lock_sidecar(path: &Path) -> Result<Option<std::fs::File>, StoreError> {
+async fn lock_sidecar(path: &Path) -> Result<Option<std::fs::File>, OpenFailure> {
     let lock_path = sidecar(path, ".lock");
     let shown = lock_path.display().to_string();
     let taken = tokio::task::spawn_blocking(move || {
@@ -128,8 +220,14 @@ async fn lock_sidecar(path: &Path) -> Result<Option<std::fs::File>, StoreError> 
     .await;
     match taken {
         Ok(Ok(file)) => Ok(file),
-        Ok(Err(e)) => Err(StoreError::Lock { path: shown, reason: e.to_string() }),
-        Err(e) => Err(StoreError::Lock { path: shown, reason: e.to_string() }),
+        Ok(Err(e)) => Err(OpenFailure {
+            no_write_access: matches!(
+                e.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            ),
+            error: StoreError::Lock { path: shown, reason: e.to_string() },
+        }),
+        Err(e) => Err(StoreError::Lock { path: shown, reason: e.to_string() }.into()),
     }
 }
 
@@ -164,8 +262,40 @@ impl Store {
     /// Any number of processes may open one new database at once (two `poll`s from timers, `run` beside them): see
     /// [`Store::prepare`].
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_read_write(path, true).await.map_err(|f| f.error)
+    }
+
+    /// Opens the database at `path` for a command that reads: never creates it. A missing file is
+    /// [`StoreError::Missing`]. An existing one is opened read-write and migrated if needed; where it cannot be
+    /// written (a read-only mount, a file of another user) it is opened read-only instead, and writes through the
+    /// store fail. When neither works, the error gives each distinct cause once.
+    pub async fn open_existing(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
-        let opts = connect_options(path)?.create_if_missing(true);
+        match tokio::fs::try_exists(path).await {
+            Ok(true) => {}
+            Ok(false) => return Err(StoreError::Missing { path: shown }),
+            Err(e) => return Err(StoreError::Open { path: shown, reason: e.to_string() }),
+        }
+        let rw = match Store::open_read_write(path, false).await {
+            Ok(store) => return Ok(store),
+            Err(f) if f.no_write_access => f.error,
+            Err(f) => return Err(f.error),
+        };
+        match Store::open_read_only(path).await {
+            Ok(store) => {
+                tracing::debug!(database = %shown, error = %rw, "opened read-only: the database cannot be written");
+                Ok(store)
+            }
+            Err(ro) => {
+                let (rw, ro) = (reason(&rw), reason(&ro));
+                let reason = if rw == ro { rw } else { format!("{rw}; read-only, {ro}") };
+                Err(StoreError::Open { path: shown, reason })
+            }
+        }
+    }
+
+    async fn open_read_write(path: &Path, create: bool) -> Result<Store, OpenFailure> {
+        let opts = connect_options(path)?.create_if_missing(create);
         Store::prepare(path, &opts).await?;
         // No `test_before_acquire`: its ping is one more round trip to the connection's worker thread per
         // transaction, and a broken connection fails its statement anyway, which closes it (see `WriteTx`).
@@ -173,7 +303,7 @@ impl Store {
             .max_connections(4)
             .connect_with(opts.clone())
             .await
-            .map_err(|source| StoreError::Open { path: shown.clone(), source })?;
+            .map_err(|e| OpenFailure::open(path, e))?;
         let write_pool = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
@@ -181,7 +311,7 @@ impl Store {
             .max_lifetime(None)
             .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open { path: shown, source })?;
+            .map_err(|e| OpenFailure::open(path, e))?;
         Ok(Store { pool, write_pool, turn: Arc::default() })
     }
 
@@ -194,37 +324,44 @@ impl Store {
     /// migration in its own transaction and takes no lock of its own on SQLite, so a surrounding `BEGIN EXCLUSIVE`
     /// cannot hold it; an OS file lock can, and the kernel releases it if its holder dies. The pools opened after
     /// this never set the journal mode: WAL is a property of the file by then.
-    async fn prepare(path: &Path, opts: &SqliteConnectOptions) -> Result<(), StoreError> {
-        let shown = path.display().to_string();
+    async fn prepare(path: &Path, opts: &SqliteConnectOptions) -> Result<(), OpenFailure> {
         let _turn = lock_sidecar(path).await?;
         // One connection, as a pool: `Migrator::run` on a bare `&mut SqliteConnection` makes the future not `Send`.
         let one = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(opts.clone().journal_mode(SqliteJournalMode::Wal))
             .await
-            .map_err(|source| StoreError::Open { path: shown.clone(), source })?;
-        let migrated = sqlx::migrate!("./migrations")
-            .run(&one)
-            .await
-            .map_err(|source| StoreError::Migrate { path: shown.clone(), source });
+            .map_err(|e| OpenFailure::open(path, e))?;
+        let migrated = sqlx::migrate!("./migrations").run(&one).await.map_err(|e| OpenFailure::migrate(path, e));
         one.close().await;
         migrated
     }
 
     /// Opens an existing, already migrated database without write access (a read-only mount or replica). Writes
     /// through this store fail, and [`Store::check_writable`] says so.
+    ///
+    /// SQLite opens a WAL database read-only only if its `-shm` file exists or can be created, which it cannot on
+    /// a read-only mount after the last writer closed cleanly (`unable to open database file`). Then, and only
+    /// when there is no `-wal` file with content (every commit is in the main file), it is opened as immutable.
     pub async fn open_read_only(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         let opts = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(|source| StoreError::Open { path: shown.clone(), source })?
+            .map_err(|e| StoreError::Open { path: shown.clone(), reason: one_line(&e) })?
             .filename(path)
             .read_only(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(opts)
-            .await
-            .map_err(|source| StoreError::Open { path: shown, source })?;
+        let pool = match read_only_pool(opts.clone()).await {
+            Ok(pool) => pool,
+            Err(e) => {
+                let wal_is_empty = std::fs::metadata(sidecar(path, "-wal")).map_or(true, |m| m.len() == 0);
+                if !(wal_is_empty && lacks_write_access(&e)) {
+                    return Err(StoreError::Open { path: shown, reason: one_line(&e) });
+                }
+                read_only_pool(opts.immutable(true))
+                    .await
+                    .map_err(|_| StoreError::Open { path: shown.clone(), reason: one_line(&e) })?
+            }
+        };
         Ok(Store { write_pool: pool.clone(), pool, turn: Arc::default() })
     }
 
