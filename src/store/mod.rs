@@ -161,6 +161,39 @@ pub struct Store {
     /// handler (1, 2, 5, 10 … ms) while the holder needed ~0.3 ms: the poll cycle of 10,000 series ran 5.6x a bare
     /// client's time (BENCHMARKS.md §2). Other processes (a CLI `ack` beside the daemon) still meet at SQLite's lock.
     turn: Arc<tokio::sync::Mutex<()>>,
+    /// How this process's latest write transaction ended, for `/healthz`: a write that fails for want of space or
+    /// access turns the database unwritable at once, and the next commit turns it writable again. The write probe
+    /// alone cannot see a full disk: it writes no page.
+    writes: Arc<WriteHealth>,
+}
+
+/// Why the latest write transaction failed, or `None` when it committed (or none has failed yet).
+#[derive(Debug, Default)]
+struct WriteHealth {
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl WriteHealth {
+    fn set(&self, failure: Option<String>) {
+        *self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = failure;
+    }
+
+    /// Notes `e` if it says the database cannot take writes: full, read-only, an I/O error, gone or corrupt.
+    /// Lock timeouts and constraint errors say nothing about the database itself (the probe sees locks live).
+    fn note(&self, doing: &str, e: &sqlx::Error) {
+        let unwritable = match e {
+            sqlx::Error::Io(_) => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+                // PERM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB
+                matches!(code & 0xff, 3 | 8 | 10 | 11 | 13 | 14 | 26)
+            }
+            _ => false,
+        };
+        if unwritable {
+            self.set(Some(format!("{} (while {doing})", one_line(e))));
+        }
+    }
 }
 
 /// A pool of read-only connections that has read the schema: SQLite opens the file lazily, so a WAL database whose
@@ -312,7 +345,7 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(|e| OpenFailure::open(path, e))?;
-        Ok(Store { pool, write_pool, turn: Arc::default() })
+        Ok(Store { pool, write_pool, turn: Arc::default(), writes: Arc::default() })
     }
 
     /// Creates the file if `opts` say so, switches it to WAL and applies the migrations, on one connection and
@@ -362,7 +395,7 @@ impl Store {
                     .map_err(|_| StoreError::Open { path: shown.clone(), reason: one_line(&e) })?
             }
         };
-        Ok(Store { write_pool: pool.clone(), pool, turn: Arc::default() })
+        Ok(Store { write_pool: pool.clone(), pool, turn: Arc::default(), writes: Arc::default() })
     }
 
     /// Whether a write could start now: takes the write lock (`BEGIN IMMEDIATE`) and rolls back at once, so it
@@ -373,6 +406,12 @@ impl Store {
         // A write that touches no row still needs write access; on a read-only connection it fails here.
         sqlx::query("DELETE FROM snapshots WHERE 0").execute(tx.inner()).await.map_err(sql("probing write access"))?;
         tx.rollback().await
+    }
+
+    /// Why this process's latest write transaction failed for want of space or access ("database or disk is
+    /// full (while storing a snapshot)"), or `None` when its latest one committed. Cheap: no I/O.
+    pub fn last_write_failure(&self) -> Option<String> {
+        self.writes.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The latest snapshot of every stored series (series never polled are absent).
@@ -404,9 +443,10 @@ impl Store {
         let mut conn = self.write_pool.acquire().await.map_err(sql("beginning a write"))?;
         if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
             conn.close_on_drop();
+            self.writes.note("beginning a write", &e);
             return Err(sql("beginning a write")(e));
         }
-        Ok(WriteTx { tx: conn, open: true, _turn: turn })
+        Ok(WriteTx { tx: conn, open: true, writes: Arc::clone(&self.writes), _turn: turn })
     }
 
     /// Inserts or refreshes a series and returns its id.
@@ -566,7 +606,7 @@ impl Store {
             .bind(PRUNE_BATCH)
             .execute(&mut *tx.tx)
             .await
-            .map_err(sql("pruning snapshots"))?
+            .map_err(tx.failed("pruning snapshots"))?
             .rows_affected();
             tx.commit().await?;
             deleted += n;
@@ -574,6 +614,16 @@ impl Store {
                 return Ok(deleted);
             }
         }
+    }
+
+    /// A full disk, for tests: the write connection may not grow the file by one more page, so the next write that
+    /// needs one fails with SQLITE_FULL. Lasts as long as that connection (a failed transaction closes it).
+    #[cfg(test)]
+    pub(crate) async fn cap_growth_for_tests(&self) {
+        let mut tx = self.begin_write().await.expect("a write transaction");
+        // `max_page_count` never goes below the current size: asking for 1 pins it there.
+        sqlx::query("PRAGMA max_page_count = 1").execute(tx.inner()).await.expect("PRAGMA max_page_count");
+        tx.rollback().await.expect("rollback");
     }
 
     /// `PRAGMA integrity_check` — `ok` on a healthy database.
@@ -593,6 +643,8 @@ impl Store {
 pub struct WriteTx {
     tx: PoolConnection<Sqlite>,
     open: bool,
+    /// Where a failed statement or commit is noted, and a commit clears it.
+    writes: Arc<WriteHealth>,
     /// This process's turn to write; released after the connection (fields drop in order).
     _turn: tokio::sync::OwnedMutexGuard<()>,
 }
@@ -607,14 +659,15 @@ impl Drop for WriteTx {
 
 impl WriteTx {
     pub async fn commit(mut self) -> Result<(), StoreError> {
-        sqlx::query("COMMIT").execute(&mut *self.tx).await.map_err(sql("committing"))?;
+        sqlx::query("COMMIT").execute(&mut *self.tx).await.map_err(self.failed("committing"))?;
         self.open = false;
+        self.writes.set(None);
         Ok(())
     }
 
     /// Undoes the transaction. If even that fails, the connection is closed (which rolls back) instead of pooled.
     pub async fn rollback(mut self) -> Result<(), StoreError> {
-        sqlx::query("ROLLBACK").execute(&mut *self.tx).await.map_err(sql("rolling back"))?;
+        sqlx::query("ROLLBACK").execute(&mut *self.tx).await.map_err(self.failed("rolling back"))?;
         self.open = false;
         Ok(())
     }
@@ -635,7 +688,7 @@ impl WriteTx {
         .bind(key.enterprise_project_id.as_deref())
         .fetch_one(&mut *self.tx)
         .await
-        .map_err(sql("registering a series"))?;
+        .map_err(self.failed("registering a series"))?;
         row.try_get(0).map_err(sql("registering a series"))
     }
 
@@ -662,8 +715,18 @@ impl WriteTx {
         .bind(sent)
         .fetch_one(&mut *self.tx)
         .await
-        .map_err(sql("storing a snapshot"))?;
+        .map_err(self.failed("storing a snapshot"))?;
         row.try_get(0).map_err(sql("storing a snapshot"))
+    }
+
+    /// Maps a statement's error inside this transaction, noting it for [`Store::last_write_failure`] when it says
+    /// the database cannot take writes. Every statement of a write transaction maps its error through this.
+    pub(crate) fn failed(&self, doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError + use<> {
+        let writes = Arc::clone(&self.writes);
+        move |error| {
+            writes.note(doing, &error);
+            StoreError::Sql { doing, error }
+        }
     }
 
     /// The transaction itself, for layers that add their own rows to the same commit.

@@ -208,7 +208,7 @@ impl WriteTx {
         .bind(suppressed)
         .execute(&mut *self.tx)
         .await
-        .map_err(sql("writing a notice"))?;
+        .map_err(self.failed("writing a notice"))?;
         Ok(())
     }
 }
@@ -228,7 +228,7 @@ impl Store {
         )
         .fetch_all(&mut *tx.tx)
         .await
-        .map_err(sql("reading notices"))?;
+        .map_err(tx.failed("reading notices"))?;
         // (channel, suppressed) -> (notice ids, notices)
         let mut groups: std::collections::BTreeMap<(String, bool), (Vec<i64>, Vec<AlertNotice>)> = Default::default();
         for row in &rows {
@@ -266,7 +266,7 @@ impl Store {
             .bind(now.timestamp_millis())
             .fetch_one(&mut *tx.tx)
             .await
-            .map_err(sql("sealing a notification"))?;
+            .map_err(tx.failed("sealing a notification"))?;
             let nid: i64 = row.try_get(0).map_err(sql("sealing a notification"))?;
             for id in ids {
                 sqlx::query("UPDATE notices SET notification_id = ?1 WHERE id = ?2")
@@ -274,7 +274,7 @@ impl Store {
                     .bind(id)
                     .execute(&mut *tx.tx)
                     .await
-                    .map_err(sql("sealing a notification"))?;
+                    .map_err(tx.failed("sealing a notification"))?;
             }
             created.push(nid);
         }
@@ -315,7 +315,7 @@ impl Store {
         .bind(at)
         .fetch_optional(&mut *tx.tx)
         .await
-        .map_err(sql("claiming a notification"))?;
+        .map_err(tx.failed("claiming a notification"))?;
         let Some(held) = held else { return tx.rollback().await.map(|()| None) };
         let owner: Option<String> = held.try_get(0).map_err(sql("claiming a notification"))?;
         let until: Option<i64> = held.try_get(1).map_err(sql("claiming a notification"))?;
@@ -333,7 +333,7 @@ impl Store {
             .bind(until.timestamp_millis())
             .fetch_one(&mut *tx.tx)
             .await
-            .map_err(sql("claiming a notification"))?;
+            .map_err(tx.failed("claiming a notification"))?;
         let claimed = notification_from_row(&row)?;
         tx.commit().await?;
         Ok(Some(claimed))
@@ -414,7 +414,7 @@ impl Store {
         .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
         .execute(&mut *tx.tx)
         .await
-        .map_err(sql("recording a delivery attempt"))?;
+        .map_err(tx.failed("recording a delivery attempt"))?;
         let q = match result {
             AttemptResult::Delivered { .. } => sqlx::query(
                 "UPDATE notifications SET status = 'delivered', attempts = attempts + 1, delivered_at = ?2, last_error = NULL,
@@ -440,7 +440,7 @@ impl Store {
             .bind(status.as_str())
             .bind(error.as_str()),
         };
-        q.execute(&mut *tx.tx).await.map_err(sql("updating a notification"))?;
+        q.execute(&mut *tx.tx).await.map_err(tx.failed("updating a notification"))?;
         tx.commit().await
     }
 
@@ -456,7 +456,7 @@ impl Store {
         .bind(error)
         .execute(&mut *tx.tx)
         .await
-        .map_err(sql("giving up a notification"))?;
+        .map_err(tx.failed("giving up a notification"))?;
         tx.commit().await
     }
 
@@ -470,7 +470,7 @@ impl Store {
         .bind(until.timestamp_millis())
         .execute(tx.inner())
         .await
-        .map_err(sql("deferring a notification"))?;
+        .map_err(tx.failed("deferring a notification"))?;
         tx.commit().await
     }
 }

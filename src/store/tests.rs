@@ -407,3 +407,28 @@ async fn read_only_mount_helper() {
     assert!(e.to_string().contains("readonly"), "{e}");
     println!("READ-ONLY MOUNT OK");
 }
+
+#[tokio::test]
+async fn a_write_that_fails_for_want_of_space_is_noted_until_the_next_commit() {
+    let (_d, s) = store().await;
+    assert_eq!(s.last_write_failure(), None);
+
+    // A constraint error is the caller's mistake, not the database's trouble.
+    let mut tx = s.begin_write().await.unwrap();
+    let e = sqlx::query("INSERT INTO snapshots (series_id) VALUES (NULL)").execute(tx.inner()).await;
+    let e = e.map_err(tx.failed("testing")).unwrap_err();
+    drop(tx);
+    assert!(e.to_string().contains("NOT NULL"), "{e}");
+    assert_eq!(s.last_write_failure(), None);
+
+    s.cap_growth_for_tests().await;
+    let keys: Vec<SeriesKey> =
+        (0..400).map(|i| key(&format!("{i:04}{}", "x".repeat(200)), TaskType::IacScan)).collect();
+    s.ensure_all_series(&keys).await.unwrap_err();
+    let failure = s.last_write_failure().unwrap();
+    assert_eq!(failure, "database or disk is full (while registering a series)");
+    assert_eq!(s.clone().last_write_failure().as_deref(), Some(failure.as_str()), "clones share it");
+
+    s.ensure_series(&key("a", TaskType::IacScan)).await.unwrap();
+    assert_eq!(s.last_write_failure(), None);
+}
