@@ -4,7 +4,9 @@
 //!
 //! The daemon owns the moving parts and tells this module about them: [`Health::record_cycle`] after every cycle,
 //! [`Metrics::poll`] after every poll and [`Metrics::delivery`] after every delivery attempt. Alert counts, the
-//! outbox depth and whether the database is writable are read from the store when asked.
+//! outbox depth and whether the database is writable are read from the store when asked: writable means this
+//! process's latest write transaction did not fail for want of space or access ([`Store::last_write_failure`], so a
+//! failed commit shows at once) and a write lock can be taken now.
 
 use std::io;
 use std::sync::atomic::AtomicU64;
@@ -417,8 +419,12 @@ async fn not_found() -> ApiError {
     )
 }
 
-/// Whether the database takes writes now, with the reason when not.
+/// Whether the database takes writes now, with the reason when not: the latest write transaction's outcome first
+/// (a full disk fails real writes, while the probe, which writes no page, still passes), then the probe.
 async fn probe_writable(store: &Store) -> Result<(), String> {
+    if let Some(failure) = store.last_write_failure() {
+        return Err(format!("the database is not writable: the last write failed: {failure}"));
+    }
     match tokio::time::timeout(WRITE_PROBE_TIMEOUT, store.check_writable()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("the database is not writable: {e}")),

@@ -5,6 +5,11 @@
 //! its cycle, tests step by step. Every attempt is recorded before the next one starts, so a kill at any moment
 //! leaves each notification either delivered or still pending (at least once: a kill between the service's answer
 //! and the commit repeats the delivery, with the same `webhook-id`).
+//!
+//! Several processes may dispatch from one database (the daemon and a timer's `poll`, two `poll`s). Each
+//! notification is claimed in the store ([`Store::claim_notification`]) right before it is sent, and only the
+//! claimant sends it; the claim is released with the attempt's record. A claim outlives the longest send
+//! ([`CLAIM_LEASE`] against [`MAX_SEND`]), and a claim of a process that died is free at once.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,7 +22,7 @@ use super::{AlertNotice, Channel, DeliveryError};
 use crate::alerting::Event;
 use crate::model::{SeriesKey, TaskType};
 use crate::rules::{RuleName, Severity};
-use crate::store::{AttemptResult, DeliveryStatus, Store, StoreError};
+use crate::store::{AttemptResult, Claimant, DeliveryStatus, Store, StoreError};
 
 /// Which alerts a channel wants. The channel configuration implements it; tests use closures.
 pub trait Route: Send + Sync {
@@ -108,6 +113,13 @@ impl ChannelLimiter {
     }
 }
 
+/// How long a claim on a notification lasts: longer than any one send ([`MAX_SEND`]) and the records around it, so
+/// a live claimant never loses its claim mid-send and another process takes over only from one that hangs.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(300);
+/// The longest one send may take, whatever the channel's own timeout (10 s for chat services and 30 s for SMTP by
+/// default, configurable) and the pass's deadline: well inside [`CLAIM_LEASE`].
+pub const MAX_SEND: Duration = Duration::from_secs(120);
+
 /// What one dispatch pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DispatchReport {
@@ -117,6 +129,8 @@ pub struct DispatchReport {
     pub expired: usize,
     /// Left for later: not due, rate-limited, or the deadline came first.
     pub deferred: usize,
+    /// Due, but claimed by another process that is sending it (or no longer due when this pass came to it).
+    pub claimed_elsewhere: usize,
     /// (channel, outcome) of every attempt and give-up: `delivered | retrying | failed | expired`, for metrics.
     pub outcomes: Vec<(String, &'static str)>,
 }
@@ -124,6 +138,8 @@ pub struct DispatchReport {
 /// Delivers due notifications through the configured channels.
 pub struct Dispatcher {
     channels: HashMap<String, (Arc<dyn Channel>, ChannelLimiter)>,
+    /// Whose claims this dispatcher makes: this process's, unless a test says otherwise.
+    claimant: Claimant,
     max_delivery_age: Duration,
     /// When each channel last raised `channel_failing`, so a broken channel warns the others once an hour, not per
     /// failed notification.
@@ -141,7 +157,19 @@ impl Dispatcher {
             .into_iter()
             .map(|c| (c.name().to_string(), (c.clone(), ChannelLimiter::for_kind(c.kind()))))
             .collect();
-        Dispatcher { channels, max_delivery_age, failing_raised: Mutex::new(HashMap::new()), routes: Vec::new() }
+        Dispatcher {
+            channels,
+            claimant: Claimant::this_process(),
+            max_delivery_age,
+            failing_raised: Mutex::new(HashMap::new()),
+            routes: Vec::new(),
+        }
+    }
+
+    /// Claims notifications as `claimant` instead of as this process (tests put two "processes" in one).
+    pub fn with_claimant(mut self, claimant: Claimant) -> Self {
+        self.claimant = claimant;
+        self
     }
 
     /// Routes `channel_failing` alerts as the channels' routes say (without routes, to every other channel).
@@ -151,6 +179,7 @@ impl Dispatcher {
     }
 
     /// Seals unsent notices into notifications, then tries every due notification once, stopping at `deadline`.
+    /// Each is claimed before anything is done with it; one another process holds is left to that process.
     pub async fn dispatch_due(
         &self,
         store: &Store,
@@ -160,11 +189,18 @@ impl Dispatcher {
         store.seal_notices(now, order_alerts, new_uid).await?;
         let mut report = DispatchReport::default();
         let max_age = TimeDelta::from_std(self.max_delivery_age).unwrap_or(TimeDelta::MAX);
-        for row in store.due_notifications(now).await? {
+        let pass_started = Instant::now();
+        for listed in store.due_notifications(now).await? {
             if Instant::now() >= deadline {
                 report.deferred += 1;
                 continue;
             }
+            // The lease runs from now, not from the pass's start: earlier sends may have taken a while.
+            let claimed_at = now + TimeDelta::from_std(pass_started.elapsed()).unwrap_or_default();
+            let Some(row) = store.claim_notification(listed.id, &self.claimant, claimed_at, CLAIM_LEASE).await? else {
+                report.claimed_elsewhere += 1;
+                continue;
+            };
             let n = &row.notification;
             if now - n.created_at > max_age {
                 let why = format!(
@@ -191,10 +227,17 @@ impl Dispatcher {
             }
             let started = Instant::now();
             let remaining = deadline.saturating_duration_since(started);
-            let outcome = match tokio::time::timeout(remaining, channel.send(n)).await {
+            let outcome = match tokio::time::timeout(remaining.min(MAX_SEND), channel.send(n)).await {
                 Ok(r) => r,
-                Err(_) => Err(DeliveryError::Retryable {
+                Err(_) if remaining <= MAX_SEND => Err(DeliveryError::Retryable {
                     reason: "the delivery deadline passed before the service answered".into(),
+                    retry_after: None,
+                }),
+                Err(_) => Err(DeliveryError::Retryable {
+                    reason: format!(
+                        "no answer within {}, the longest a send may take",
+                        crate::config::format_duration(MAX_SEND)
+                    ),
                     retry_after: None,
                 }),
             };

@@ -466,6 +466,37 @@ async fn healthz_is_503_when_the_database_is_not_writable() {
     assert_eq!((status, body.as_array().unwrap().len()), (StatusCode::OK, 3), "reads still work");
 }
 
+#[tokio::test]
+async fn healthz_says_not_writable_right_after_a_write_fails_and_writable_after_the_next_commit() {
+    let app = spawn(Some(TOKEN), None).await;
+    let (status, body) = app.get_with("/healthz", None).await;
+    assert_eq!((status, &body["database_writable"]), (StatusCode::OK, &Value::Bool(true)), "{body}");
+
+    // The disk fills up: the write connection may not grow the file by a single page (SQLITE_FULL).
+    app.store.cap_growth_for_tests().await;
+    let template = key(&app.config, "t1", TaskType::IacScan);
+    let keys: Vec<SeriesKey> = (0..400)
+        .map(|i| SeriesKey { target: format!("target-{i:04}-{}", "x".repeat(200)), ..template.clone() })
+        .collect();
+    let e = app.store.ensure_all_series(&keys).await.unwrap_err();
+    assert!(e.to_string().contains("full"), "{e}");
+
+    // At once, not cycles later: the write probe alone still passes (it writes no page).
+    app.store.check_writable().await.unwrap();
+    let (status, body) = app.get_with("/healthz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["database_writable"], false);
+    let reason = body["reason"].as_str().unwrap();
+    assert!(reason.contains("the last write failed") && reason.contains("full"), "{reason}");
+    assert!(app.metrics_text().await.contains("scanwatch_database_writable 0"));
+
+    // Space again (the failed transaction's connection was closed, and its cap with it): the next commit heals it.
+    app.store.ensure_all_series(&keys[..2]).await.unwrap();
+    let (status, body) = app.get_with("/healthz", None).await;
+    assert_eq!((status, &body["database_writable"]), (StatusCode::OK, &Value::Bool(true)), "{body}");
+    assert!(app.metrics_text().await.contains("scanwatch_database_writable 1"));
+}
+
 #[test]
 fn a_fresh_start_is_healthy_for_three_intervals_only_when_its_start_is_given() {
     let interval = Duration::from_secs(60);

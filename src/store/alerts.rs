@@ -106,7 +106,7 @@ impl WriteTx {
         for fp in fingerprints {
             query = query.bind(fp.as_str());
         }
-        let rows = query.fetch_all(&mut *self.tx).await.map_err(sql("reading alerts"))?;
+        let rows = query.fetch_all(&mut *self.tx).await.map_err(self.failed("reading alerts"))?;
         rows.iter().map(alert_from_row).collect()
     }
 
@@ -156,7 +156,7 @@ impl WriteTx {
         .bind(firing_suppressed)
         .fetch_one(&mut *self.tx)
         .await
-        .map_err(sql("saving an alert"))?;
+        .map_err(self.failed("saving an alert"))?;
         row.try_get(0).map_err(sql("saving an alert"))
     }
 
@@ -180,7 +180,7 @@ impl WriteTx {
         .bind(&t.value)
         .execute(&mut *self.tx)
         .await
-        .map_err(sql("recording a transition"))?;
+        .map_err(self.failed("recording a transition"))?;
         Ok(())
     }
 
@@ -198,7 +198,7 @@ impl WriteTx {
             .bind(i64::from(min_polls))
             .fetch_all(&mut *self.tx)
             .await
-            .map_err(sql("reading rule history"))?;
+            .map_err(self.failed("reading rule history"))?;
         rows.iter().map(snapshot_from_row).collect()
     }
 }
@@ -326,7 +326,7 @@ impl Store {
                 .bind(comment)
                 .execute(&mut *tx.tx)
                 .await
-                .map_err(sql("acknowledging an alert"))?;
+                .map_err(tx.failed("acknowledging an alert"))?;
         }
         let after = tx.alert(fingerprint).await?;
         tx.commit().await?;
@@ -356,7 +356,7 @@ impl Store {
         .bind(now.timestamp_millis())
         .fetch_one(&mut *tx.tx)
         .await
-        .map_err(sql("adding a silence"))?;
+        .map_err(tx.failed("adding a silence"))?;
         tx.commit().await?;
         row.try_get(0).map_err(sql("adding a silence"))
     }
@@ -396,7 +396,7 @@ impl Store {
             .bind(now.timestamp_millis())
             .execute(&mut *tx.tx)
             .await
-            .map_err(sql("expiring a silence"))?
+            .map_err(tx.failed("expiring a silence"))?
             .rows_affected();
         tx.commit().await?;
         Ok(n > 0)

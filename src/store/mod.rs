@@ -6,7 +6,7 @@
 //! The SQL sticks to what PostgreSQL also accepts where that costs nothing.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,27 +24,101 @@ pub mod outbox;
 
 use crate::model::{ErrorKind, PollRecord, SeriesKey, Snapshot, TaskStats, TaskType};
 pub use alerts::{AlertRow, SilenceRow, TransitionRow};
-pub use outbox::{AttemptResult, DeliveryStatus, NotificationRow};
+pub use outbox::{AttemptResult, Claimant, DeliveryStatus, NotificationRow};
 
 /// Errors from the store; all carry what failed.
+///
+/// Each message says its cause once: sqlx's errors repeat their cause in their own text and again as their source,
+/// so the variants keep the cause as text (or, for [`StoreError::Sql`], as a field that is not a `source`) and
+/// `{:#}` chains print it once ("cannot open database /x.db: unable to open database file", not that three times).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// A command that only reads found no database; nothing was created.
+    #[error("no database at {path} (check [storage] path; scanwatch creates it on the first poll)")]
+    Missing { path: String },
     /// The database file could not be opened or created.
-    #[error("cannot open database {path}: {source}")]
-    Open { path: String, source: sqlx::Error },
+    #[error("cannot open database {path}: {reason}")]
+    Open { path: String, reason: String },
     /// Applying the embedded migrations failed (a newer or foreign database?).
-    #[error("cannot migrate database {path}: {source}")]
-    Migrate { path: String, source: sqlx::migrate::MigrateError },
-    #[error("database error while {doing}: {source}")]
-    Sql { doing: &'static str, source: sqlx::Error },
+    #[error("cannot migrate database {path}: {reason}")]
+    Migrate { path: String, reason: String },
+    /// The open lock `{db}.lock` could not be created or taken.
+    #[error("cannot lock {path} to create or migrate the database: {reason}")]
+    Lock { path: String, reason: String },
+    /// A statement failed; `error` is sqlx's, for callers that look at SQLite's code.
+    #[error("database error while {doing}: {}", one_line(.error))]
+    Sql { doing: &'static str, error: sqlx::Error },
     /// A row holds a value this release does not understand.
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
 }
 
 fn sql(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Sql { doing, source }
+    move |error| StoreError::Sql { doing, error }
+}
+
+/// An error and its sources as one line, each distinct text once. A database error is SQLite's message alone
+/// (sqlx wraps it as "error returned from database: (code: 14) …" and then returns the same error as its source).
+fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let (text, last) = match err.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Database(db)) => (db.message().to_string(), true),
+            _ => (err.to_string().replace("error returned from database: ", ""), false),
+        };
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        next = if last { None } else { err.source() };
+    }
+    out
+}
+
+/// Why a read-write open failed, and whether it was for want of write access (then a read-only open may work).
+struct OpenFailure {
+    error: StoreError,
+    no_write_access: bool,
+}
+
+impl From<StoreError> for OpenFailure {
+    fn from(error: StoreError) -> Self {
+        OpenFailure { error, no_write_access: false }
+    }
+}
+
+impl OpenFailure {
+    fn open(path: &Path, e: sqlx::Error) -> OpenFailure {
+        OpenFailure {
+            no_write_access: lacks_write_access(&e),
+            error: StoreError::Open { path: path.display().to_string(), reason: one_line(&e) },
+        }
+    }
+
+    fn migrate(path: &Path, e: sqlx::migrate::MigrateError) -> OpenFailure {
+        let no_write_access = match &e {
+            sqlx::migrate::MigrateError::Execute(e) | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => {
+                lacks_write_access(e)
+            }
+            _ => false,
+        };
+        OpenFailure {
+            no_write_access,
+            error: StoreError::Migrate { path: path.display().to_string(), reason: one_line(&e) },
+        }
+    }
+}
+
+/// SQLite's answers when the file or its directory cannot be written: READONLY (8, and its extended codes),
+/// CANTOPEN (14: WAL's `-shm` cannot be created on a read-only mount), PERM (3).
+fn lacks_write_access(e: &sqlx::Error) -> bool {
+    let Some(db) = e.as_database_error() else { return false };
+    let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+    matches!(code & 0xff, 3 | 8 | 14)
 }
 
 /// How long a writer waits for another one before giving up with SQLITE_BUSY.
@@ -87,6 +161,107 @@ pub struct Store {
     /// handler (1, 2, 5, 10 … ms) while the holder needed ~0.3 ms: the poll cycle of 10,000 series ran 5.6x a bare
     /// client's time (BENCHMARKS.md §2). Other processes (a CLI `ack` beside the daemon) still meet at SQLite's lock.
     turn: Arc<tokio::sync::Mutex<()>>,
+    /// How this process's latest write transaction ended, for `/healthz`: a write that fails for want of space or
+    /// access turns the database unwritable at once, and the next commit turns it writable again. The write probe
+    /// alone cannot see a full disk: it writes no page.
+    writes: Arc<WriteHealth>,
+}
+
+/// Why the latest write transaction failed, or `None` when it committed (or none has failed yet).
+#[derive(Debug, Default)]
+struct WriteHealth {
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl WriteHealth {
+    fn set(&self, failure: Option<String>) {
+        *self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = failure;
+    }
+
+    /// Notes `e` if it says the database cannot take writes: full, read-only, an I/O error, gone or corrupt.
+    /// Lock timeouts and constraint errors say nothing about the database itself (the probe sees locks live).
+    fn note(&self, doing: &str, e: &sqlx::Error) {
+        let unwritable = match e {
+            sqlx::Error::Io(_) => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+                // PERM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB
+                matches!(code & 0xff, 3 | 8 | 10 | 11 | 13 | 14 | 26)
+            }
+            _ => false,
+        };
+        if unwritable {
+            self.set(Some(format!("{} (while {doing})", one_line(e))));
+        }
+    }
+}
+
+/// A pool of read-only connections that has read the schema: SQLite opens the file lazily, so a WAL database whose
+/// `-shm` cannot be created fails only at the first read.
+async fn read_only_pool(opts: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    let pool = SqlitePoolOptions::new().max_connections(2).connect_with(opts).await?;
+    if let Err(e) = sqlx::query("SELECT COUNT(*) FROM sqlite_master").fetch_one(&pool).await {
+        pool.close().await;
+        return Err(e);
+    }
+    Ok(pool)
+}
+
+/// The cause part of an open error, to combine two attempts' causes.
+fn reason(e: &StoreError) -> String {
+    match e {
+        StoreError::Open { reason, .. } | StoreError::Migrate { reason, .. } | StoreError::Lock { reason, .. } => {
+            reason.clone()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What every read-write connection of a store is opened with. No journal mode: [`Store::prepare`] sets WAL once,
+/// under its lock.
+fn connect_options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
+    let opts = SqliteConnectOptions::from_str("sqlite:")
+        .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: one_line(&e) })?;
+    Ok(opts.filename(path).synchronous(SqliteSynchronous::Normal).busy_timeout(BUSY_TIMEOUT).foreign_keys(true))
+}
+
+/// `{db}{suffix}`, beside the database (SQLite's own `-wal` and `-shm` are named the same way).
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Takes the exclusive lock of `{db}.lock` (creating the file), waiting for another opener that holds it. The lock
+/// lasts as long as the returned file is open.
+async fn lock_sidecar(path: &Path) -> Result<Option<std::fs::File>, OpenFailure> {
+    let lock_path = sidecar(path, ".lock");
+    let shown = lock_path.display().to_string();
+    let taken = tokio::task::spawn_blocking(move || {
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+        match file.lock() {
+            Ok(()) => Ok(Some(file)),
+            // A filesystem without locks: open as before rather than not at all.
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                tracing::warn!(lock = %lock_path.display(), "file locks are not supported here; concurrent first runs may fail");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    })
+    .await;
+    match taken {
+        Ok(Ok(file)) => Ok(file),
+        Ok(Err(e)) => Err(OpenFailure {
+            no_write_access: matches!(
+                e.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            ),
+            error: StoreError::Lock { path: shown, reason: e.to_string() },
+        }),
+        Err(e) => Err(StoreError::Lock { path: shown, reason: e.to_string() }.into()),
+    }
 }
 
 /// A stored series row.
@@ -116,27 +291,52 @@ pub struct HistoryRow {
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and applies migrations.
+    ///
+    /// Any number of processes may open one new database at once (two `poll`s from timers, `run` beside them): see
+    /// [`Store::prepare`].
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_read_write(path, true).await.map_err(|f| f.error)
+    }
+
+    /// Opens the database at `path` for a command that reads: never creates it. A missing file is
+    /// [`StoreError::Missing`]. An existing one is opened read-write and migrated if needed; where it cannot be
+    /// written (a read-only mount, a file of another user) it is opened read-only instead, and writes through the
+    /// store fail. When neither works, the error gives each distinct cause once.
+    pub async fn open_existing(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
-        let opts = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(|source| StoreError::Open { path: shown.clone(), source })?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+        match tokio::fs::try_exists(path).await {
+            Ok(true) => {}
+            Ok(false) => return Err(StoreError::Missing { path: shown }),
+            Err(e) => return Err(StoreError::Open { path: shown, reason: e.to_string() }),
+        }
+        let rw = match Store::open_read_write(path, false).await {
+            Ok(store) => return Ok(store),
+            Err(f) if f.no_write_access => f.error,
+            Err(f) => return Err(f.error),
+        };
+        match Store::open_read_only(path).await {
+            Ok(store) => {
+                tracing::debug!(database = %shown, error = %rw, "opened read-only: the database cannot be written");
+                Ok(store)
+            }
+            Err(ro) => {
+                let (rw, ro) = (reason(&rw), reason(&ro));
+                let reason = if rw == ro { rw } else { format!("{rw}; read-only, {ro}") };
+                Err(StoreError::Open { path: shown, reason })
+            }
+        }
+    }
+
+    async fn open_read_write(path: &Path, create: bool) -> Result<Store, OpenFailure> {
+        let opts = connect_options(path)?.create_if_missing(create);
+        Store::prepare(path, &opts).await?;
+        // No `test_before_acquire`: its ping is one more round trip to the connection's worker thread per
+        // transaction, and a broken connection fails its statement anyway, which closes it (see `WriteTx`).
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts.clone())
             .await
-            .map_err(|source| StoreError::Open { path: shown.clone(), source })?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|source| StoreError::Migrate { path: shown.clone(), source })?;
-        // No `test_before_acquire`: its ping is one more round trip to the connection's worker thread per
-        // transaction, and a broken connection fails its statement anyway, which closes it (see `WriteTx`).
+            .map_err(|e| OpenFailure::open(path, e))?;
         let write_pool = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
@@ -144,25 +344,58 @@ impl Store {
             .max_lifetime(None)
             .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open { path: shown, source })?;
-        Ok(Store { pool, write_pool, turn: Arc::default() })
+            .map_err(|e| OpenFailure::open(path, e))?;
+        Ok(Store { pool, write_pool, turn: Arc::default(), writes: Arc::default() })
+    }
+
+    /// Creates the file if `opts` say so, switches it to WAL and applies the migrations, on one connection and
+    /// under an exclusive lock of the sidecar file `{path}.lock`, so that concurrent openers take turns.
+    ///
+    /// Without the lock, two processes opening a new database together both saw no migration applied and both ran
+    /// the first one (`table series already exists`), or met SQLite's lock while switching to WAL, which needs an
+    /// exclusive lock that SQLite's busy timeout does not wait for (`database is locked`). sqlx's migrator runs each
+    /// migration in its own transaction and takes no lock of its own on SQLite, so a surrounding `BEGIN EXCLUSIVE`
+    /// cannot hold it; an OS file lock can, and the kernel releases it if its holder dies. The pools opened after
+    /// this never set the journal mode: WAL is a property of the file by then.
+    async fn prepare(path: &Path, opts: &SqliteConnectOptions) -> Result<(), OpenFailure> {
+        let _turn = lock_sidecar(path).await?;
+        // One connection, as a pool: `Migrator::run` on a bare `&mut SqliteConnection` makes the future not `Send`.
+        let one = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone().journal_mode(SqliteJournalMode::Wal))
+            .await
+            .map_err(|e| OpenFailure::open(path, e))?;
+        let migrated = sqlx::migrate!("./migrations").run(&one).await.map_err(|e| OpenFailure::migrate(path, e));
+        one.close().await;
+        migrated
     }
 
     /// Opens an existing, already migrated database without write access (a read-only mount or replica). Writes
     /// through this store fail, and [`Store::check_writable`] says so.
+    ///
+    /// SQLite opens a WAL database read-only only if its `-shm` file exists or can be created, which it cannot on
+    /// a read-only mount after the last writer closed cleanly (`unable to open database file`). Then, and only
+    /// when there is no `-wal` file with content (every commit is in the main file), it is opened as immutable.
     pub async fn open_read_only(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         let opts = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(|source| StoreError::Open { path: shown.clone(), source })?
+            .map_err(|e| StoreError::Open { path: shown.clone(), reason: one_line(&e) })?
             .filename(path)
             .read_only(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(opts)
-            .await
-            .map_err(|source| StoreError::Open { path: shown, source })?;
-        Ok(Store { write_pool: pool.clone(), pool, turn: Arc::default() })
+        let pool = match read_only_pool(opts.clone()).await {
+            Ok(pool) => pool,
+            Err(e) => {
+                let wal_is_empty = std::fs::metadata(sidecar(path, "-wal")).map_or(true, |m| m.len() == 0);
+                if !(wal_is_empty && lacks_write_access(&e)) {
+                    return Err(StoreError::Open { path: shown, reason: one_line(&e) });
+                }
+                read_only_pool(opts.immutable(true))
+                    .await
+                    .map_err(|_| StoreError::Open { path: shown.clone(), reason: one_line(&e) })?
+            }
+        };
+        Ok(Store { write_pool: pool.clone(), pool, turn: Arc::default(), writes: Arc::default() })
     }
 
     /// Whether a write could start now: takes the write lock (`BEGIN IMMEDIATE`) and rolls back at once, so it
@@ -173,6 +406,12 @@ impl Store {
         // A write that touches no row still needs write access; on a read-only connection it fails here.
         sqlx::query("DELETE FROM snapshots WHERE 0").execute(tx.inner()).await.map_err(sql("probing write access"))?;
         tx.rollback().await
+    }
+
+    /// Why this process's latest write transaction failed for want of space or access ("database or disk is
+    /// full (while storing a snapshot)"), or `None` when its latest one committed. Cheap: no I/O.
+    pub fn last_write_failure(&self) -> Option<String> {
+        self.writes.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The latest snapshot of every stored series (series never polled are absent).
@@ -204,9 +443,10 @@ impl Store {
         let mut conn = self.write_pool.acquire().await.map_err(sql("beginning a write"))?;
         if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
             conn.close_on_drop();
+            self.writes.note("beginning a write", &e);
             return Err(sql("beginning a write")(e));
         }
-        Ok(WriteTx { tx: conn, open: true, _turn: turn })
+        Ok(WriteTx { tx: conn, open: true, writes: Arc::clone(&self.writes), _turn: turn })
     }
 
     /// Inserts or refreshes a series and returns its id.
@@ -379,7 +619,7 @@ impl Store {
             .bind(PRUNE_BATCH)
             .execute(&mut *tx.tx)
             .await
-            .map_err(sql("pruning snapshots"))?
+            .map_err(tx.failed("pruning snapshots"))?
             .rows_affected();
             tx.commit().await?;
             deleted += n;
@@ -387,6 +627,16 @@ impl Store {
                 return Ok(deleted);
             }
         }
+    }
+
+    /// A full disk, for tests: the write connection may not grow the file by one more page, so the next write that
+    /// needs one fails with SQLITE_FULL. Lasts as long as that connection (a failed transaction closes it).
+    #[cfg(test)]
+    pub(crate) async fn cap_growth_for_tests(&self) {
+        let mut tx = self.begin_write().await.expect("a write transaction");
+        // `max_page_count` never goes below the current size: asking for 1 pins it there.
+        sqlx::query("PRAGMA max_page_count = 1").execute(tx.inner()).await.expect("PRAGMA max_page_count");
+        tx.rollback().await.expect("rollback");
     }
 
     /// `PRAGMA integrity_check` — `ok` on a healthy database.
@@ -406,6 +656,8 @@ impl Store {
 pub struct WriteTx {
     tx: PoolConnection<Sqlite>,
     open: bool,
+    /// Where a failed statement or commit is noted, and a commit clears it.
+    writes: Arc<WriteHealth>,
     /// This process's turn to write; released after the connection (fields drop in order).
     _turn: tokio::sync::OwnedMutexGuard<()>,
 }
@@ -420,14 +672,15 @@ impl Drop for WriteTx {
 
 impl WriteTx {
     pub async fn commit(mut self) -> Result<(), StoreError> {
-        sqlx::query("COMMIT").execute(&mut *self.tx).await.map_err(sql("committing"))?;
+        sqlx::query("COMMIT").execute(&mut *self.tx).await.map_err(self.failed("committing"))?;
         self.open = false;
+        self.writes.set(None);
         Ok(())
     }
 
     /// Undoes the transaction. If even that fails, the connection is closed (which rolls back) instead of pooled.
     pub async fn rollback(mut self) -> Result<(), StoreError> {
-        sqlx::query("ROLLBACK").execute(&mut *self.tx).await.map_err(sql("rolling back"))?;
+        sqlx::query("ROLLBACK").execute(&mut *self.tx).await.map_err(self.failed("rolling back"))?;
         self.open = false;
         Ok(())
     }
@@ -448,7 +701,7 @@ impl WriteTx {
         .bind(key.enterprise_project_id.as_deref())
         .fetch_one(&mut *self.tx)
         .await
-        .map_err(sql("registering a series"))?;
+        .map_err(self.failed("registering a series"))?;
         row.try_get(0).map_err(sql("registering a series"))
     }
 
@@ -475,8 +728,18 @@ impl WriteTx {
         .bind(sent)
         .fetch_one(&mut *self.tx)
         .await
-        .map_err(sql("storing a snapshot"))?;
+        .map_err(self.failed("storing a snapshot"))?;
         row.try_get(0).map_err(sql("storing a snapshot"))
+    }
+
+    /// Maps a statement's error inside this transaction, noting it for [`Store::last_write_failure`] when it says
+    /// the database cannot take writes. Every statement of a write transaction maps its error through this.
+    pub(crate) fn failed(&self, doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError + use<> {
+        let writes = Arc::clone(&self.writes);
+        move |error| {
+            writes.note(doing, &error);
+            StoreError::Sql { doing, error }
+        }
     }
 
     /// The transaction itself, for layers that add their own rows to the same commit.

@@ -1,6 +1,10 @@
 //! The outbox tables: notices written with their transition, notifications sealed from them, delivery attempts.
 
-use chrono::{DateTime, Utc};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::Rng;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
@@ -119,6 +123,70 @@ fn notification_from_row(row: &SqliteRow) -> Result<NotificationRow, StoreError>
     })
 }
 
+/// Who claims notifications before sending them: one token per process ([`Claimant::this_process`]).
+///
+/// A claim holds until its lease runs out, or until its process is gone: a token names its process (pid, pid
+/// namespace and boot), and a claim whose process no longer exists on this machine is free at once, so a daemon
+/// killed mid-send and restarted resends at its next pass rather than a lease later. A process on another boot or
+/// in another pid namespace cannot be checked; its claims wait for their lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimant {
+    token: String,
+}
+
+/// This process's pid, pid namespace and boot, as a token names them; `None` where the system does not say.
+fn process_identity(pid: u32) -> Option<(u32, String, String)> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?.trim().to_string();
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?.to_string_lossy().into_owned();
+    (!boot.is_empty() && !ns.is_empty()).then_some((pid, ns, boot))
+}
+
+impl Claimant {
+    /// The claimant of this process: `pid:{pid} ns:{pid namespace} boot:{boot id} {random}`.
+    pub fn this_process() -> Claimant {
+        static TOKEN: OnceLock<String> = OnceLock::new();
+        let token = TOKEN.get_or_init(|| {
+            let nonce: u64 = rand::rng().random();
+            match process_identity(std::process::id()) {
+                Some((pid, ns, boot)) => format!("pid:{pid} ns:{ns} boot:{boot} {nonce:016x}"),
+                None => format!("pid:{} {nonce:016x}", std::process::id()),
+            }
+        });
+        Claimant { token: token.clone() }
+    }
+
+    /// A claimant with a token of the caller's choosing, never taken for gone (tests run several in one process).
+    pub fn named(token: impl Into<String>) -> Claimant {
+        Claimant { token: token.into() }
+    }
+
+    /// The claimant of the process `pid` as [`Claimant::this_process`] would name it there (tests of a dead one).
+    pub fn of_pid(pid: u32) -> Claimant {
+        match process_identity(pid) {
+            Some((pid, ns, boot)) => Claimant { token: format!("pid:{pid} ns:{ns} boot:{boot} 0") },
+            None => Claimant { token: format!("pid:{pid} 0") },
+        }
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Whether `owner` names a process of this boot and pid namespace that no longer runs.
+    fn is_gone(owner: &str) -> bool {
+        let mut fields = owner.split(' ');
+        let (Some(pid), Some(ns), Some(boot)) = (fields.next(), fields.next(), fields.next()) else { return false };
+        let (Some(pid), Some(ns), Some(boot)) =
+            (pid.strip_prefix("pid:"), ns.strip_prefix("ns:"), boot.strip_prefix("boot:"))
+        else {
+            return false;
+        };
+        let Ok(pid) = pid.parse::<u32>() else { return false };
+        let Some((me, my_ns, my_boot)) = process_identity(std::process::id()) else { return false };
+        pid != me && ns == my_ns && boot == my_boot && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    }
+}
+
 impl WriteTx {
     /// Writes one notice (a transition for one channel) to the outbox.
     pub async fn insert_notice(
@@ -140,7 +208,7 @@ impl WriteTx {
         .bind(suppressed)
         .execute(&mut *self.tx)
         .await
-        .map_err(sql("writing a notice"))?;
+        .map_err(self.failed("writing a notice"))?;
         Ok(())
     }
 }
@@ -160,7 +228,7 @@ impl Store {
         )
         .fetch_all(&mut *tx.tx)
         .await
-        .map_err(sql("reading notices"))?;
+        .map_err(tx.failed("reading notices"))?;
         // (channel, suppressed) -> (notice ids, notices)
         let mut groups: std::collections::BTreeMap<(String, bool), (Vec<i64>, Vec<AlertNotice>)> = Default::default();
         for row in &rows {
@@ -198,7 +266,7 @@ impl Store {
             .bind(now.timestamp_millis())
             .fetch_one(&mut *tx.tx)
             .await
-            .map_err(sql("sealing a notification"))?;
+            .map_err(tx.failed("sealing a notification"))?;
             let nid: i64 = row.try_get(0).map_err(sql("sealing a notification"))?;
             for id in ids {
                 sqlx::query("UPDATE notices SET notification_id = ?1 WHERE id = ?2")
@@ -206,7 +274,7 @@ impl Store {
                     .bind(id)
                     .execute(&mut *tx.tx)
                     .await
-                    .map_err(sql("sealing a notification"))?;
+                    .map_err(tx.failed("sealing a notification"))?;
             }
             created.push(nid);
         }
@@ -226,6 +294,64 @@ impl Store {
         rows.iter().map(notification_from_row).collect()
     }
 
+    /// Claims the pending notification `id` for `claimant` until `now + lease`, if it is still due at `now` and
+    /// no other claim holds: none, an expired one, or one whose process is gone (see [`Claimant`]). Returns the
+    /// notification as it is now (another process may have retried it since it was listed), or `None` when it is
+    /// not this claimant's to send. One write transaction: two processes never both get a claim.
+    pub async fn claim_notification(
+        &self,
+        id: i64,
+        claimant: &Claimant,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<NotificationRow>, StoreError> {
+        let at = now.timestamp_millis();
+        let mut tx = self.begin_write().await?;
+        let held = sqlx::query(
+            "SELECT lease_owner, lease_until FROM notifications
+             WHERE id = ?1 AND status = 'pending' AND next_attempt_at <= ?2",
+        )
+        .bind(id)
+        .bind(at)
+        .fetch_optional(&mut *tx.tx)
+        .await
+        .map_err(tx.failed("claiming a notification"))?;
+        let Some(held) = held else { return tx.rollback().await.map(|()| None) };
+        let owner: Option<String> = held.try_get(0).map_err(sql("claiming a notification"))?;
+        let until: Option<i64> = held.try_get(1).map_err(sql("claiming a notification"))?;
+        let free = match (owner, until) {
+            (Some(owner), Some(until)) => until <= at || Claimant::is_gone(&owner),
+            _ => true,
+        };
+        if !free {
+            return tx.rollback().await.map(|()| None);
+        }
+        let until = now + TimeDelta::from_std(lease).unwrap_or(TimeDelta::MAX);
+        let row = sqlx::query("UPDATE notifications SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1 RETURNING *")
+            .bind(id)
+            .bind(claimant.token())
+            .bind(until.timestamp_millis())
+            .fetch_one(&mut *tx.tx)
+            .await
+            .map_err(tx.failed("claiming a notification"))?;
+        let claimed = notification_from_row(&row)?;
+        tx.commit().await?;
+        Ok(Some(claimed))
+    }
+
+    /// Who holds a claim on notification `id`, and until when (for tests and diagnostics).
+    pub async fn claim_of(&self, id: i64) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let row = sqlx::query("SELECT lease_owner, lease_until FROM notifications WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql("reading a claim"))?;
+        let Some(row) = row else { return Ok(None) };
+        let owner: Option<String> = row.try_get(0).map_err(sql("reading a claim"))?;
+        let until: Option<i64> = row.try_get(1).map_err(sql("reading a claim"))?;
+        Ok(owner.zip(until.map(millis)))
+    }
+
     /// The delivery log, newest first; optionally of one status.
     pub async fn notifications(
         &self,
@@ -243,12 +369,15 @@ impl Store {
         rows.iter().map(notification_from_row).collect()
     }
 
-    /// When the next pending notification falls due, if any is pending.
+    /// When the next pending notification falls due, if any is pending; one claimed by another process falls due
+    /// when its claim runs out.
     pub async fn next_attempt_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let row = sqlx::query("SELECT MIN(next_attempt_at) FROM notifications WHERE status = 'pending'")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(sql("reading the next attempt"))?;
+        let row = sqlx::query(
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM notifications WHERE status = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql("reading the next attempt"))?;
         Ok(row.try_get::<Option<i64>, _>(0).map_err(sql("reading the next attempt"))?.map(millis))
     }
 
@@ -261,7 +390,7 @@ impl Store {
         row.try_get(0).map_err(sql("counting pending notifications"))
     }
 
-    /// Records one attempt and its consequence in one transaction.
+    /// Records one attempt and its consequence in one transaction, and releases the claim.
     pub async fn record_attempt(
         &self,
         notification_id: i64,
@@ -285,52 +414,63 @@ impl Store {
         .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
         .execute(&mut *tx.tx)
         .await
-        .map_err(sql("recording a delivery attempt"))?;
+        .map_err(tx.failed("recording a delivery attempt"))?;
         let q = match result {
             AttemptResult::Delivered { .. } => sqlx::query(
-                "UPDATE notifications SET status = 'delivered', attempts = attempts + 1, delivered_at = ?2, last_error = NULL WHERE id = ?1",
+                "UPDATE notifications SET status = 'delivered', attempts = attempts + 1, delivered_at = ?2, last_error = NULL,
+                     lease_owner = NULL, lease_until = NULL
+                 WHERE id = ?1",
             )
             .bind(notification_id)
             .bind(at.timestamp_millis()),
             AttemptResult::Retry { error, next_attempt_at } => sqlx::query(
-                "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+                "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3,
+                     lease_owner = NULL, lease_until = NULL
+                 WHERE id = ?1",
             )
             .bind(notification_id)
             .bind(next_attempt_at.timestamp_millis())
             .bind(error.as_str()),
             AttemptResult::GiveUp { status, error } => sqlx::query(
-                "UPDATE notifications SET status = ?2, attempts = attempts + 1, last_error = ?3 WHERE id = ?1",
+                "UPDATE notifications SET status = ?2, attempts = attempts + 1, last_error = ?3,
+                     lease_owner = NULL, lease_until = NULL
+                 WHERE id = ?1",
             )
             .bind(notification_id)
             .bind(status.as_str())
             .bind(error.as_str()),
         };
-        q.execute(&mut *tx.tx).await.map_err(sql("updating a notification"))?;
+        q.execute(&mut *tx.tx).await.map_err(tx.failed("updating a notification"))?;
         tx.commit().await
     }
 
-    /// Gives up on a notification without an attempt (too old, or its channel is gone).
+    /// Gives up on a notification without an attempt (too old, or its channel is gone), releasing any claim.
     pub async fn give_up(&self, notification_id: i64, status: DeliveryStatus, error: &str) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE notifications SET status = ?2, last_error = ?3 WHERE id = ?1 AND status = 'pending'")
-            .bind(notification_id)
-            .bind(status.as_str())
-            .bind(error)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(sql("giving up a notification"))?;
+        sqlx::query(
+            "UPDATE notifications SET status = ?2, last_error = ?3, lease_owner = NULL, lease_until = NULL
+             WHERE id = ?1 AND status = 'pending'",
+        )
+        .bind(notification_id)
+        .bind(status.as_str())
+        .bind(error)
+        .execute(&mut *tx.tx)
+        .await
+        .map_err(tx.failed("giving up a notification"))?;
         tx.commit().await
     }
 
-    /// Delays a notification without counting an attempt (a channel's rate limit).
+    /// Delays a notification without counting an attempt (a channel's rate limit), releasing the claim.
     pub async fn defer(&self, notification_id: i64, until: DateTime<Utc>) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE notifications SET next_attempt_at = ?2 WHERE id = ?1")
-            .bind(notification_id)
-            .bind(until.timestamp_millis())
-            .execute(tx.inner())
-            .await
-            .map_err(sql("deferring a notification"))?;
+        sqlx::query(
+            "UPDATE notifications SET next_attempt_at = ?2, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+        )
+        .bind(notification_id)
+        .bind(until.timestamp_millis())
+        .execute(tx.inner())
+        .await
+        .map_err(tx.failed("deferring a notification"))?;
         tx.commit().await
     }
 }

@@ -215,3 +215,220 @@ async fn a_dropped_transaction_leaves_nothing_behind() {
     }
     assert!(s.latest(a, 10).await.unwrap().is_empty());
 }
+
+/// Every table and migration a fresh `open` must leave behind, and a write through the store works.
+async fn assert_complete_schema(s: &Store) {
+    let applied: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(&s.pool).await.unwrap();
+    assert_eq!(applied, sqlx::migrate!("./migrations").iter().count() as i64, "every migration applied once");
+    let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .fetch_all(&s.pool)
+        .await
+        .unwrap();
+    for table in ["alerts", "delivery_attempts", "notices", "notifications", "series", "snapshots"] {
+        assert!(tables.iter().any(|t| t == table), "{table} missing from {tables:?}");
+    }
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&s.pool).await.unwrap();
+    assert_eq!(mode, "wal");
+    let id = s.ensure_series(&key("a", TaskType::ClusterScan)).await.unwrap();
+    s.record_poll(id, &ok(0, 1), true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_concurrent_first_opens_of_a_new_database_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let opens: Vec<_> = (0..8)
+        .map(|_| {
+            let (path, barrier) = (path.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                Store::open(&path).await
+            })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for open in opens {
+        stores.push(open.await.unwrap().unwrap_or_else(|e| panic!("a concurrent first open failed: {e}")));
+    }
+    for s in &stores {
+        assert_complete_schema(s).await;
+    }
+}
+
+#[test]
+fn eight_threads_each_with_its_own_runtime_open_a_new_database_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let barrier = std::sync::Barrier::new(8);
+    let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    barrier.wait();
+                    rt.block_on(async {
+                        let s = Store::open(&path).await.map_err(|e| e.to_string())?;
+                        assert_complete_schema(&s).await;
+                        s.close().await;
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "concurrent first opens failed: {failed:#?}");
+}
+
+#[tokio::test]
+async fn open_existing_never_creates_a_database_and_names_the_missing_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state").join("scanwatch.db");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+
+    let e = Store::open_existing(&path).await.unwrap_err();
+
+    assert!(matches!(e, StoreError::Missing { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!("no database at {} (check [storage] path; scanwatch creates it on the first poll)", path.display())
+    );
+    let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+    assert!(left.is_empty(), "a read created nothing, not even a lock file: {left:?}");
+}
+
+#[tokio::test]
+async fn open_existing_opens_an_existing_database_for_reading_and_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let s = Store::open(&path).await.unwrap();
+    let id = s.ensure_series(&key("a", TaskType::IacScan)).await.unwrap();
+    s.record_poll(id, &ok(0, 1), true).await.unwrap();
+    s.close().await;
+
+    let s = Store::open_existing(&path).await.unwrap();
+
+    assert_eq!(s.latest(id, 10).await.unwrap().len(), 1);
+    s.record_poll(id, &ok(60, 2), true).await.unwrap();
+    s.check_writable().await.unwrap();
+}
+
+/// `{:#}` is how the CLI prints an error chain.
+fn chain(e: StoreError) -> String {
+    format!("{:#}", anyhow::Error::from(e))
+}
+
+#[tokio::test]
+async fn open_errors_say_their_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-a.db");
+    std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+
+    let text = chain(Store::open(&path).await.unwrap_err());
+    assert_eq!(text.matches("file is not a database").count(), 1, "{text}");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    let text = chain(Store::open_existing(&path).await.unwrap_err());
+    assert_eq!(text.matches("file is not a database").count(), 1, "{text}");
+}
+
+#[tokio::test]
+async fn statement_errors_say_their_cause_once() {
+    let (_d, s) = store().await;
+    let e = sqlx::query("INSERT INTO nowhere VALUES (1)").execute(&s.pool).await.map_err(sql("testing")).unwrap_err();
+    let text = chain(e);
+    assert_eq!(text, "database error while testing: no such table: nowhere");
+}
+
+/// The environment variable naming the database [`read_only_mount_helper`] reads (set only by
+/// [`open_existing_reads_a_database_on_a_read_only_mount`]).
+const RO_DB_ENV: &str = "SCANWATCH_TEST_READ_ONLY_DB";
+
+/// Runs `script` (with `$1`… = `args`) in a new mount namespace; `None` when this machine allows none (not root,
+/// or no `unshare`).
+fn in_mount_namespace(script: &str, args: &[&std::ffi::OsStr]) -> Option<std::process::Output> {
+    let probe = std::process::Command::new("unshare").args(["-m", "true"]).output().ok()?;
+    if !probe.status.success() {
+        return None;
+    }
+    let out = std::process::Command::new("unshare").args(["-m", "sh", "-c", script, "sh"]).args(args).output().ok()?;
+    Some(out)
+}
+
+#[test]
+fn open_existing_reads_a_database_on_a_read_only_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, mnt) = (dir.path().join("src"), dir.path().join("mnt"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&mnt).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let s = Store::open(&src.join("t.db")).await.unwrap();
+        let id = s.ensure_series(&key("a", TaskType::IacScan)).await.unwrap();
+        s.record_poll(id, &ok(0, 1), true).await.unwrap();
+        s.close().await;
+    });
+    let _ = std::fs::remove_file(src.join("t.db.lock"));
+    // This test binary again, inside a mount namespace where `mnt` is a read-only bind mount of `src`.
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "mount --bind \"$1\" \"$2\" && mount -o remount,bind,ro \"$2\" || exit 99; \
+         {RO_DB_ENV}=\"$2/t.db\" exec \"$3\" --exact store::tests::read_only_mount_helper --ignored --nocapture"
+    );
+    let Some(out) = in_mount_namespace(&script, &[src.as_os_str(), mnt.as_os_str(), exe.as_os_str()]) else {
+        eprintln!("skipped: no mount namespaces here");
+        return;
+    };
+    if out.status.code() == Some(99) {
+        eprintln!("skipped: cannot bind-mount read-only here: {}", String::from_utf8_lossy(&out.stderr));
+        return;
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("READ-ONLY MOUNT OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+#[ignore = "runs inside the read-only mount that open_existing_reads_a_database_on_a_read_only_mount sets up"]
+async fn read_only_mount_helper() {
+    let Some(path) = std::env::var_os(RO_DB_ENV).map(std::path::PathBuf::from) else { return };
+    let text = chain(Store::open(&path).await.unwrap_err());
+    assert_eq!(text.matches("Read-only file system").count(), 1, "{text}");
+
+    let s = Store::open_existing(&path).await.unwrap_or_else(|e| panic!("{}", chain(e)));
+
+    assert_eq!(s.history(&HistoryQuery::default()).await.unwrap().len(), 1);
+    let e = s.check_writable().await.unwrap_err();
+    assert!(e.to_string().contains("readonly"), "{e}");
+    println!("READ-ONLY MOUNT OK");
+}
+
+#[tokio::test]
+async fn a_write_that_fails_for_want_of_space_is_noted_until_the_next_commit() {
+    let (_d, s) = store().await;
+    assert_eq!(s.last_write_failure(), None);
+
+    // A constraint error is the caller's mistake, not the database's trouble.
+    let mut tx = s.begin_write().await.unwrap();
+    let e = sqlx::query("INSERT INTO snapshots (series_id) VALUES (NULL)").execute(tx.inner()).await;
+    let e = e.map_err(tx.failed("testing")).unwrap_err();
+    drop(tx);
+    assert!(e.to_string().contains("NOT NULL"), "{e}");
+    assert_eq!(s.last_write_failure(), None);
+
+    s.cap_growth_for_tests().await;
+    let keys: Vec<SeriesKey> =
+        (0..400).map(|i| key(&format!("{i:04}{}", "x".repeat(200)), TaskType::IacScan)).collect();
+    s.ensure_all_series(&keys).await.unwrap_err();
+    let failure = s.last_write_failure().unwrap();
+    assert_eq!(failure, "database or disk is full (while registering a series)");
+    assert_eq!(s.clone().last_write_failure().as_deref(), Some(failure.as_str()), "clones share it");
+
+    s.ensure_series(&key("a", TaskType::IacScan)).await.unwrap();
+    assert_eq!(s.last_write_failure(), None);
+}

@@ -1,10 +1,12 @@
 //! The `email` channel: one SMTP submission per notification over lettre's pooled tokio transport.
 //!
 //! It owns the mail itself — subject, `multipart/alternative` text + HTML bodies, the threading and automation
-//! headers — and the classification of what the SMTP server or the TLS layer answered. Threading: every mail gets a
-//! unique `Message-ID`, and names a synthetic root `<alert-{fingerprint}@scanwatch.{from-domain}>` of its first
-//! alert in both `In-Reply-To` and `References`, so mail clients gather one alert's firing, reminders and
-//! resolution into one thread.
+//! headers — and the classification of what the SMTP server or the TLS layer answered. Threading: every mail's
+//! `Message-ID` is `<{notification uid}@scanwatch.{from-domain}>`, the same on every retry of one notification (the
+//! uid is the webhook channel's `webhook-id`), so a mail sent twice — its answer lost, or the process killed before
+//! the attempt was recorded — is one message to mail clients and archives. Each mail names a synthetic root
+//! `<alert-{fingerprint}@scanwatch.{from-domain}>` of its first alert in both `In-Reply-To` and `References`, so
+//! mail clients gather one alert's firing, reminders and resolution into one thread.
 
 use std::error::Error as _;
 use std::fmt;
@@ -129,8 +131,8 @@ impl EmailChannel {
         })
     }
 
-    /// The mail for `n`. `nonce` makes the Message-ID unique per attempt.
-    fn message(&self, n: &Notification, nonce: u64) -> Result<Message, DeliveryError> {
+    /// The mail for `n`; the same Message-ID on every attempt (see the module docs).
+    fn message(&self, n: &Notification) -> Result<Message, DeliveryError> {
         let first = n
             .alerts
             .first()
@@ -140,7 +142,7 @@ impl EmailChannel {
             .from(self.from.clone())
             .subject(subject(n, self.language))
             .date(SystemTime::from(n.created_at))
-            .message_id(Some(format!("<{}.{nonce:016x}@{}>", sanitize_id(&n.id), self.id_domain)))
+            .message_id(Some(format!("<{}@{}>", sanitize_id(&n.id), self.id_domain)))
             .in_reply_to(root.clone())
             .references(root)
             .raw_header(HeaderValue::new(AUTO_SUBMITTED, "auto-generated".to_string()))
@@ -234,7 +236,7 @@ impl Channel for EmailChannel {
     }
 
     async fn send(&self, n: &Notification) -> Result<Delivered, DeliveryError> {
-        let message = self.message(n, rand::random())?;
+        let message = self.message(n)?;
         let envelope = message.envelope().clone();
         let raw = message.formatted();
         let transport = self.transport();

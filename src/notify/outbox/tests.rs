@@ -1,5 +1,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::store::Claimant;
+
 use super::*;
 use crate::model::{SeriesKey, TaskType};
 use crate::notify::{Delivered, Notification};
@@ -267,4 +269,143 @@ async fn a_channel_that_fails_permanently_raises_channel_failing_on_the_others_o
     d.dispatch_due(&store, t0(), far()).await.unwrap();
     d.dispatch_due(&store, t0(), far()).await.unwrap();
     assert_eq!(good.seen.lock().unwrap().len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Claims: several processes dispatching from one database
+
+/// `n` notifications of channel `test` in the database at `path`, each sealed on its own.
+async fn sealed(store: &Store, n: usize) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let mut tx = store.begin_write().await.unwrap();
+        tx.insert_notice("test", &notice(i, Event::Firing, Severity::Critical), false).await.unwrap();
+        tx.commit().await.unwrap();
+        ids.extend(store.seal_notices(t0(), order_alerts, new_uid).await.unwrap());
+    }
+    ids
+}
+
+/// A webhook channel named `test` posting to `server`, as each process would build its own.
+fn webhook(server: &crate::hss::test_support::MockServer) -> Arc<dyn Channel> {
+    let url = server.url.join("/hook").unwrap();
+    Arc::new(crate::notify::channels::webhook::WebhookChannel::new(
+        crate::notify::channels::testkit::common(url),
+        crate::notify::channels::webhook::Auth::None,
+        None,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_dispatching_from_one_database_deliver_each_notification_exactly_once() {
+    const N: usize = 24;
+    let server = crate::hss::test_support::spawn(|_| crate::hss::test_support::Reply::raw(200, "ok")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    // Two stores (two pools, two write connections), as two processes have.
+    let (a, b) = (Store::open(&path).await.unwrap(), Store::open(&path).await.unwrap());
+    let ids = sealed(&a, N).await;
+    let day = Duration::from_secs(86400);
+    let da = Arc::new(Dispatcher::new(vec![webhook(&server)], day).with_claimant(Claimant::named("process-a")));
+    let db = Arc::new(Dispatcher::new(vec![webhook(&server)], day).with_claimant(Claimant::named("process-b")));
+
+    let pass = |d: Arc<Dispatcher>, s: Store| tokio::spawn(async move { d.dispatch_due(&s, t0(), far()).await });
+    let (ra, rb) = (pass(da, a.clone()), pass(db, b.clone()));
+    let (ra, rb) = (ra.await.unwrap().unwrap(), rb.await.unwrap().unwrap());
+
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for r in server.requests() {
+        *per_id.entry(r.header("webhook-id").unwrap().to_string()).or_default() += 1;
+    }
+    let twice: Vec<_> = per_id.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent more than once: {twice:?} (a: {ra:?}, b: {rb:?})");
+    assert_eq!(per_id.len(), N, "every notification was sent");
+    assert_eq!(ra.delivered + rb.delivered, N);
+    let log = b.notifications(None, 100).await.unwrap();
+    assert_eq!(log.len(), ids.len());
+    for n in &log {
+        assert_eq!((n.status, n.attempts), (DeliveryStatus::Delivered, 1), "recorded delivered once: {n:?}");
+        assert_eq!(b.claim_of(n.id).await.unwrap(), None, "the claim is released with the record");
+    }
+}
+
+#[tokio::test]
+async fn a_live_claim_holds_and_an_expired_one_is_claimed_again() {
+    let (_d, store) = store_with(&[]).await;
+    let id = sealed(&store, 1).await[0];
+    let (a, b) = (Claimant::named("a"), Claimant::named("b"));
+
+    let claimed = store.claim_notification(id, &a, t0(), CLAIM_LEASE).await.unwrap();
+    assert_eq!(claimed.map(|n| n.id), Some(id));
+    let lease = TimeDelta::from_std(CLAIM_LEASE).unwrap();
+    assert_eq!(store.claim_of(id).await.unwrap(), Some(("a".to_string(), t0() + lease)));
+    for later in [TimeDelta::zero(), TimeDelta::minutes(1), lease - TimeDelta::milliseconds(1)] {
+        assert!(store.claim_notification(id, &b, t0() + later, CLAIM_LEASE).await.unwrap().is_none());
+        assert!(store.claim_notification(id, &a, t0() + later, CLAIM_LEASE).await.unwrap().is_none(), "not twice");
+    }
+
+    // `a` died without recording anything: once its lease has run out, `b` takes over.
+    let claimed = store.claim_notification(id, &b, t0() + lease, CLAIM_LEASE).await.unwrap();
+    assert_eq!(claimed.map(|n| n.notification.channel), Some("test".to_string()));
+    assert_eq!(store.claim_of(id).await.unwrap().map(|c| c.0), Some("b".to_string()));
+    assert_eq!(store.pending_count().await.unwrap(), 1, "claimed is still pending");
+}
+
+#[tokio::test]
+async fn a_claim_of_a_process_that_is_gone_is_free_at_once() {
+    let (_d, store) = store_with(&[]).await;
+    let ids = sealed(&store, 2).await;
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    if Claimant::of_pid(dead).token().split(' ').count() < 4 {
+        eprintln!("skipped: this system does not say which processes exist");
+        return;
+    }
+    let alive = Claimant::of_pid(std::os::unix::process::parent_id());
+
+    assert!(store.claim_notification(ids[0], &Claimant::of_pid(dead), t0(), CLAIM_LEASE).await.unwrap().is_some());
+    assert!(store.claim_notification(ids[1], &alive, t0(), CLAIM_LEASE).await.unwrap().is_some());
+
+    let me = Claimant::this_process();
+    let later = t0() + TimeDelta::seconds(1);
+    assert!(store.claim_notification(ids[0], &me, later, CLAIM_LEASE).await.unwrap().is_some(), "its process is gone");
+    assert!(store.claim_notification(ids[1], &me, later, CLAIM_LEASE).await.unwrap().is_none(), "its process runs");
+}
+
+#[tokio::test]
+async fn a_pass_leaves_a_notification_another_process_is_sending_until_its_claim_runs_out() {
+    let (_d, store) = store_with(&[("hook", notice(1, Event::Firing, Severity::Critical), false)]).await;
+    let id = store.seal_notices(t0(), order_alerts, new_uid).await.unwrap()[0];
+    store.claim_notification(id, &Claimant::named("other"), t0(), CLAIM_LEASE).await.unwrap().unwrap();
+    let hook = Flaky::new("hook", 0, retryable());
+    let d = Dispatcher::new(vec![hook.clone()], Duration::from_secs(86400)).with_claimant(Claimant::named("me"));
+
+    let r = d.dispatch_due(&store, t0() + TimeDelta::minutes(1), far()).await.unwrap();
+    assert_eq!((r.delivered, r.claimed_elsewhere), (0, 1));
+    assert!(hook.seen.lock().unwrap().is_empty());
+    let lease = TimeDelta::from_std(CLAIM_LEASE).unwrap();
+    assert_eq!(store.next_attempt_at().await.unwrap(), Some(t0() + lease), "due again when the claim runs out");
+
+    let r = d.dispatch_due(&store, t0() + lease, far()).await.unwrap();
+    assert_eq!(r.delivered, 1);
+    assert_eq!(hook.seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn every_way_a_pass_ends_with_a_notification_releases_its_claim() {
+    let (_d, store) = store_with(&[
+        ("ok", notice(1, Event::Firing, Severity::Critical), false),
+        ("down", notice(2, Event::Firing, Severity::Critical), false),
+        ("gone", notice(3, Event::Firing, Severity::Critical), false),
+    ])
+    .await;
+    let (ok, down) = (Flaky::new("ok", 0, retryable()), Flaky::new("down", usize::MAX, retryable()));
+    let d = Dispatcher::new(vec![ok, down], Duration::from_secs(86400));
+    d.dispatch_due(&store, t0(), far()).await.unwrap();
+    let log = store.notifications(None, 10).await.unwrap();
+    assert_eq!(log.len(), 3);
+    for n in &log {
+        assert_eq!(store.claim_of(n.id).await.unwrap(), None, "{} ({:?})", n.notification.channel, n.status);
+    }
 }
