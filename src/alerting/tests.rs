@@ -604,7 +604,8 @@ fn replay_uses_history_before_from_for_windows_but_reports_only_after_it() {
     assert_eq!(
         events,
         vec![
-            (at(57 * 60 + 30), AlertState::Firing, Some(Event::Firing)),
+            // The first failure comes 30 minutes after the last success: no successful poll for `for`.
+            (at(57 * 60), AlertState::Firing, Some(Event::Firing)),
             (at(60 * 60), AlertState::Resolved, Some(Event::Resolved)),
         ]
     );

@@ -389,7 +389,12 @@ fn poll_failing_answers_every_edge_case() {
             with(vec![fail(9 * H + 55, ErrorKind::Server), ok(10 * H, 9, 0, None)]),
             Want::Ok,
         ),
-        ("one failure after successes is ok", p, with(vec![fail(10 * H, ErrorKind::Server)]), Want::Ok),
+        (
+            "one failure shortly after a success is ok",
+            p,
+            with(vec![ok(9 * H + 45, 9, 0, None), fail(10 * H, ErrorKind::Server)]),
+            Want::Ok,
+        ),
         (
             "`after` failures in a row breach, naming the latest error",
             p,
@@ -424,7 +429,7 @@ fn poll_failing_answers_every_edge_case() {
             "a forbidden error breaches on the first failure",
             p,
             with(vec![fail(10 * H, ErrorKind::Forbidden)]),
-            Want::Breach("HSS denies the account permission: forbidden (HTTP 403, APIGW.0302)", "1 failed poll"),
+            Want::Breach("HSS denies access to the project: forbidden (HTTP 403, APIGW.0302)", "1 failed poll"),
         ),
         (
             "an auth error breaches on the very first poll after a first start",
@@ -446,7 +451,19 @@ fn poll_failing_answers_every_edge_case() {
                 vec![fail(9 * H + 20, ErrorKind::Timeout), fail(10 * H, ErrorKind::Timeout)],
             ]),
             Want::Breach(
-                "polls have failed for 40m (2 failed polls; limit 30m): timeout: connection refused",
+                "no successful poll for 1h (2 failed polls; limit 30m): timeout: connection refused",
+                "2 failed polls over 1h",
+            ),
+        ),
+        (
+            "a short streak long after the last success breaches: `for` counts from the last success",
+            p,
+            cat(vec![
+                vec![ok(9 * H + 20, 9, 0, None)],
+                vec![fail(9 * H + 55, ErrorKind::Server), fail(10 * H, ErrorKind::Server)],
+            ]),
+            Want::Breach(
+                "no successful poll for 40m (2 failed polls; limit 30m): server (HTTP 503)",
                 "2 failed polls over 40m",
             ),
         ),
@@ -457,10 +474,16 @@ fn poll_failing_answers_every_edge_case() {
             Want::Unknown("2 failed polls since the first poll passed in, 5m ago"),
         ),
         (
-            "downtime of scanwatch itself is not a failing streak",
+            "the first failure after a long gap breaches: there has been no successful poll for `for`",
             p,
             vec![ok(8 * H, 9, 0, None), fail(10 * H, ErrorKind::Server)],
-            Want::Ok,
+            Want::Breach("no successful poll for 2h (1 failed poll; limit 30m)", "1 failed poll over 2h"),
+        ),
+        (
+            "without a success in the history, `for` counts from the first poll",
+            p,
+            vec![fail(9 * H + 20, ErrorKind::Server), fail(10 * H, ErrorKind::Server)],
+            Want::Breach("no successful poll for 40m (2 failed polls; limit 30m)", "2 failed polls over 40m"),
         ),
         (
             "a success in the middle breaks the streak",
