@@ -258,4 +258,41 @@ mod tests {
         let sent = log.iter().find(|n| n.status == DeliveryStatus::Pending).unwrap();
         assert_eq!(sent.notification.alerts[0].since, at(1), "it has been firing since the first failure");
     }
+
+    #[tokio::test]
+    async fn an_outage_counts_toward_pending_for_neither_live_nor_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut set = RuleSet::none();
+        set.no_recent_scan =
+            Some((rules::NoRecentScan { max_age: std::time::Duration::from_secs(3600) }, Severity::Critical));
+        let lc = Lifecycle { pending_for: std::time::Duration::from_secs(10 * 60), ..Lifecycle::default() };
+        // The latest scan started two hours before each poll: `no_recent_scan` breaches whenever polls succeed.
+        let stale = |min: i64| PollRecord {
+            outcome: Ok(TaskStats {
+                total_num: 10,
+                running_num: 0,
+                last_task_start_time: Some(at(min - 120).timestamp_millis()),
+            }),
+            ..fresh(min)
+        };
+        let polls = [stale(0), failing(3), failing(20), stale(25), stale(31), stale(32)];
+        for rec in &polls {
+            // A restart before every poll: the unknown stretch must survive in the database.
+            let store = Store::open(&path).await.unwrap();
+            let id = store.ensure_series(&key()).await.unwrap();
+            record_and_evaluate(&store, id, &key(), &set, &lc, rec, true, Outbox::default()).await.unwrap();
+            store.close().await;
+        }
+        let store = Store::open(&path).await.unwrap();
+        let log: Vec<_> = store
+            .transitions(None, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.transition.at, t.transition.to))
+            .collect();
+        // Breaching 0→3 and 25→32: ten minutes at 32, not 25 minutes at 25.
+        assert_eq!(log, vec![(at(0), AlertState::Pending), (at(32), AlertState::Firing)]);
+    }
 }
