@@ -75,7 +75,7 @@ pub async fn record_and_evaluate(
         if stored.is_none() && next == Alert::default() {
             continue;
         }
-        let was_suppressed = stored.as_ref().is_some_and(|r| r.firing_suppressed);
+        let untold = stored.as_ref().is_some_and(|r| r.firing_suppressed);
         let event = transition.as_ref().and_then(|t| t.event);
         let notice = |event: Event| AlertNotice {
             fingerprint: fp.clone(),
@@ -98,20 +98,12 @@ pub async fn record_and_evaluate(
             let probe = notice(Event::Firing);
             silenced_by(outbox.silences, &crate::notify::outbox::notice_labels(&probe), now).is_some()
         };
-        // What to write: the transition's own event, or the firing that a silence held back, once it has ended.
-        let (to_send, suppressed_after) = match event {
-            Some(Event::Firing | Event::Repeat) if silenced => (event, true),
-            Some(Event::Resolved) if was_suppressed => (None, false),
-            Some(e) => (Some(e), false),
-            None if was_suppressed && next.state == AlertState::Firing && !silenced => (Some(Event::Firing), false),
-            None => (None, was_suppressed && next.state == AlertState::Firing),
-        };
-        let alert_id =
-            tx.save_alert(&fp, series_id, rule, severity, &next, Some(snapshot_id), suppressed_after).await?;
-        if let Some(e) = to_send {
+        let (to_write, untold_after) = notice_to_write(event, next.state == AlertState::Firing, untold, silenced);
+        let alert_id = tx.save_alert(&fp, series_id, rule, severity, &next, Some(snapshot_id), untold_after).await?;
+        if let Some((e, suppressed)) = to_write {
             let n = notice(e);
             for channel in route(outbox.routes, &n) {
-                tx.insert_notice(channel, &n, silenced).await?;
+                tx.insert_notice(channel, &n, suppressed).await?;
             }
         }
         if let Some(t) = transition {
@@ -129,6 +121,26 @@ pub async fn record_and_evaluate(
     }
     tx.commit().await?;
     Ok(Recorded { snapshot_id, changes })
+}
+
+/// What one evaluation writes to the outbox — `(event, suppressed)` — and whether receivers are still untold
+/// afterwards (the alert's `firing_suppressed`), given the transition's `event`, whether the alert now fires,
+/// whether receivers were `untold` it fires, and whether a silence covers it now.
+///
+/// A silence mutes firings and reminders, which are recorded as suppressed. It never swallows the resolve of an
+/// incident receivers were told about; a resolve nobody was told about is recorded as suppressed. Once the silence
+/// is over, an alert that still fires and was never told goes out as a firing — once, and as a firing even when a
+/// reminder falls due at that moment, since receivers cannot be reminded of what they never had.
+fn notice_to_write(event: Option<Event>, firing: bool, untold: bool, silenced: bool) -> (Option<(Event, bool)>, bool) {
+    match event {
+        Some(Event::Firing) => (Some((Event::Firing, silenced)), silenced),
+        Some(Event::Repeat) if silenced => (Some((Event::Repeat, true)), untold),
+        Some(Event::Repeat) if untold => (Some((Event::Firing, false)), false),
+        Some(Event::Repeat) => (Some((Event::Repeat, false)), false),
+        Some(Event::Resolved) => (Some((Event::Resolved, untold)), false),
+        None if firing && untold && !silenced => (Some((Event::Firing, false)), false),
+        None => (None, firing && untold),
+    }
 }
 
 #[cfg(test)]
@@ -257,6 +269,86 @@ mod tests {
         );
         let sent = log.iter().find(|n| n.status == DeliveryStatus::Pending).unwrap();
         assert_eq!(sent.notification.alerts[0].since, at(1), "it has been firing since the first failure");
+    }
+
+    /// A silence over minutes `from..until` matching the test series.
+    fn silence(from: i64, until: i64) -> SilenceRow {
+        SilenceRow {
+            id: 1,
+            matchers: BTreeMap::from([("target".to_string(), "t".to_string())]),
+            starts_at: at(from),
+            ends_at: at(until),
+            created_by: "me".into(),
+            comment: "maintenance".into(),
+            created_at: at(from),
+        }
+    }
+
+    /// Records `polls` one by one under `silences` with `poll_failing` (after 1) as the only rule, sealing the outbox
+    /// after each poll as the dispatcher does; returns every notification as (event, status), oldest first.
+    async fn notifications_after(
+        lc: Lifecycle,
+        silences: &[SilenceRow],
+        polls: &[PollRecord],
+    ) -> Vec<(Event, crate::store::DeliveryStatus)> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let id = store.ensure_series(&key()).await.unwrap();
+        let mut set = RuleSet::none();
+        set.poll_failing =
+            Some((rules::PollFailing { after: 1, for_: std::time::Duration::from_secs(3600) }, Severity::Critical));
+        let routes: Vec<Arc<dyn Route>> = vec![Arc::new(All)];
+        let outbox = Outbox { labels: None, routes: &routes, silences };
+        for rec in polls {
+            record_and_evaluate(&store, id, &key(), &set, &lc, rec, true, outbox).await.unwrap();
+            store.seal_notices(rec.polled_at, |_| {}, crate::notify::outbox::new_uid).await.unwrap();
+        }
+        let mut log = store.notifications(None, 100).await.unwrap();
+        log.sort_by_key(|n| n.id);
+        log.iter().map(|n| (n.event, n.status)).collect()
+    }
+
+    fn reminding_every(minutes: u64) -> Lifecycle {
+        Lifecycle { repeat_interval: std::time::Duration::from_secs(minutes * 60), ..Lifecycle::default() }
+    }
+
+    #[tokio::test]
+    async fn a_silence_never_swallows_the_resolve_of_a_firing_receivers_were_told_about() {
+        use crate::store::DeliveryStatus::*;
+        let polls = [failing(1), failing(3), fresh(4)];
+        let log = notifications_after(Lifecycle::default(), &[silence(2, 20)], &polls).await;
+        assert_eq!(log, vec![(Event::Firing, Pending), (Event::Resolved, Pending)], "the resolve closes the incident");
+    }
+
+    #[tokio::test]
+    async fn a_reminder_muted_by_a_silence_does_not_resend_the_firing_when_the_silence_ends() {
+        use crate::store::DeliveryStatus::*;
+        // Fires at 1 (told), reminds at 12 inside the silence, the silence ends at 20, the next reminder is due at 22.
+        let polls = [failing(1), failing(12), failing(21), failing(22)];
+        let log = notifications_after(reminding_every(10), &[silence(2, 20)], &polls).await;
+        assert_eq!(log, vec![(Event::Firing, Pending), (Event::Repeat, Suppressed), (Event::Repeat, Pending)]);
+    }
+
+    #[tokio::test]
+    async fn a_firing_muted_by_a_silence_goes_out_once_as_a_firing_when_the_silence_ends() {
+        use crate::store::DeliveryStatus::*;
+        // Receivers first hear of it at 11, when a reminder is also due: they get the firing, not a reminder.
+        let polls = [failing(1), failing(5), failing(11), failing(12), failing(13)];
+        let log = notifications_after(reminding_every(10), &[silence(0, 10)], &polls).await;
+        assert_eq!(log, vec![(Event::Firing, Suppressed), (Event::Firing, Pending)]);
+        // Without a reminder due, the firing still goes out exactly once after the silence.
+        let log = notifications_after(Lifecycle::default(), &[silence(0, 10)], &polls).await;
+        assert_eq!(log, vec![(Event::Firing, Suppressed), (Event::Firing, Pending)]);
+    }
+
+    #[tokio::test]
+    async fn an_alert_that_fires_and_resolves_unheard_records_its_resolve_as_suppressed() {
+        use crate::store::DeliveryStatus::*;
+        let log = notifications_after(Lifecycle::default(), &[silence(0, 10)], &[failing(1), fresh(2)]).await;
+        assert_eq!(log, vec![(Event::Firing, Suppressed), (Event::Resolved, Suppressed)]);
+        // Also when the silence ended just before the resolve: nobody was told it fired.
+        let log = notifications_after(Lifecycle::default(), &[silence(0, 10)], &[failing(1), fresh(11)]).await;
+        assert_eq!(log, vec![(Event::Firing, Suppressed), (Event::Resolved, Suppressed)]);
     }
 
     #[tokio::test]

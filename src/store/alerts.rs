@@ -22,7 +22,8 @@ pub struct AlertRow {
     pub alert: Alert,
     pub ack_comment: Option<String>,
     pub evaluated_snapshot_id: Option<i64>,
-    /// A firing notice was suppressed by a silence and not yet sent.
+    /// Receivers have not been told this alert fires: its firing was suppressed by a silence and has not gone out
+    /// since. A silence's end then sends the firing, and a resolve is recorded suppressed rather than sent.
     pub firing_suppressed: bool,
 }
 
