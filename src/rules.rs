@@ -11,6 +11,7 @@
 //! Passing less never produces a false alarm or a false all-clear: the rules that need the missing part answer
 //! `Unknown`. Snapshots with `polled_at > now` are ignored, so `replay` may pass a longer slice.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -243,6 +244,25 @@ pub fn lookback(set: &RuleSet) -> Duration {
 /// a slow schedule can spread them over more than `lookback`. Never less than 1 (every rule needs the latest poll).
 pub fn min_polls(set: &RuleSet) -> usize {
     set.poll_failing.map_or(1, |(p, _)| usize::try_from(p.after).unwrap_or(usize::MAX).max(1))
+}
+
+/// The part of `history` (ascending, as stored) the live path passes to the rules at `now`, exactly as the store's
+/// rule history selects it: the snapshots since `now - lookback(set)`, the latest [`min_polls`] ones, and the newest
+/// successful one before the window. [`crate::alerting::replay`] evaluates over this rather than over all it was
+/// given, so a replay's summaries and values are the live ones: a rule that looks back as far as the history goes
+/// (a failure streak, a stuck run, a flat total) would otherwise see further back than the live run did. Borrowed
+/// unless the newest success before the window is separated from it by failures.
+pub fn live_view<'a>(set: &RuleSet, history: &'a [Snapshot], now: DateTime<Utc>) -> Cow<'a, [Snapshot]> {
+    let h = visible(history, now);
+    // Compared in milliseconds, as the store compares them.
+    let window_start = ago(now, lookback(set)).timestamp_millis();
+    let in_window = h.partition_point(|s| s.polled_at.timestamp_millis() < window_start);
+    let start = in_window.min(h.len().saturating_sub(min_polls(set)));
+    match h[..in_window].iter().rposition(Snapshot::ok) {
+        Some(i) if i + 1 == start => Cow::Borrowed(&h[i..]),
+        Some(i) if i < start => Cow::Owned([&h[i..=i], &h[start..]].concat()),
+        _ => Cow::Borrowed(&h[start..]),
+    }
 }
 
 /// Evaluates one rule for `series`, or returns `None` when `set` disables it. The series names the scan and the

@@ -351,6 +351,198 @@ mod tests {
         assert_eq!(log, vec![(Event::Firing, Suppressed), (Event::Resolved, Suppressed)]);
     }
 
+    /// What a series is doing during a stretch of polls.
+    #[derive(Debug, Clone, Copy)]
+    enum Phase {
+        /// Scans start every third poll and the total grows.
+        Healthy,
+        /// One task keeps running and no new one starts.
+        Stuck,
+        /// Nothing moves; halfway through, the total drops (a counter reset).
+        Stalled,
+        /// HSS answers 503.
+        Failing,
+        /// HSS rejects the credentials.
+        Denied,
+        /// scanwatch itself is down: no polls for `n` × 30 minutes.
+        Downtime,
+    }
+
+    /// Polls five minutes apart (seven while failing) through `phases`, each `(phase, n)` lasting `n` polls. Before the
+    /// first `Healthy` phase no scan has ever started.
+    fn history_of(phases: &[(Phase, u32)]) -> Vec<PollRecord> {
+        let (mut min, mut total, mut last_start) = (0i64, 40u64, None::<i64>);
+        let mut polls = Vec::new();
+        for &(phase, n) in phases {
+            if let Phase::Stuck = phase {
+                last_start = Some(min);
+                total += 1;
+            }
+            for i in 0..n {
+                let stats = |running: u64, total: u64, start: Option<i64>| PollRecord {
+                    outcome: Ok(TaskStats {
+                        total_num: total,
+                        running_num: running,
+                        last_task_start_time: start.map(|m| at(m).timestamp_millis()),
+                    }),
+                    ..fresh(min)
+                };
+                let rec = match phase {
+                    Phase::Healthy => {
+                        if i % 3 == 0 {
+                            last_start = Some(min);
+                            total += 1;
+                        }
+                        stats(u64::from(i % 3 == 1), total, last_start)
+                    }
+                    Phase::Stuck => stats(1, total, last_start),
+                    Phase::Stalled => {
+                        if i == n / 2 && total > 5 {
+                            total -= 5;
+                        }
+                        stats(0, total, last_start)
+                    }
+                    Phase::Failing => failing(min),
+                    Phase::Denied => PollRecord {
+                        outcome: Err(PollError::new(ErrorKind::Auth, "APIGW.0301")),
+                        http_status: Some(401),
+                        ..failing(min)
+                    },
+                    Phase::Downtime => {
+                        min += 30;
+                        continue;
+                    }
+                };
+                polls.push(rec);
+                min += if let Phase::Failing = phase { 7 } else { 5 };
+            }
+        }
+        polls
+    }
+
+    /// Every rule on, with windows short enough for a few hundred polls to fire and resolve each of them.
+    fn short_windows() -> RuleSet {
+        let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
+        RuleSet {
+            no_recent_scan: Some((rules::NoRecentScan { max_age: minutes(90) }, Severity::Critical)),
+            stuck_running: Some((rules::StuckRunning { for_: minutes(45) }, Severity::Warning)),
+            total_stalled: Some((rules::TotalStalled { window: minutes(120) }, Severity::Warning)),
+            poll_failing: Some((rules::PollFailing { after: 3, for_: minutes(20) }, Severity::Critical)),
+        }
+    }
+
+    /// Records `polls` live, one transaction each, then replays every rule over the stored snapshots; returns the
+    /// stored transitions per rule after asserting that replay gives exactly them and ends in the stored state.
+    async fn assert_replay_matches_the_live_run(
+        lc: &Lifecycle,
+        polls: &[PollRecord],
+    ) -> Vec<(RuleName, Vec<Transition>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let id = store.ensure_series(&key()).await.unwrap();
+        let set = short_windows();
+        for rec in polls {
+            record_and_evaluate(&store, id, &key(), &set, lc, rec, true, Outbox::default()).await.unwrap();
+        }
+        let stored = store.snapshots_since(id, DateTime::<Utc>::MIN_UTC).await.unwrap();
+        assert_eq!(stored.len(), polls.len());
+        let alerts = store.alerts(true).await.unwrap();
+        let mut out = Vec::new();
+        for rule in set.enabled() {
+            let fp = fingerprint(rule, &key());
+            let live: Vec<Transition> =
+                store.transitions(Some(&fp), None).await.unwrap().into_iter().map(|t| t.transition).collect();
+            let (end, replayed) =
+                crate::alerting::replay(rule, &set, lc, &key(), &stored, stored[0].polled_at, Alert::default());
+            assert_eq!(replayed, live, "{rule}: replay differs from the live run");
+            let stored_end = alerts.iter().find(|a| a.fingerprint == fp).map(|a| a.alert.clone()).unwrap_or_default();
+            assert_eq!(end, stored_end, "{rule}: replay ends in another state than the live run");
+            out.push((rule, live));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn replaying_stored_snapshots_gives_exactly_the_transitions_recorded_live() {
+        use Phase::*;
+        let polls = history_of(&[
+            (Stalled, 10),
+            (Healthy, 30),
+            (Stuck, 20),
+            (Healthy, 10),
+            (Failing, 8),
+            (Healthy, 5),
+            (Stalled, 40),
+            (Denied, 2),
+            (Stalled, 5),
+            (Downtime, 8),
+            (Healthy, 20),
+            (Failing, 2),
+            (Healthy, 2),
+            (Failing, 12),
+            (Stuck, 15),
+            (Failing, 3),
+            (Stuck, 15),
+            (Healthy, 30),
+            (Stalled, 30),
+            (Downtime, 2),
+            (Healthy, 30),
+        ]);
+        assert!(polls.len() > 250);
+        let hysteresis = Lifecycle {
+            pending_for: std::time::Duration::from_secs(10 * 60),
+            resolve_after: std::time::Duration::from_secs(15 * 60),
+            repeat_interval: std::time::Duration::from_secs(3600),
+            send_resolved: true,
+        };
+        for lc in [Lifecycle::default(), hysteresis] {
+            let by_rule = assert_replay_matches_the_live_run(&lc, &polls).await;
+            for (rule, transitions) in by_rule {
+                let fired = transitions.iter().filter(|t| t.event == Some(Event::Firing)).count();
+                let resolved = transitions.iter().filter(|t| t.to == AlertState::Resolved).count();
+                assert!(fired >= 1 && resolved >= 1, "{rule} under {lc:?} should fire and resolve: {transitions:?}");
+            }
+        }
+    }
+
+    fn phase() -> impl proptest::strategy::Strategy<Value = (Phase, u32)> {
+        use proptest::prelude::*;
+        let phase = prop_oneof![
+            Just(Phase::Healthy),
+            Just(Phase::Stuck),
+            Just(Phase::Stalled),
+            Just(Phase::Failing),
+            Just(Phase::Denied),
+            Just(Phase::Downtime),
+        ];
+        (phase, 1u32..30)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 8,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+        #[test]
+        fn replay_matches_the_live_run_over_random_histories(
+            phases in proptest::collection::vec(phase(), 1..12),
+            pending in 0u64..3,
+            resolve in 0u64..3,
+        ) {
+            let polls = history_of(&phases);
+            proptest::prop_assume!(!polls.is_empty());
+            let lc = Lifecycle {
+                pending_for: std::time::Duration::from_secs(pending * 10 * 60),
+                resolve_after: std::time::Duration::from_secs(resolve * 10 * 60),
+                repeat_interval: std::time::Duration::from_secs(3600),
+                send_resolved: true,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(assert_replay_matches_the_live_run(&lc, &polls));
+        }
+    }
+
     #[tokio::test]
     async fn an_outage_counts_toward_pending_for_neither_live_nor_across_restarts() {
         let dir = tempfile::tempdir().unwrap();

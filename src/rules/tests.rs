@@ -534,6 +534,24 @@ fn lookback_is_the_longest_enabled_window() {
 }
 
 #[test]
+fn the_live_view_is_the_window_the_latest_polls_and_the_last_success_before_them() {
+    let failing = |after: u32| RuleSet {
+        poll_failing: Some((PollFailing { after, for_: Duration::from_secs(30 * 60) }, Severity::Critical)),
+        ..RuleSet::none()
+    };
+    let ids = |v: &[Snapshot]| v.iter().map(|s| s.id).collect::<Vec<_>>();
+    let now = at(120);
+    // A success at 0, failures every 10 minutes from 10 to 120, and a poll after `now` that is ignored.
+    let history = cat(vec![vec![ok(0, 9, 0, None)], every(10, 10, 130, |m| fail(m, ErrorKind::Server))]);
+    assert_eq!(ids(&live_view(&failing(3), &history, now)), vec![0, 90, 100, 110, 120], "window from 90");
+    assert_eq!(ids(&live_view(&failing(5), &history, now)), vec![0, 80, 90, 100, 110, 120], "the latest 5 polls");
+    // A success just before the window is simply where the view starts.
+    let history =
+        cat(vec![every(10, 0, 80, |m| ok(m, 9, 0, None)), every(10, 90, 120, |m| fail(m, ErrorKind::Server))]);
+    assert_eq!(ids(&live_view(&failing(3), &history, now)), vec![80, 90, 100, 110, 120]);
+}
+
+#[test]
 fn min_polls_covers_the_failure_count_and_the_latest_poll() {
     assert_eq!(min_polls(&RuleSet::default()), 3);
     assert_eq!(min_polls(&RuleSet::none()), 1);
