@@ -11,6 +11,7 @@
 //! Passing less never produces a false alarm or a false all-clear: the rules that need the missing part answer
 //! `Unknown`. Snapshots with `polled_at > now` are ignored, so `replay` may pass a longer slice.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -224,7 +225,9 @@ impl Outcome {
 }
 
 /// How far back the caller must load snapshots (see the module doc for the two additions): the longest window of
-/// the enabled rules. `no_recent_scan` needs only the latest snapshots, so it adds nothing.
+/// the enabled rules. `no_recent_scan` needs only the latest snapshots, so it adds nothing. `poll_failing.for`
+/// counts from the last success, which the caller passes however old it is (the second addition); without any
+/// success, `for` counts from the first poll, and covering `for` here lets the window reach back to it.
 pub fn lookback(set: &RuleSet) -> Duration {
     [
         set.stuck_running.map(|(p, _)| p.for_),
@@ -241,6 +244,25 @@ pub fn lookback(set: &RuleSet) -> Duration {
 /// a slow schedule can spread them over more than `lookback`. Never less than 1 (every rule needs the latest poll).
 pub fn min_polls(set: &RuleSet) -> usize {
     set.poll_failing.map_or(1, |(p, _)| usize::try_from(p.after).unwrap_or(usize::MAX).max(1))
+}
+
+/// The part of `history` (ascending, as stored) the live path passes to the rules at `now`, exactly as the store's
+/// rule history selects it: the snapshots since `now - lookback(set)`, the latest [`min_polls`] ones, and the newest
+/// successful one before the window. [`crate::alerting::replay`] evaluates over this rather than over all it was
+/// given, so a replay's summaries and values are the live ones: a rule that looks back as far as the history goes
+/// (a failure streak, a stuck run, a flat total) would otherwise see further back than the live run did. Borrowed
+/// unless the newest success before the window is separated from it by failures.
+pub fn live_view<'a>(set: &RuleSet, history: &'a [Snapshot], now: DateTime<Utc>) -> Cow<'a, [Snapshot]> {
+    let h = visible(history, now);
+    // Compared in milliseconds, as the store compares them.
+    let window_start = ago(now, lookback(set)).timestamp_millis();
+    let in_window = h.partition_point(|s| s.polled_at.timestamp_millis() < window_start);
+    let start = in_window.min(h.len().saturating_sub(min_polls(set)));
+    match h[..in_window].iter().rposition(Snapshot::ok) {
+        Some(i) if i + 1 == start => Cow::Borrowed(&h[i..]),
+        Some(i) if i < start => Cow::Owned([&h[i..=i], &h[start..]].concat()),
+        _ => Cow::Borrowed(&h[start..]),
+    }
 }
 
 /// Evaluates one rule for `series`, or returns `None` when `set` disables it. The series names the scan and the
@@ -411,10 +433,13 @@ pub fn total_stalled(p: &TotalStalled, task_type: TaskType, history: &[Snapshot]
 }
 
 /// `poll_failing`: ok when the latest poll succeeded; breach when it failed with `auth`/`forbidden` (at once: more
-/// failed signatures lock the key), when the last `after` polls all failed, or when polls have failed without a
-/// break for at least `for` (the first failure of the current streak is `for` old, so a restart after scanwatch's
-/// own downtime does not count the downtime as failing). Unknown when there are no polls, or when every poll passed
-/// in failed but fewer than `after` and all younger than `for` (a first start, or too little history to know).
+/// failed signatures lock the key), when the last `after` polls all failed, or when there has been no successful
+/// poll for `for` (DESIGN.md). `for` counts from the last successful poll, not from the first failure: what matters
+/// is how long scanwatch has not heard from HSS, and a slow schedule or scanwatch's own downtime before the first
+/// failure makes that longer than the failures alone. With no success in the history, it counts from the first poll
+/// passed in.
+/// Unknown when there are no polls, or when every poll passed in failed but fewer than `after` and all younger than
+/// `for` (a first start, or too little history to know).
 pub fn poll_failing(p: &PollFailing, history: &[Snapshot], now: DateTime<Utc>) -> Outcome {
     poll_failing_for(p, "the project", history, now)
 }
@@ -437,7 +462,8 @@ pub fn poll_failing_for(p: &PollFailing, project: &str, history: &[Snapshot], no
         return Outcome::Ok;
     }
     let streak = polls.iter().rev().take_while(|s| !s.ok()).count();
-    let streak_began = polls[polls.len() - streak].polled_at;
+    // The last success is the poll just before the streak; without one, the first poll passed in.
+    let silent_since = polls[polls.len().saturating_sub(streak + 1)].polled_at;
     let failures = if streak == 1 { "1 failed poll".to_string() } else { format!("{streak} failed polls") };
     let error = describe_failure(latest);
     match latest.error_kind {
@@ -454,11 +480,11 @@ pub fn poll_failing_for(p: &PollFailing, project: &str, history: &[Snapshot], no
             if streak == 1 { "the latest poll failed".to_string() } else { format!("{streak} polls failed in a row") };
         return Outcome::breach(format!("{in_a_row}: {error}"), failures);
     }
-    let failing_for = now - streak_began;
+    let failing_for = now - silent_since;
     if failing_for >= delta(p.for_) {
         let failing_for = human_duration(failing_for);
         return Outcome::breach(
-            format!("polls have failed for {failing_for} ({failures}; limit {}): {error}", human_std(p.for_)),
+            format!("no successful poll for {failing_for} ({failures}; limit {}): {error}", human_std(p.for_)),
             format!("{failures} over {failing_for}"),
         );
     }

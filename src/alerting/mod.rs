@@ -39,9 +39,11 @@ pub fn fingerprint(rule: RuleName, series: &SeriesKey) -> String {
 }
 
 /// Runs one rule over stored history exactly as the live service would have, starting from `initial`: for every
-/// snapshot polled at or after `from`, the rule is evaluated at that snapshot's `polled_at` over the snapshots up to
-/// and including it, and the outcome is stepped through the state machine. `history` is ascending and should start
-/// early enough for the rules' windows (see [`rules::lookback`]). A disabled rule returns `initial` and nothing.
+/// snapshot polled at or after `from`, the rule is evaluated at that snapshot's `polled_at` over what the live path
+/// would have read then ([`rules::live_view`] of the snapshots up to and including it), and the outcome is stepped
+/// through the state machine. `history` is ascending and should start early enough for the rules' windows (see
+/// [`rules::lookback`]) and reach back to the last success before them. A disabled rule returns `initial` and
+/// nothing.
 pub fn replay(
     rule: RuleName,
     set: &RuleSet,
@@ -56,7 +58,8 @@ pub fn replay(
     let start = history.partition_point(|s| s.polled_at < from);
     for end in start..history.len() {
         let now = history[end].polled_at;
-        let Some(outcome) = rules::evaluate(rule, set, series, &history[..=end], now) else {
+        let view = rules::live_view(set, &history[..=end], now);
+        let Some(outcome) = rules::evaluate(rule, set, series, &view, now) else {
             break;
         };
         let (next, transition) = step(&alert, &outcome, cfg, now);

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::rules::{Outcome, delta};
@@ -66,6 +66,11 @@ pub struct Alert {
     pub last_notified_at: Option<DateTime<Utc>>,
     /// Set by [`ack`] while firing: no reminders until the alert resolves, which clears it.
     pub acked: bool,
+    /// When the rule began answering unknown while a clock was running (`breach_started` while pending, `ok_since`
+    /// while firing). A poll outage says nothing about the breach, so it must count toward neither `pending_for`
+    /// nor `resolve_after`: when the rule is known again, that clock moves forward by the unknown stretch.
+    #[serde(default)]
+    pub unknown_since: Option<DateTime<Utc>>,
     /// The latest breach's summary; kept on resolve so the resolved message says what cleared.
     pub summary: String,
     /// The latest breach's value ("31h"); kept on resolve.
@@ -146,7 +151,9 @@ pub struct Transition {
 
 /// Advances one alert by one evaluation. Pure: the next state and the transition to record, if any.
 ///
-/// - `Unknown` holds everything (no change at all): data rules answer it while polls fail.
+/// - `Unknown` holds the state (no transition): data rules answer it while polls fail. If a `pending_for` or
+///   `resolve_after` clock is running, `unknown_since` marks when the stretch began; the next known outcome first
+///   moves that clock forward by the stretch, so time unknown counts toward neither.
 /// - `Inactive`/`Resolved` + breach → `Pending` (no event), or straight to `Firing` (event) when `pending_for` is 0.
 /// - `Pending` + breach lasting ≥ `pending_for` since `breach_started` → `Firing` (event); `Pending` + ok →
 ///   `Inactive` (no event).
@@ -159,6 +166,26 @@ pub struct Transition {
 /// (as suppressed if silenced) in the same transaction that stores the returned `Alert`.
 pub fn step(alert: &Alert, outcome: &Outcome, cfg: &Lifecycle, now: DateTime<Utc>) -> (Alert, Option<Transition>) {
     let mut next = alert.clone();
+    if let Outcome::Unknown { .. } = outcome {
+        let clock_running = match alert.state {
+            AlertState::Pending => alert.breach_started.is_some(),
+            AlertState::Firing => alert.ok_since.is_some(),
+            AlertState::Inactive | AlertState::Resolved => false,
+        };
+        if clock_running && next.unknown_since.is_none() {
+            next.unknown_since = Some(now);
+        }
+        return (next, None);
+    }
+    if let Some(began) = next.unknown_since.take() {
+        let stretch = (now - began).max(TimeDelta::zero());
+        let skip = |t: DateTime<Utc>| t.checked_add_signed(stretch).unwrap_or(now).min(now);
+        match next.state {
+            AlertState::Pending => next.breach_started = next.breach_started.map(skip),
+            AlertState::Firing => next.ok_since = next.ok_since.map(skip),
+            AlertState::Inactive | AlertState::Resolved => {}
+        }
+    }
     let event = match (alert.state, outcome) {
         (_, Outcome::Unknown { .. }) => return (next, None),
 

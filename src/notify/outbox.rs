@@ -281,8 +281,10 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
-    /// Queues a `channel_failing` alert about `channel` on every other channel (at most once per
-    /// [`CHANNEL_FAILING_EVERY`] per channel); it goes out with the next dispatch pass.
+    /// Queues a `channel_failing` alert about `channel` (at most once per [`CHANNEL_FAILING_EVERY`] per channel); it
+    /// goes out with the next dispatch pass. It is routed and silenced like any alert — its labels carry
+    /// `channel=<name>` and `rule=channel_failing` — on every channel whose route accepts it except the failing one
+    /// (without routes, on every other channel); under a silence it is recorded as suppressed.
     async fn raise_channel_failing(
         &self,
         store: &Store,
@@ -317,12 +319,21 @@ impl Dispatcher {
             since: now,
             at: now,
         };
+        let silenced = {
+            let silences = store.silences(now, false).await?;
+            crate::alerting::silence::silenced_by(&silences, &notice_labels(&notice), now).is_some()
+        };
+        let others: Vec<&str> = if self.routes.is_empty() {
+            self.channels.keys().map(String::as_str).collect()
+        } else {
+            route(&self.routes, &notice)
+        };
         let mut tx = store.begin_write().await?;
-        for other in self.channels.keys().filter(|c| c.as_str() != channel) {
-            tx.insert_notice(other, &notice, false).await?;
+        for other in others.into_iter().filter(|c| *c != channel) {
+            tx.insert_notice(other, &notice, silenced).await?;
         }
         tx.commit().await?;
-        tracing::warn!(channel, "raised channel_failing on the other channels");
+        tracing::warn!(channel, silenced, "raised channel_failing on the other channels");
         Ok(())
     }
 }

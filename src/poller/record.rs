@@ -75,7 +75,7 @@ pub async fn record_and_evaluate(
         if stored.is_none() && next == Alert::default() {
             continue;
         }
-        let was_suppressed = stored.as_ref().is_some_and(|r| r.firing_suppressed);
+        let untold = stored.as_ref().is_some_and(|r| r.firing_suppressed);
         let event = transition.as_ref().and_then(|t| t.event);
         let notice = |event: Event| AlertNotice {
             fingerprint: fp.clone(),
@@ -98,20 +98,12 @@ pub async fn record_and_evaluate(
             let probe = notice(Event::Firing);
             silenced_by(outbox.silences, &crate::notify::outbox::notice_labels(&probe), now).is_some()
         };
-        // What to write: the transition's own event, or the firing that a silence held back, once it has ended.
-        let (to_send, suppressed_after) = match event {
-            Some(Event::Firing | Event::Repeat) if silenced => (event, true),
-            Some(Event::Resolved) if was_suppressed => (None, false),
-            Some(e) => (Some(e), false),
-            None if was_suppressed && next.state == AlertState::Firing && !silenced => (Some(Event::Firing), false),
-            None => (None, was_suppressed && next.state == AlertState::Firing),
-        };
-        let alert_id =
-            tx.save_alert(&fp, series_id, rule, severity, &next, Some(snapshot_id), suppressed_after).await?;
-        if let Some(e) = to_send {
+        let (to_write, untold_after) = notice_to_write(event, next.state == AlertState::Firing, untold, silenced);
+        let alert_id = tx.save_alert(&fp, series_id, rule, severity, &next, Some(snapshot_id), untold_after).await?;
+        if let Some((e, suppressed)) = to_write {
             let n = notice(e);
             for channel in route(outbox.routes, &n) {
-                tx.insert_notice(channel, &n, silenced).await?;
+                tx.insert_notice(channel, &n, suppressed).await?;
             }
         }
         if let Some(t) = transition {
@@ -129,6 +121,26 @@ pub async fn record_and_evaluate(
     }
     tx.commit().await?;
     Ok(Recorded { snapshot_id, changes })
+}
+
+/// What one evaluation writes to the outbox — `(event, suppressed)` — and whether receivers are still untold
+/// afterwards (the alert's `firing_suppressed`), given the transition's `event`, whether the alert now fires,
+/// whether receivers were `untold` it fires, and whether a silence covers it now.
+///
+/// A silence mutes firings and reminders, which are recorded as suppressed. It never swallows the resolve of an
+/// incident receivers were told about; a resolve nobody was told about is recorded as suppressed. Once the silence
+/// is over, an alert that still fires and was never told goes out as a firing — once, and as a firing even when a
+/// reminder falls due at that moment, since receivers cannot be reminded of what they never had.
+fn notice_to_write(event: Option<Event>, firing: bool, untold: bool, silenced: bool) -> (Option<(Event, bool)>, bool) {
+    match event {
+        Some(Event::Firing) => (Some((Event::Firing, silenced)), silenced),
+        Some(Event::Repeat) if silenced => (Some((Event::Repeat, true)), untold),
+        Some(Event::Repeat) if untold => (Some((Event::Firing, false)), false),
+        Some(Event::Repeat) => (Some((Event::Repeat, false)), false),
+        Some(Event::Resolved) => (Some((Event::Resolved, untold)), false),
+        None if firing && untold && !silenced => (Some((Event::Firing, false)), false),
+        None => (None, firing && untold),
+    }
 }
 
 #[cfg(test)]
@@ -257,5 +269,314 @@ mod tests {
         );
         let sent = log.iter().find(|n| n.status == DeliveryStatus::Pending).unwrap();
         assert_eq!(sent.notification.alerts[0].since, at(1), "it has been firing since the first failure");
+    }
+
+    /// A silence over minutes `from..until` matching the test series.
+    fn silence(from: i64, until: i64) -> SilenceRow {
+        SilenceRow {
+            id: 1,
+            matchers: BTreeMap::from([("target".to_string(), "t".to_string())]),
+            starts_at: at(from),
+            ends_at: at(until),
+            created_by: "me".into(),
+            comment: "maintenance".into(),
+            created_at: at(from),
+        }
+    }
+
+    /// Records `polls` one by one under `silences` with `poll_failing` (after 1) as the only rule, sealing the outbox
+    /// after each poll as the dispatcher does; returns every notification as (event, status), oldest first.
+    async fn notifications_after(
+        lc: Lifecycle,
+        silences: &[SilenceRow],
+        polls: &[PollRecord],
+    ) -> Vec<(Event, crate::store::DeliveryStatus)> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let id = store.ensure_series(&key()).await.unwrap();
+        let mut set = RuleSet::none();
+        set.poll_failing =
+            Some((rules::PollFailing { after: 1, for_: std::time::Duration::from_secs(3600) }, Severity::Critical));
+        let routes: Vec<Arc<dyn Route>> = vec![Arc::new(All)];
+        let outbox = Outbox { labels: None, routes: &routes, silences };
+        for rec in polls {
+            record_and_evaluate(&store, id, &key(), &set, &lc, rec, true, outbox).await.unwrap();
+            store.seal_notices(rec.polled_at, |_| {}, crate::notify::outbox::new_uid).await.unwrap();
+        }
+        let mut log = store.notifications(None, 100).await.unwrap();
+        log.sort_by_key(|n| n.id);
+        log.iter().map(|n| (n.event, n.status)).collect()
+    }
+
+    fn reminding_every(minutes: u64) -> Lifecycle {
+        Lifecycle { repeat_interval: std::time::Duration::from_secs(minutes * 60), ..Lifecycle::default() }
+    }
+
+    #[tokio::test]
+    async fn a_silence_never_swallows_the_resolve_of_a_firing_receivers_were_told_about() {
+        use crate::store::DeliveryStatus::*;
+        let polls = [failing(1), failing(3), fresh(4)];
+        let log = notifications_after(Lifecycle::default(), &[silence(2, 20)], &polls).await;
+        assert_eq!(log, vec![(Event::Firing, Pending), (Event::Resolved, Pending)], "the resolve closes the incident");
+    }
+
+    #[tokio::test]
+    async fn a_reminder_muted_by_a_silence_does_not_resend_the_firing_when_the_silence_ends() {
+        use crate::store::DeliveryStatus::*;
+        // Fires at 1 (told), reminds at 12 inside the silence, the silence ends at 20, the next reminder is due at 22.
+        let polls = [failing(1), failing(12), failing(21), failing(22)];
+        let log = notifications_after(reminding_every(10), &[silence(2, 20)], &polls).await;
+        assert_eq!(log, vec![(Event::Firing, Pending), (Event::Repeat, Suppressed), (Event::Repeat, Pending)]);
+    }
+
+    #[tokio::test]
+    async fn a_firing_muted_by_a_silence_goes_out_once_as_a_firing_when_the_silence_ends() {
+        use crate::store::DeliveryStatus::*;
+        // Receivers first hear of it at 11, when a reminder is also due: they get the firing, not a reminder.
+        let polls = [failing(1), failing(5), failing(11), failing(12), failing(13)];
+        let log = notifications_after(reminding_every(10), &[silence(0, 10)], &polls).await;
+        assert_eq!(log, vec![(Event::Firing, Suppressed), (Event::Firing, Pending)]);
+        // Without a reminder due, the firing still goes out exactly once after the silence.
+        let log = notifications_after(Lifecycle::default(), &[silence(0, 10)], &polls).await;
+        assert_eq!(log, vec![(Event::Firing, Suppressed), (Event::Firing, Pending)]);
+    }
+
+    #[tokio::test]
+    async fn an_alert_that_fires_and_resolves_unheard_records_its_resolve_as_suppressed() {
+        use crate::store::DeliveryStatus::*;
+        let log = notifications_after(Lifecycle::default(), &[silence(0, 10)], &[failing(1), fresh(2)]).await;
+        assert_eq!(log, vec![(Event::Firing, Suppressed), (Event::Resolved, Suppressed)]);
+        // Also when the silence ended just before the resolve: nobody was told it fired.
+        let log = notifications_after(Lifecycle::default(), &[silence(0, 10)], &[failing(1), fresh(11)]).await;
+        assert_eq!(log, vec![(Event::Firing, Suppressed), (Event::Resolved, Suppressed)]);
+    }
+
+    /// What a series is doing during a stretch of polls.
+    #[derive(Debug, Clone, Copy)]
+    enum Phase {
+        /// Scans start every third poll and the total grows.
+        Healthy,
+        /// One task keeps running and no new one starts.
+        Stuck,
+        /// Nothing moves; halfway through, the total drops (a counter reset).
+        Stalled,
+        /// HSS answers 503.
+        Failing,
+        /// HSS rejects the credentials.
+        Denied,
+        /// scanwatch itself is down: no polls for `n` × 30 minutes.
+        Downtime,
+    }
+
+    /// Polls five minutes apart (seven while failing) through `phases`, each `(phase, n)` lasting `n` polls. Before the
+    /// first `Healthy` phase no scan has ever started.
+    fn history_of(phases: &[(Phase, u32)]) -> Vec<PollRecord> {
+        let (mut min, mut total, mut last_start) = (0i64, 40u64, None::<i64>);
+        let mut polls = Vec::new();
+        for &(phase, n) in phases {
+            if let Phase::Stuck = phase {
+                last_start = Some(min);
+                total += 1;
+            }
+            for i in 0..n {
+                let stats = |running: u64, total: u64, start: Option<i64>| PollRecord {
+                    outcome: Ok(TaskStats {
+                        total_num: total,
+                        running_num: running,
+                        last_task_start_time: start.map(|m| at(m).timestamp_millis()),
+                    }),
+                    ..fresh(min)
+                };
+                let rec = match phase {
+                    Phase::Healthy => {
+                        if i % 3 == 0 {
+                            last_start = Some(min);
+                            total += 1;
+                        }
+                        stats(u64::from(i % 3 == 1), total, last_start)
+                    }
+                    Phase::Stuck => stats(1, total, last_start),
+                    Phase::Stalled => {
+                        if i == n / 2 && total > 5 {
+                            total -= 5;
+                        }
+                        stats(0, total, last_start)
+                    }
+                    Phase::Failing => failing(min),
+                    Phase::Denied => PollRecord {
+                        outcome: Err(PollError::new(ErrorKind::Auth, "APIGW.0301")),
+                        http_status: Some(401),
+                        ..failing(min)
+                    },
+                    Phase::Downtime => {
+                        min += 30;
+                        continue;
+                    }
+                };
+                polls.push(rec);
+                min += if let Phase::Failing = phase { 7 } else { 5 };
+            }
+        }
+        polls
+    }
+
+    /// Every rule on, with windows short enough for a few hundred polls to fire and resolve each of them.
+    fn short_windows() -> RuleSet {
+        let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
+        RuleSet {
+            no_recent_scan: Some((rules::NoRecentScan { max_age: minutes(90) }, Severity::Critical)),
+            stuck_running: Some((rules::StuckRunning { for_: minutes(45) }, Severity::Warning)),
+            total_stalled: Some((rules::TotalStalled { window: minutes(120) }, Severity::Warning)),
+            poll_failing: Some((rules::PollFailing { after: 3, for_: minutes(20) }, Severity::Critical)),
+        }
+    }
+
+    /// Records `polls` live, one transaction each, then replays every rule over the stored snapshots; returns the
+    /// stored transitions per rule after asserting that replay gives exactly them and ends in the stored state.
+    async fn assert_replay_matches_the_live_run(
+        lc: &Lifecycle,
+        polls: &[PollRecord],
+    ) -> Vec<(RuleName, Vec<Transition>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let id = store.ensure_series(&key()).await.unwrap();
+        let set = short_windows();
+        for rec in polls {
+            record_and_evaluate(&store, id, &key(), &set, lc, rec, true, Outbox::default()).await.unwrap();
+        }
+        let stored = store.snapshots_since(id, DateTime::<Utc>::MIN_UTC).await.unwrap();
+        assert_eq!(stored.len(), polls.len());
+        let alerts = store.alerts(true).await.unwrap();
+        let mut out = Vec::new();
+        for rule in set.enabled() {
+            let fp = fingerprint(rule, &key());
+            let live: Vec<Transition> =
+                store.transitions(Some(&fp), None).await.unwrap().into_iter().map(|t| t.transition).collect();
+            let (end, replayed) =
+                crate::alerting::replay(rule, &set, lc, &key(), &stored, stored[0].polled_at, Alert::default());
+            assert_eq!(replayed, live, "{rule}: replay differs from the live run");
+            let stored_end = alerts.iter().find(|a| a.fingerprint == fp).map(|a| a.alert.clone()).unwrap_or_default();
+            assert_eq!(end, stored_end, "{rule}: replay ends in another state than the live run");
+            out.push((rule, live));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn replaying_stored_snapshots_gives_exactly_the_transitions_recorded_live() {
+        use Phase::*;
+        let polls = history_of(&[
+            (Stalled, 10),
+            (Healthy, 30),
+            (Stuck, 20),
+            (Healthy, 10),
+            (Failing, 8),
+            (Healthy, 5),
+            (Stalled, 40),
+            (Denied, 2),
+            (Stalled, 5),
+            (Downtime, 8),
+            (Healthy, 20),
+            (Failing, 2),
+            (Healthy, 2),
+            (Failing, 12),
+            (Stuck, 15),
+            (Failing, 3),
+            (Stuck, 15),
+            (Healthy, 30),
+            (Stalled, 30),
+            (Downtime, 2),
+            (Healthy, 30),
+        ]);
+        assert!(polls.len() > 250);
+        let hysteresis = Lifecycle {
+            pending_for: std::time::Duration::from_secs(10 * 60),
+            resolve_after: std::time::Duration::from_secs(15 * 60),
+            repeat_interval: std::time::Duration::from_secs(3600),
+            send_resolved: true,
+        };
+        for lc in [Lifecycle::default(), hysteresis] {
+            let by_rule = assert_replay_matches_the_live_run(&lc, &polls).await;
+            for (rule, transitions) in by_rule {
+                let fired = transitions.iter().filter(|t| t.event == Some(Event::Firing)).count();
+                let resolved = transitions.iter().filter(|t| t.to == AlertState::Resolved).count();
+                assert!(fired >= 1 && resolved >= 1, "{rule} under {lc:?} should fire and resolve: {transitions:?}");
+            }
+        }
+    }
+
+    fn phase() -> impl proptest::strategy::Strategy<Value = (Phase, u32)> {
+        use proptest::prelude::*;
+        let phase = prop_oneof![
+            Just(Phase::Healthy),
+            Just(Phase::Stuck),
+            Just(Phase::Stalled),
+            Just(Phase::Failing),
+            Just(Phase::Denied),
+            Just(Phase::Downtime),
+        ];
+        (phase, 1u32..30)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 8,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+        #[test]
+        fn replay_matches_the_live_run_over_random_histories(
+            phases in proptest::collection::vec(phase(), 1..12),
+            pending in 0u64..3,
+            resolve in 0u64..3,
+        ) {
+            let polls = history_of(&phases);
+            proptest::prop_assume!(!polls.is_empty());
+            let lc = Lifecycle {
+                pending_for: std::time::Duration::from_secs(pending * 10 * 60),
+                resolve_after: std::time::Duration::from_secs(resolve * 10 * 60),
+                repeat_interval: std::time::Duration::from_secs(3600),
+                send_resolved: true,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(assert_replay_matches_the_live_run(&lc, &polls));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_counts_toward_pending_for_neither_live_nor_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut set = RuleSet::none();
+        set.no_recent_scan =
+            Some((rules::NoRecentScan { max_age: std::time::Duration::from_secs(3600) }, Severity::Critical));
+        let lc = Lifecycle { pending_for: std::time::Duration::from_secs(10 * 60), ..Lifecycle::default() };
+        // The latest scan started two hours before each poll: `no_recent_scan` breaches whenever polls succeed.
+        let stale = |min: i64| PollRecord {
+            outcome: Ok(TaskStats {
+                total_num: 10,
+                running_num: 0,
+                last_task_start_time: Some(at(min - 120).timestamp_millis()),
+            }),
+            ..fresh(min)
+        };
+        let polls = [stale(0), failing(3), failing(20), stale(25), stale(31), stale(32)];
+        for rec in &polls {
+            // A restart before every poll: the unknown stretch must survive in the database.
+            let store = Store::open(&path).await.unwrap();
+            let id = store.ensure_series(&key()).await.unwrap();
+            record_and_evaluate(&store, id, &key(), &set, &lc, rec, true, Outbox::default()).await.unwrap();
+            store.close().await;
+        }
+        let store = Store::open(&path).await.unwrap();
+        let log: Vec<_> = store
+            .transitions(None, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.transition.at, t.transition.to))
+            .collect();
+        // Breaching 0→3 and 25→32: ten minutes at 32, not 25 minutes at 25.
+        assert_eq!(log, vec![(at(0), AlertState::Pending), (at(32), AlertState::Firing)]);
     }
 }

@@ -389,7 +389,12 @@ fn poll_failing_answers_every_edge_case() {
             with(vec![fail(9 * H + 55, ErrorKind::Server), ok(10 * H, 9, 0, None)]),
             Want::Ok,
         ),
-        ("one failure after successes is ok", p, with(vec![fail(10 * H, ErrorKind::Server)]), Want::Ok),
+        (
+            "one failure shortly after a success is ok",
+            p,
+            with(vec![ok(9 * H + 45, 9, 0, None), fail(10 * H, ErrorKind::Server)]),
+            Want::Ok,
+        ),
         (
             "`after` failures in a row breach, naming the latest error",
             p,
@@ -446,7 +451,19 @@ fn poll_failing_answers_every_edge_case() {
                 vec![fail(9 * H + 20, ErrorKind::Timeout), fail(10 * H, ErrorKind::Timeout)],
             ]),
             Want::Breach(
-                "polls have failed for 40m (2 failed polls; limit 30m): timeout: connection refused",
+                "no successful poll for 1h (2 failed polls; limit 30m): timeout: connection refused",
+                "2 failed polls over 1h",
+            ),
+        ),
+        (
+            "a short streak long after the last success breaches: `for` counts from the last success",
+            p,
+            cat(vec![
+                vec![ok(9 * H + 20, 9, 0, None)],
+                vec![fail(9 * H + 55, ErrorKind::Server), fail(10 * H, ErrorKind::Server)],
+            ]),
+            Want::Breach(
+                "no successful poll for 40m (2 failed polls; limit 30m): server (HTTP 503)",
                 "2 failed polls over 40m",
             ),
         ),
@@ -457,10 +474,16 @@ fn poll_failing_answers_every_edge_case() {
             Want::Unknown("2 failed polls since the first poll passed in, 5m ago"),
         ),
         (
-            "downtime of scanwatch itself is not a failing streak",
+            "the first failure after a long gap breaches: there has been no successful poll for `for`",
             p,
             vec![ok(8 * H, 9, 0, None), fail(10 * H, ErrorKind::Server)],
-            Want::Ok,
+            Want::Breach("no successful poll for 2h (1 failed poll; limit 30m)", "1 failed poll over 2h"),
+        ),
+        (
+            "without a success in the history, `for` counts from the first poll",
+            p,
+            vec![fail(9 * H + 20, ErrorKind::Server), fail(10 * H, ErrorKind::Server)],
+            Want::Breach("no successful poll for 40m (2 failed polls; limit 30m)", "2 failed polls over 40m"),
         ),
         (
             "a success in the middle breaks the streak",
@@ -508,6 +531,24 @@ fn lookback_is_the_longest_enabled_window() {
         ..set
     };
     assert_eq!(lookback(&set), Duration::from_secs(5 * 3600));
+}
+
+#[test]
+fn the_live_view_is_the_window_the_latest_polls_and_the_last_success_before_them() {
+    let failing = |after: u32| RuleSet {
+        poll_failing: Some((PollFailing { after, for_: Duration::from_secs(30 * 60) }, Severity::Critical)),
+        ..RuleSet::none()
+    };
+    let ids = |v: &[Snapshot]| v.iter().map(|s| s.id).collect::<Vec<_>>();
+    let now = at(120);
+    // A success at 0, failures every 10 minutes from 10 to 120, and a poll after `now` that is ignored.
+    let history = cat(vec![vec![ok(0, 9, 0, None)], every(10, 10, 130, |m| fail(m, ErrorKind::Server))]);
+    assert_eq!(ids(&live_view(&failing(3), &history, now)), vec![0, 90, 100, 110, 120], "window from 90");
+    assert_eq!(ids(&live_view(&failing(5), &history, now)), vec![0, 80, 90, 100, 110, 120], "the latest 5 polls");
+    // A success just before the window is simply where the view starts.
+    let history =
+        cat(vec![every(10, 0, 80, |m| ok(m, 9, 0, None)), every(10, 90, 120, |m| fail(m, ErrorKind::Server))]);
+    assert_eq!(ids(&live_view(&failing(3), &history, now)), vec![80, 90, 100, 110, 120]);
 }
 
 #[test]

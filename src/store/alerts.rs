@@ -22,7 +22,8 @@ pub struct AlertRow {
     pub alert: Alert,
     pub ack_comment: Option<String>,
     pub evaluated_snapshot_id: Option<i64>,
-    /// A firing notice was suppressed by a silence and not yet sent.
+    /// Receivers have not been told this alert fires: its firing was suppressed by a silence and has not gone out
+    /// since. A silence's end then sends the firing, and a resolve is recorded suppressed rather than sent.
     pub firing_suppressed: bool,
 }
 
@@ -67,6 +68,7 @@ fn alert_from_row(row: &SqliteRow) -> Result<AlertRow, StoreError> {
                 ok_since: opt_millis(row.try_get("ok_since")?),
                 last_notified_at: opt_millis(row.try_get("last_notified_at")?),
                 acked: row.try_get("acked")?,
+                unknown_since: opt_millis(row.try_get("unknown_since")?),
                 summary: row.try_get("summary")?,
                 value: row.try_get("value")?,
             },
@@ -129,15 +131,16 @@ impl WriteTx {
     ) -> Result<i64, StoreError> {
         let row = sqlx::query(
             "INSERT INTO alerts (fingerprint, series_id, rule, severity, state, since, breach_started, ok_since,
-                                 last_notified_at, acked, summary, value, evaluated_snapshot_id, firing_suppressed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                                 last_notified_at, acked, summary, value, evaluated_snapshot_id, firing_suppressed,
+                                 unknown_since)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
              ON CONFLICT (fingerprint) DO UPDATE SET series_id = excluded.series_id, severity = excluded.severity,
                  state = excluded.state, since = excluded.since, breach_started = excluded.breach_started,
                  ok_since = excluded.ok_since, last_notified_at = excluded.last_notified_at, acked = excluded.acked,
                  ack_comment = CASE WHEN excluded.acked THEN alerts.ack_comment ELSE NULL END,
                  summary = excluded.summary, value = excluded.value,
                  evaluated_snapshot_id = COALESCE(excluded.evaluated_snapshot_id, alerts.evaluated_snapshot_id),
-                 firing_suppressed = excluded.firing_suppressed
+                 firing_suppressed = excluded.firing_suppressed, unknown_since = excluded.unknown_since
              RETURNING id",
         )
         .bind(fingerprint)
@@ -154,6 +157,7 @@ impl WriteTx {
         .bind(&alert.value)
         .bind(snapshot_id)
         .bind(firing_suppressed)
+        .bind(ms(alert.unknown_since))
         .fetch_one(&mut *self.tx)
         .await
         .map_err(self.failed("saving an alert"))?;

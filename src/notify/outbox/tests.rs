@@ -409,3 +409,73 @@ async fn every_way_a_pass_ends_with_a_notification_releases_its_claim() {
         assert_eq!(store.claim_of(n.id).await.unwrap(), None, "{} ({:?})", n.notification.channel, n.status);
     }
 }
+
+/// A route that takes the alerts `accepts` says yes to.
+struct RouteTo(&'static str, fn(&AlertNotice) -> bool);
+
+impl Route for RouteTo {
+    fn channel(&self) -> &str {
+        self.0
+    }
+    fn accepts(&self, notice: &AlertNotice) -> bool {
+        (self.1)(notice)
+    }
+}
+
+fn everything(_: &AlertNotice) -> bool {
+    true
+}
+
+fn scans_only(n: &AlertNotice) -> bool {
+    n.rule == RuleName::NoRecentScan
+}
+
+/// `bad` rejects everything permanently; `good` and `scans` (which routes only `no_recent_scan`) accept.
+fn bad_good_scans() -> (Arc<Flaky>, Arc<Flaky>, Arc<Flaky>, Dispatcher) {
+    let bad = Flaky::new("bad", usize::MAX, DeliveryError::Permanent { reason: "19024 Key Words Not Found".into() });
+    let good = Flaky::new("good", 0, retryable());
+    let scans = Flaky::new("scans", 0, retryable());
+    let routes: Vec<Arc<dyn Route>> = vec![
+        Arc::new(RouteTo("bad", everything)),
+        Arc::new(RouteTo("good", everything)),
+        Arc::new(RouteTo("scans", scans_only)),
+    ];
+    let d =
+        Dispatcher::new(vec![bad.clone(), good.clone(), scans.clone()], Duration::from_secs(3600)).with_routes(routes);
+    (bad, good, scans, d)
+}
+
+fn rules_seen(channel: &Flaky) -> Vec<RuleName> {
+    channel.seen.lock().unwrap().iter().flat_map(|n| n.alerts.iter().map(|a| a.rule)).collect()
+}
+
+#[tokio::test]
+async fn channel_failing_goes_only_to_the_channels_whose_routes_accept_it() {
+    let (_d, store) = store_with(&[("bad", notice(1, Event::Firing, Severity::Critical), false)]).await;
+    let (bad, good, scans, d) = bad_good_scans();
+    d.dispatch_due(&store, t0(), far()).await.unwrap();
+    d.dispatch_due(&store, t0(), far()).await.unwrap();
+    assert_eq!(rules_seen(&good), vec![RuleName::ChannelFailing]);
+    assert!(scans.seen.lock().unwrap().is_empty(), "its route takes only no_recent_scan");
+    assert_eq!(bad.seen.lock().unwrap().len(), 1, "the broken channel is not told about itself");
+}
+
+#[tokio::test]
+async fn a_silenced_channel_failing_is_recorded_as_suppressed_and_not_sent() {
+    for matcher in [("channel", "bad"), ("rule", "channel_failing")] {
+        let (_d, store) = store_with(&[("bad", notice(1, Event::Firing, Severity::Critical), false)]).await;
+        let matchers = BTreeMap::from([(matcher.0.to_string(), matcher.1.to_string())]);
+        let hour = TimeDelta::hours(1);
+        store.add_silence(&matchers, t0() - hour, t0() + hour, "me", "rotating the key", t0()).await.unwrap();
+        let (_bad, good, _scans, d) = bad_good_scans();
+        d.dispatch_due(&store, t0(), far()).await.unwrap();
+        d.dispatch_due(&store, t0(), far()).await.unwrap();
+        assert!(good.seen.lock().unwrap().is_empty(), "silenced by {matcher:?}");
+        let log = store.notifications(None, 10).await.unwrap();
+        let warning = log
+            .iter()
+            .find(|n| n.notification.alerts.iter().any(|a| a.rule == RuleName::ChannelFailing))
+            .expect("the warning is recorded");
+        assert_eq!((warning.notification.channel.as_str(), warning.status), ("good", DeliveryStatus::Suppressed));
+    }
+}
