@@ -168,15 +168,16 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum SilenceCommand {
-    /// Add a silence.
+    /// Add a silence: until `--for` from now or `--until` a time.
+    #[command(group(clap::ArgGroup::new("end").required(true).args(["for_", "until"])))]
     Add {
         /// KEY=VALUE label matchers (repeat for more; all must match; VALUE may use `*` and `?`).
         #[arg(long = "match", value_name = "KEY=VALUE", required = true)]
         matchers: Vec<String>,
-        /// How long from now.
-        #[arg(long = "for", value_parser = parse_duration, conflicts_with = "until", required_unless_present = "until")]
+        /// How long from now (`2h`, `3d`).
+        #[arg(long = "for", value_parser = parse_duration)]
         for_: Option<Duration>,
-        /// Until this time (RFC 3339).
+        /// Until this time (RFC 3339, e.g. `2026-12-01T08:00:00Z`).
         #[arg(long)]
         until: Option<String>,
         /// Why (shown in `silence list` and `alerts`).
@@ -466,14 +467,18 @@ fn load_for_reading(path: &Path) -> anyhow::Result<Config> {
     Ok(Config::load_for_reading(path)?)
 }
 
-/// `poll`'s one line when an account waits for its API budget.
+/// `poll` prints [`wait_line`] when an account starts waiting for its API budget.
 fn say_wait(account: &str, calls_per_minute: u32, left: usize) {
-    let per_call = 60.0 / f64::from(calls_per_minute.max(1));
-    let secs = (per_call * left.saturating_sub(1) as f64).ceil() as u64;
-    eprintln!(
+    eprintln!("{}", wait_line(account, calls_per_minute, left));
+}
+
+/// "waiting for account `prod`'s API budget (5 calls/min): 7 series left, about 1m24s".
+pub fn wait_line(account: &str, calls_per_minute: u32, left: usize) -> String {
+    let secs = (60 * left as u64).div_ceil(u64::from(calls_per_minute.max(1)));
+    format!(
         "waiting for account `{account}`'s API budget ({calls_per_minute} calls/min): {left} series left, about {}",
         crate::config::format_duration(Duration::from_secs(secs))
-    );
+    )
 }
 
 /// "1 account", "2 accounts".

@@ -35,9 +35,10 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, Liveness};
+use crate::app::App;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::liveness::Liveness;
 use crate::notify::outbox::DispatchReport;
 use crate::poller::CycleOptions;
 use crate::schedule::Ticker;

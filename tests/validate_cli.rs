@@ -334,3 +334,36 @@ fn run_with_stdout_closed(sb: &Sandbox, args: &[&str]) -> (std::process::ExitSta
     assert!(!stderr.contains("panicked") && !stderr.contains("failed printing"), "{stderr}");
     (out.status, stderr)
 }
+
+/// `silence add` refuses a matcher no alert could ever match: a label key no alert has, or an empty value.
+#[test]
+fn silence_add_refuses_an_unknown_label_key_or_an_empty_value() {
+    let sb = Sandbox::new();
+    sb.write_config(&format!(
+        "{ACCOUNT}\n[[targets]]\nname = \"t1\"\naccount = \"prod\"\nregion = \"cn-north-4\"\n\
+         project_id = \"0123456789abcdef0123456789abcdef\"\nlabels = {{ team = \"secops\" }}\n"
+    ));
+    let unknown = sb.run(&["silence", "add", "--match", "tagret=prod-*", "--for", "1h", "--comment", "typo"]);
+    unknown.expect_code(1);
+    assert!(
+        unknown.stderr.contains("no alert has the label `tagret`") && unknown.stderr.contains("target"),
+        "{unknown}"
+    );
+    let empty = sb.run(&["silence", "add", "--match", "target=", "--for", "1h", "--comment", "empty"]);
+    empty.expect_code(1);
+    assert!(empty.stderr.contains("the value is empty"), "{empty}");
+    // A user label of a configured target, and a built-in one, are fine.
+    sb.run(&[
+        "silence",
+        "add",
+        "--match",
+        "team=secops",
+        "--match",
+        "rule=stuck_running",
+        "--for",
+        "1h",
+        "--comment",
+        "ok",
+    ])
+    .expect_code(0);
+}

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::alerting::Lifecycle;
-use crate::app::Liveness;
+use crate::liveness::Liveness;
 pub mod record;
 
 use crate::clock::Clock;
