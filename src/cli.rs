@@ -754,20 +754,8 @@ async fn silence(config: &Config, store: &Store, cmd: SilenceCommand, now: DateT
 /// The labels a silence may match: every alert's identity labels, `rule`, `severity`, `channel` (for
 /// `channel_failing`) and the user labels of the configured targets.
 fn silence_label_keys(config: &Config) -> std::collections::BTreeSet<String> {
-    let mut keys: std::collections::BTreeSet<String> = [
-        "target",
-        "account",
-        "region",
-        "project_id",
-        "enterprise_project_id",
-        "task_type",
-        "rule",
-        "severity",
-        "channel",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
+    let mut keys: std::collections::BTreeSet<String> =
+        alerting::silence::BUILTIN_LABELS.into_iter().map(String::from).collect();
     keys.extend(config.targets.iter().flat_map(|t| t.labels.keys().cloned()));
     keys
 }

@@ -21,6 +21,11 @@ pub struct Silence {
     pub created_at: DateTime<Utc>,
 }
 
+/// The labels every alert carries besides its target's user labels (`channel` only on `channel_failing`): what a
+/// silence or a route may match.
+pub const BUILTIN_LABELS: [&str; 9] =
+    ["target", "account", "region", "project_id", "enterprise_project_id", "task_type", "rule", "severity", "channel"];
+
 /// Every label an alert carries, as matchers see them.
 pub fn alert_labels(
     series: &SeriesKey,

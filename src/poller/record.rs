@@ -189,14 +189,26 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn poll_failing_fires_once_and_resolves_with_every_transition_stored() {
+    /// A new database on a real file, with the test series registered.
+    async fn fresh_store() -> (tempfile::TempDir, Store, i64) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
         let id = store.ensure_series(&key()).await.unwrap();
+        (dir, store, id)
+    }
+
+    /// Only `poll_failing`, firing after `after` failed polls (or an hour without a good one).
+    fn poll_failing_after(after: u32) -> RuleSet {
         let mut set = RuleSet::none();
         set.poll_failing =
-            Some((rules::PollFailing { after: 2, for_: std::time::Duration::from_secs(3600) }, Severity::Critical));
+            Some((rules::PollFailing { after, for_: std::time::Duration::from_secs(3600) }, Severity::Critical));
+        set
+    }
+
+    #[tokio::test]
+    async fn poll_failing_fires_once_and_resolves_with_every_transition_stored() {
+        let (_dir, store, id) = fresh_store().await;
+        let set = poll_failing_after(2);
         let lc = Lifecycle::default();
         let mut events = Vec::new();
         for (i, rec) in [fresh(0), failing(1), failing(2), failing(3), fresh(4)].iter().enumerate() {
@@ -218,9 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_series_that_never_breaches_keeps_no_alert_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
-        let id = store.ensure_series(&key()).await.unwrap();
+        let (_dir, store, id) = fresh_store().await;
         for m in 0..3 {
             let (set, lc) = (RuleSet::default(), Lifecycle::default());
             record_and_evaluate(&store, id, &key(), &set, &lc, &fresh(m), true, Outbox::default()).await.unwrap();
@@ -240,12 +250,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_silenced_firing_is_recorded_suppressed_and_sent_when_the_silence_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
-        let id = store.ensure_series(&key()).await.unwrap();
-        let mut set = RuleSet::none();
-        set.poll_failing =
-            Some((rules::PollFailing { after: 1, for_: std::time::Duration::from_secs(3600) }, Severity::Critical));
+        let (_dir, store, id) = fresh_store().await;
+        let set = poll_failing_after(1);
         let lc = Lifecycle::default();
         let routes: Vec<Arc<dyn Route>> = vec![Arc::new(All)];
         let matchers = BTreeMap::from([("target".to_string(), "t".to_string())]);
@@ -291,12 +297,8 @@ mod tests {
         silences: &[SilenceRow],
         polls: &[PollRecord],
     ) -> Vec<(Event, crate::store::DeliveryStatus)> {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
-        let id = store.ensure_series(&key()).await.unwrap();
-        let mut set = RuleSet::none();
-        set.poll_failing =
-            Some((rules::PollFailing { after: 1, for_: std::time::Duration::from_secs(3600) }, Severity::Critical));
+        let (_dir, store, id) = fresh_store().await;
+        let set = poll_failing_after(1);
         let routes: Vec<Arc<dyn Route>> = vec![Arc::new(All)];
         let outbox = Outbox { labels: None, routes: &routes, silences };
         for rec in polls {
@@ -437,9 +439,7 @@ mod tests {
         lc: &Lifecycle,
         polls: &[PollRecord],
     ) -> Vec<(RuleName, Vec<Transition>)> {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
-        let id = store.ensure_series(&key()).await.unwrap();
+        let (_dir, store, id) = fresh_store().await;
         let set = short_windows();
         for rec in polls {
             record_and_evaluate(&store, id, &key(), &set, lc, rec, true, Outbox::default()).await.unwrap();
