@@ -265,3 +265,51 @@ mod tests {
         assert_eq!(e.to_string(), "hss_error (HTTP 400): invalid parameter");
     }
 }
+
+/// One scan task as HSS's ListTasks (`POST /v5/{project_id}/common/tasks/batch-query`) describes it: what an alert's
+/// context and `scanwatch tasks` show. Text fields come from HSS and are partly user-set: untrusted, shown escaped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub task_id: String,
+    pub task_name: String,
+    pub task_type: TaskType,
+    /// `manual` | `schedule` (kept as HSS sent it).
+    pub trigger_type: String,
+    /// `ready` | `running` | `finished` (kept as HSS sent it). There is no "failed": failure is in the counts.
+    pub task_status: String,
+    /// Milliseconds since the epoch.
+    pub start_time: Option<i64>,
+    pub end_time: Option<i64>,
+    /// `estimated_time`: minutes left, as HSS estimates them.
+    pub estimated_minutes: Option<i64>,
+    /// Clusters (cluster_scan) or files (iac_scan) still scanning, done, failed.
+    pub scanning: u64,
+    pub success: u64,
+    pub failed: u64,
+}
+
+/// A cluster or file a task failed to scan, with HSS's reason (ListTaskResources, `scan_status = failed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedResource {
+    /// The cluster's or the file's name.
+    pub name: String,
+    /// The cluster id or the file id.
+    pub id: Option<String>,
+    /// `cce`, `self_built_idc`… for a cluster; `dockerfile`, `k8s_yaml` for a file.
+    pub kind: Option<String>,
+    /// Why it failed (for a cluster: the failed scan details' reasons, joined).
+    pub failed_reason: String,
+}
+
+/// What scanwatch learned from HSS about the task behind an alert — or why it could not (`unavailable`). Best
+/// effort: an alert never waits for it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AlertContext {
+    pub task: Option<TaskInfo>,
+    /// Up to a handful of failed resources.
+    pub failed: Vec<FailedResource>,
+    /// How many resources failed in all (more than `failed` lists).
+    pub failed_total: u64,
+    /// Why there is no context: "API budget exhausted", "HSS answered 403 HSS.0013: …".
+    pub unavailable: Option<String>,
+}
