@@ -19,7 +19,7 @@ use crate::store::Store;
 /// Everything built from one configuration; replaced whole when the daemon reloads.
 pub struct App {
     pub config: Arc<Config>,
-    pub poller: Arc<Poller>,
+    pub poller: Poller,
     pub dispatcher: Arc<Dispatcher>,
 }
 
@@ -43,7 +43,7 @@ impl App {
         let dispatcher =
             Arc::new(Dispatcher::new(channels, config.alerting.max_delivery_age).with_routes(routes.clone()));
         let poller = Poller::new(&config, store.clone(), clock).await?.with_routes(routes).with_liveness(liveness);
-        Ok(App { config: Arc::new(config), poller: Arc::new(poller), dispatcher })
+        Ok(App { config: Arc::new(config), poller, dispatcher })
     }
 }
 

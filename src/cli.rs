@@ -258,8 +258,12 @@ fn restore_sigpipe() {
 
 fn init_logging(cli: &Cli) {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    // The demo tells its own story on stdout; its logs would interleave with it, so only errors show unless a
+    // level is asked for.
+    let level =
+        if matches!(cli.command, Command::Demo { .. }) && cli.log_level == "info" { "error" } else { &cli.log_level };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log_level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // The daemon logs to stdout (DESIGN.md; journald takes both streams); the one-shot commands keep stdout for
     // their output (`history --format csv > file`) and log to stderr.
@@ -299,19 +303,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Name the database: a store error alone does not say which file refused.
             let db = || format!("storing polls in the database {}", db_path.display());
             if no_store {
-                // Print only: nothing is written, so no database is created or opened for writing.
-                let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-                let store = Store::open(&dir.path().join("no-store.db")).await?;
-                let app = App::build(config, &store, clock.clone()).await?;
-                let poller = Arc::try_unwrap(app.poller).map_err(|_| anyhow::anyhow!("poller shared"))?;
-                let results = poller.with_wait_notice(Arc::new(say_wait)).poll_all(false).await.with_context(db)?;
+                // Print only: no snapshot is written. The database's call history still holds back an account or a
+                // project that is backing off; without a database, none is created (a throwaway one serves).
+                let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+                let store = match Store::open_existing(&config.storage.path).await {
+                    Ok(store) => store,
+                    Err(crate::store::StoreError::Missing { .. }) => {
+                        Store::open(&scratch.path().join("no-store.db")).await?
+                    }
+                    Err(e) => return Err(e).with_context(db),
+                };
+                let poller =
+                    App::build(config, &store, clock.clone()).await?.poller.with_wait_notice(Arc::new(say_wait));
+                let results = poller.poll_all(false).await.with_context(db)?;
                 print!("{}", render_poll(&results, format));
                 return Ok(poll_exit(&results));
             }
             let store = open_store(&config).await?;
             let app = App::build(config, &store, clock.clone()).await.with_context(db)?;
             let App { poller, dispatcher, .. } = app;
-            let poller = Arc::try_unwrap(poller).map_err(|_| anyhow::anyhow!("poller shared"))?;
             let results = poller.with_wait_notice(Arc::new(say_wait)).poll_all(true).await.with_context(db)?;
             print!("{}", render_poll(&results, format));
             let mut code = poll_exit(&results);

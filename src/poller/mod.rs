@@ -6,10 +6,18 @@
 //! number of polls in flight, not of accounts: an account spends most of a cycle waiting for its next spread slot,
 //! and capping accounts made 200 accounts of 24 s each take four rounds — longer than the interval.
 //!
-//! After HSS rejects an account's credentials, the account backs off — counted from the stored history too —
-//! because HSS locks a key after 5 failed signatures: the remaining series of that account are recorded as not
-//! polled instead of called. A 429 pauses the account (its `Retry-After`, or 30 s); a series whose turn comes more
-//! than 5 s before the pause ends is recorded as not polled too, so one throttled account never holds a cycle back.
+//! A rejection is scoped by what it is about. After HSS rejects an account's credentials (401), the account backs
+//! off — counted from the stored history too — because HSS locks a key after 5 failed signatures: the remaining
+//! series of that account are recorded as not polled instead of called. A denied permission (403, `HSS.0010`,
+//! `HSS.0013`, `APIGW.0306`) is about one project or enterprise project: only that series backs off, and the
+//! account's other series keep polling. A 429 pauses the account (its `Retry-After`, or 30 s); a series whose turn
+//! comes more than 5 s before the pause ends is recorded as not polled too, so one throttled account never holds a
+//! cycle back.
+//!
+//! A cycle can be stopped between polls ([`CycleOptions::stop`]): no new poll starts, and the polls in flight are
+//! stored. The daemon stops one that way on SIGTERM, and on SIGHUP to go on under the new config.
+
+pub mod record;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -21,18 +29,17 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::alerting::Lifecycle;
-use crate::liveness::Liveness;
-pub mod record;
-
 use crate::clock::Clock;
 use crate::config::{AccountAuth, Config};
 use crate::hss::budget::{self, RateBudget};
 use crate::hss::client::{self, ClientOptions, Credentials, HssClient, PasswordLogin, ProjectScope, StatsRequest};
 use crate::hss::regions;
+use crate::liveness::Liveness;
 use crate::model::{ErrorKind, PollError, PollRecord, SeriesKey, Snapshot};
 use crate::notify::outbox::Route;
 use crate::rules::RuleSet;
 use crate::store::{SilenceRow, Store, StoreError};
+
 pub use record::{AlertChange, Outbox, Recorded, record_and_evaluate};
 
 /// The error code of a poll that scanwatch recorded without calling HSS.
@@ -106,6 +113,9 @@ pub struct Poller {
     /// Where each poll registers while it runs (the daemon's watchdog reads it).
     liveness: Arc<Liveness>,
     wait_notice: Option<WaitNotice>,
+    /// Per series: whether its latest call was denied (403). Read from the store the first time a series is polled,
+    /// then kept here, so a healthy series costs no extra query per poll.
+    denied: std::sync::Mutex<std::collections::HashMap<i64, bool>>,
 }
 
 impl Poller {
@@ -174,6 +184,7 @@ impl Poller {
             in_flight: Semaphore::new(MAX_CONCURRENT_CALLS),
             liveness: Arc::new(Liveness::default()),
             wait_notice: None,
+            denied: std::sync::Mutex::default(),
         })
     }
 
@@ -307,6 +318,10 @@ impl Poller {
             if let Err(e) = &record.outcome {
                 tracing::warn!(target: "scanwatch::poll", series = %s.key, kind = %e.kind, error = %e, "poll failed");
             }
+            if sent {
+                let denied = record.outcome.as_ref().is_err_and(|e| e.kind == ErrorKind::Forbidden);
+                self.denied.lock().unwrap_or_else(|p| p.into_inner()).insert(s.series_id, denied);
+            }
             let (snapshot_id, changes) = if opts.store {
                 let busy = self.liveness.busy("store");
                 let outbox = Outbox { labels: Some(&s.labels), routes: &self.routes, silences };
@@ -404,6 +419,9 @@ impl Poller {
     /// `APIGW.0306`): that is about its project or enterprise project, so only it waits; the account's other
     /// series keep polling.
     async fn series_backoff(&self, s: &PolledSeries) -> Result<Option<(ErrorKind, String)>, StoreError> {
+        if self.denied.lock().unwrap_or_else(|p| p.into_inner()).get(&s.series_id) == Some(&false) {
+            return Ok(None);
+        }
         let recent = self.store.latest_series_calls(s.series_id, 12).await?;
         let Some((failures, last, until)) = self.backoff_from(&recent, ErrorKind::Forbidden) else { return Ok(None) };
         Ok(Some((
