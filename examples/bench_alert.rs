@@ -41,6 +41,7 @@ const CONFIG: &str = r#"
 [storage]
 path = "{db}"
 [schedule]
+host_calls_per_minute = 1000000
 interval = "1m"
 [[accounts]]
 name = "bench"

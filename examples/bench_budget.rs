@@ -22,7 +22,12 @@ fn main() -> anyhow::Result<()> {
     let arg = |i: usize, default: usize| -> anyhow::Result<usize> {
         Ok(std::env::args().nth(i).map(|s| s.parse()).transpose()?.unwrap_or(default))
     };
-    let fleet = Fleet { accounts: arg(1, 200)?, series_per_account: arg(2, 5)?, calls_per_minute: 5 };
+    let fleet = Fleet {
+        accounts: arg(1, 200)?,
+        series_per_account: arg(2, 5)?,
+        calls_per_minute: 5,
+        host_calls_per_minute: 1000,
+    };
     let minutes = arg(3, 10)?;
     tokio::runtime::Runtime::new()?.block_on(run(fleet, minutes))
 }

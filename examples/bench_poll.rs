@@ -50,7 +50,9 @@ fn scenario_toml(series: usize, accounts: usize) -> String {
 }
 
 fn config_toml(series: usize, accounts: usize, port: u16, db: &str) -> String {
-    let mut s = format!("[storage]\npath = \"{db}\"\n[schedule]\ninterval = \"1h\"\ntimeout = \"60s\"\n");
+    let mut s = format!(
+        "[storage]\npath = \"{db}\"\n[schedule]\ninterval = \"1h\"\ntimeout = \"60s\"\nhost_calls_per_minute = 1000000\n"
+    );
     for j in 0..accounts {
         s.push_str(&format!(
             "[[accounts]]\nname = \"a{j}\"\nak_env = \"BENCH_AK_{j}\"\nsk_env = \"BENCH_SK_{j}\"\ncalls_per_minute = 1000000\n"

@@ -34,6 +34,7 @@ const CONFIG: &str = r#"
 [storage]
 path = "{db}"
 [schedule]
+host_calls_per_minute = 600      # the simulator allows it; real HSS allows 5 per client IP
 interval = "2s"
 timeout = "5s"
 connect_timeout = "2s"

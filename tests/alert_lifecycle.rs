@@ -110,6 +110,7 @@ fn config(dir: &Path, port: u16) -> PathBuf {
         r#"[storage]
 path = "{db}"
 [schedule]
+host_calls_per_minute = 1000000
 interval = "1m"
 [[accounts]]
 name = "acct"

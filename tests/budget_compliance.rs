@@ -21,6 +21,7 @@ mod simtime;
 use std::time::Duration;
 
 use budget::{Fleet, WINDOW, polls_histogram, run_cycles, summarize, worst_identities};
+use chrono::{DateTime, TimeDelta, Utc};
 use scanwatch::simulator::audit::audit;
 use scanwatch::simulator::{Scenario, Simulator, SimulatorOptions};
 use simtime::{TokioClock, govern_clock};
@@ -33,7 +34,7 @@ const STEP: Duration = Duration::from_millis(20);
 async fn every_series_is_polled_every_cycle_at_the_fastest_interval_and_never_over_budget() {
     // The fleet: 1,000 series over 200 accounts. Each account spends 24 s of a cycle on its spread polls, so
     // all 200 must run side by side (a poller that ran 64 accounts at a time needed four rounds, ~96 s per cycle).
-    let fleet = Fleet { accounts: 200, series_per_account: 5, calls_per_minute: 5 };
+    let fleet = Fleet { accounts: 200, series_per_account: 5, calls_per_minute: 5, host_calls_per_minute: 1000 };
     let cycles = 4;
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
@@ -67,5 +68,54 @@ async fn every_series_is_polled_every_cycle_at_the_fastest_interval_and_never_ov
     assert_eq!((s.polls_min, s.polls_max, s.ok_min), (cycles, cycles, cycles), "{:?}", polls_histogram(&a));
     // Each series once per cycle: never sooner than the interval, never a skipped cycle.
     assert!(s.gap_min >= interval, "{s:?}");
+    assert!(s.gap_max < interval + interval / 4, "{s:?}");
+}
+
+/// HSS's per-client-IP limit: three accounts of ten series each on one endpoint host share 5 calls a minute from
+/// this process, whatever each account's own budget. `validate`'s fastest interval for that is 6m (30 series at 5 a
+/// minute; each account alone would need only 2m), and at it, for ten simulated minutes and more, no 60 s window
+/// holds more than 5 calls of the host or of any account, nothing is throttled, and every series is polled once
+/// per interval.
+#[tokio::test(start_paused = true)]
+async fn three_accounts_on_one_host_share_its_per_ip_budget_at_the_interval_validate_computes() {
+    let fleet = Fleet { accounts: 3, series_per_account: 10, calls_per_minute: 5, host_calls_per_minute: 5 };
+    let cycles = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    // Waits here are 12 s apart, so a coarser step keeps the run short without touching the budget arithmetic.
+    govern_clock(Duration::from_millis(100), stop.clone());
+    let clock = TokioClock::starting_now();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (config, interval) = fleet.config_at_fastest_interval(&endpoint, dir.path()).unwrap();
+    assert_eq!(interval, Duration::from_secs(360), "the host budget binds: 30 series at 5 calls/min");
+
+    let options = SimulatorOptions { clock: clock.clone(), max_call_records: fleet.series() * (cycles + 1) };
+    let sim = Simulator::with_options(Scenario::from_toml_str(&fleet.scenario_toml()).unwrap(), options);
+    tokio::spawn({
+        let (sim, stop) = (sim.clone(), stop.clone());
+        async move { sim.serve(listener, stop).await }
+    });
+    let reports = run_cycles(dir.path(), config, clock.clone(), cycles).await.unwrap();
+    stop.cancel();
+
+    let calls = sim.calls();
+    // The host's window: every call, whichever account made it.
+    let times: Vec<DateTime<Utc>> = calls.iter().map(|c| c.at).collect();
+    let host_max = times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| times[i..].iter().take_while(|u| **u - *t < TimeDelta::seconds(60)).count())
+        .max()
+        .unwrap();
+    assert!(host_max <= 5, "{host_max} calls to one host within 60 s");
+    let a = audit(&calls, WINDOW, 5);
+    let s = summarize(&a);
+    assert_eq!((s.over_budget, s.throttled), (0, 0), "{s:?}");
+    assert_eq!(reports.iter().map(|r| r.failed_polls).sum::<usize>(), 0, "{reports:?}");
+    assert!(calls.last().unwrap().at - calls[0].at >= TimeDelta::minutes(10), "ten simulated minutes and more");
+    assert_eq!((s.polls_min, s.polls_max), (cycles, cycles), "{:?}", polls_histogram(&a));
+    // The interval achieved is the one validate computed.
+    assert!(s.gap_min >= interval - Duration::from_secs(1), "{s:?}");
     assert!(s.gap_max < interval + interval / 4, "{s:?}");
 }

@@ -170,7 +170,7 @@ fn validate_warns_with_the_numbers_when_a_cycle_takes_most_of_the_interval() {
     run.expect_code(0);
     assert!(
         run.stdout.contains(
-            "warning: schedule.interval: accounts[0] `prod`: 14 series at 5 calls/min take about 2m48s of every 5m cycle"
+            "warning: schedule.interval: accounts[0] `prod`: 14 series at 5 calls/min per user take about 2m48s of every 5m cycle"
         ),
         "{run}"
     );

@@ -26,6 +26,9 @@ pub struct Fleet {
     pub accounts: usize,
     pub series_per_account: usize,
     pub calls_per_minute: u32,
+    /// The per-host budget scanwatch is given (`schedule.host_calls_per_minute`): HSS's 5 per client IP, or more to
+    /// model a fleet spread over many addresses, as the issue-6 runs did.
+    pub host_calls_per_minute: u32,
 }
 
 impl Fleet {
@@ -64,8 +67,12 @@ impl Fleet {
     }
 
     pub fn config_toml(&self, endpoint: &str, db: &Path, interval: Duration) -> String {
-        let mut s =
-            format!("[storage]\npath = \"{}\"\n[schedule]\ninterval = \"{}s\"\n", db.display(), interval.as_secs());
+        let mut s = format!(
+            "[storage]\npath = \"{}\"\n[schedule]\ninterval = \"{}s\"\nhost_calls_per_minute = {}\n",
+            db.display(),
+            interval.as_secs(),
+            self.host_calls_per_minute
+        );
         for j in 0..self.accounts {
             s.push_str(&format!(
                 "[[accounts]]\nname = \"a{j}\"\nak_env = \"BUDGET_AK_{j}\"\nsk_env = \"BUDGET_SK_{j}\"\ncalls_per_minute = {}\n",
@@ -98,7 +105,9 @@ impl Fleet {
         let db = dir.join("budget.db");
         let path = dir.join("budget.toml");
         let env = self.env();
-        let fastest = min_interval(self.series_per_account, self.calls_per_minute);
+        // The binding budget: the account's, or the endpoint host's over every account's series.
+        let fastest = min_interval(self.series_per_account, self.calls_per_minute)
+            .max(min_interval(self.series(), self.host_calls_per_minute));
         let below = fastest.saturating_sub(Duration::from_secs(1));
         match Config::from_toml_str(&self.config_toml(endpoint, &db, below), dir, &env) {
             Err(e) if e.problems.iter().any(|p| p.key == "schedule.interval") => {}

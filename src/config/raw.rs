@@ -51,6 +51,8 @@ pub struct RawSchedule {
     pub connect_timeout: Option<String>,
     /// Larger response bodies are cut off and recorded as `bad_response`.
     pub max_response_bytes: Option<u64>,
+    /// HSS's per-client-IP limit: calls per minute per endpoint host and API, shared by every account polled there.
+    pub host_calls_per_minute: Option<u32>,
 }
 
 /// A secret may be given literally, by environment variable name, or by file; `SecretRef` is one such triple.

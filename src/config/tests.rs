@@ -421,9 +421,11 @@ fn integer_keys_are_bounded() {
         let e = load(&format!("{MINIMAL}{text}"), &env()).unwrap_err();
         assert!(problem_at(&e, key).contains(says), "{e}");
     }
-    let text = MINIMAL.replace("name = \"prod\"", "name = \"prod\"\ncalls_per_minute = 601");
+    let text = MINIMAL.replace("name = \"prod\"", "name = \"prod\"\ncalls_per_minute = 1000001");
     let e = load(&text, &env()).unwrap_err();
-    assert!(problem_at(&e, "accounts[0].calls_per_minute").contains("1 to 600"), "{e}");
+    assert!(problem_at(&e, "accounts[0].calls_per_minute").contains("1 to 1000000"), "{e}");
+    let e = load(&format!("{MINIMAL}[schedule]\nhost_calls_per_minute = 0\n"), &env()).unwrap_err();
+    assert!(problem_at(&e, "schedule.host_calls_per_minute").contains("1 to 1000000"), "{e}");
 }
 
 #[test]
@@ -553,7 +555,10 @@ fn a_cycle_longer_than_half_the_interval_is_a_warning_with_its_numbers() {
     assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     assert_eq!(c.warnings[0].key, "schedule.interval");
     let w = &c.warnings[0].message;
-    assert!(w.starts_with("accounts[0] `prod`: 14 series at 5 calls/min take about 2m48s of every 5m cycle"), "{w}");
+    assert!(
+        w.starts_with("accounts[0] `prod`: 14 series at 5 calls/min per user take about 2m48s of every 5m cycle"),
+        "{w}"
+    );
     assert!(w.contains("5m36s"), "suggests twice the cycle: {w}");
     // 6 targets: 12 series take 2m24s, under half of 5m.
     assert!(load(&with_targets(6), &env()).unwrap().warnings.is_empty());
@@ -564,7 +569,7 @@ fn a_cycle_longer_than_the_interval_is_an_error_with_its_numbers() {
     let e = load(&format!("{}[schedule]\ninterval = \"2m\"\n", with_targets(6)), &env()).unwrap_err();
     let message = problem_at(&e, "schedule.interval");
     assert!(
-        message.starts_with("2m cannot fit the API budget: accounts[0] `prod`: 12 series at 5 calls/min take about 2m24s; use interval = \"2m24s\" or more"),
+        message.starts_with("2m cannot fit the API budget: accounts[0] `prod`: 12 series at 5 calls/min per user take about 2m24s; use interval = \"2m24s\" or more"),
         "{e}"
     );
     let e = load(&format!("{}[schedule]\ncron = \"*/2 * * * *\"\n", with_targets(6)), &env()).unwrap_err();
@@ -648,4 +653,47 @@ fn loading_for_reading_still_validates_everything_that_is_not_a_secret() {
         .unwrap();
     let e = Config::load_for_reading_with(&path, &Environment::default()).unwrap_err();
     assert_eq!(keys(e), vec!["accounts[0].ak"]);
+}
+
+/// Three accounts × 3 targets × 2 task types on one regional endpoint: 6 series each (72 s at 5 a minute per user)
+/// but 18 on the host (3m36s at 5 a minute per IP). The host binds, and validate names it and its fix.
+fn three_accounts_on_one_host(interval: &str) -> String {
+    let mut text = format!("[schedule]\ninterval = \"{interval}\"\n");
+    for a in 0..3 {
+        text.push_str(&format!("[[accounts]]\nname = \"a{a}\"\n"));
+        for t in 0..3 {
+            text.push_str(&format!(
+                "[[targets]]\nname = \"t{a}{t}\"\naccount = \"a{a}\"\nregion = \"cn-north-4\"\nproject_id = \"{:032x}\"\n",
+                a * 10 + t + 1
+            ));
+        }
+    }
+    text
+}
+
+#[test]
+fn validate_checks_the_interval_against_the_per_ip_budget_of_each_endpoint_host_and_names_it_when_it_binds() {
+    let e = load(&three_accounts_on_one_host("3m"), &env()).unwrap_err();
+    let message = problem_at(&e, "schedule.interval");
+    assert!(
+        message.contains(
+            "18 series on hss.cn-north-4.myhuaweicloud.com:443 at 5 calls/min per IP take about 3m36s; use interval = \"3m36s\" or more (or raise schedule.host_calls_per_minute"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("accounts["), "the accounts alone fit; only the host is named: {message}");
+
+    let config = load(&three_accounts_on_one_host("5m"), &env()).unwrap();
+    assert_eq!(config.schedule.host_calls_per_minute, 5, "HSS's per-IP limit is the default");
+    assert!(
+        config.warnings.iter().any(|w| w.message.starts_with(
+            "18 series on hss.cn-north-4.myhuaweicloud.com:443 at 5 calls/min per IP take about 3m36s of every 5m cycle"
+        )),
+        "{:?}",
+        config.warnings
+    );
+    // A higher per-IP allowance (HSS raised it for you): the accounts' own budgets are all that is left.
+    let raised = three_accounts_on_one_host("3m").replace("[schedule]\n", "[schedule]\nhost_calls_per_minute = 20\n");
+    let config = load(&raised, &env()).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }

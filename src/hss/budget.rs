@@ -76,6 +76,15 @@ impl RateBudget {
         Err((freeing + WINDOW).saturating_duration_since(now).max(Duration::from_millis(1)))
     }
 
+    /// Gives back a slot [`RateBudget::try_admit`] took for a call that will not be made (another budget the call
+    /// must also pass said no).
+    pub fn cancel(&self, admitted: Instant) {
+        let mut state = self.lock();
+        if let Some(i) = state.calls.iter().rposition(|t| *t == admitted) {
+            state.calls.remove(i);
+        }
+    }
+
     /// The call admitted at `admitted` has completed: from now on it occupies the window from now. A call whose
     /// admission already left the window (it took longer than the window) is recorded anew, now.
     pub fn finished(&self, admitted: Instant) {

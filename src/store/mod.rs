@@ -589,6 +589,32 @@ impl Store {
         rows.iter().map(snapshot_from_row).collect()
     }
 
+    /// When calls were sent for any of `series` since `since` (to prime an endpoint host's budget after a restart):
+    /// one index range per series.
+    pub async fn calls_since_of_series(
+        &self,
+        series: &[i64],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in series.chunks(500) {
+            let marks = (2..chunk.len() + 2).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+            let text = format!(
+                "SELECT polled_at FROM snapshots WHERE series_id IN ({marks}) AND polled_at >= ?1 AND sent ORDER BY polled_at"
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(text)).bind(since.timestamp_millis());
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            let rows = query.fetch_all(&self.pool).await.map_err(sql("reading recent calls"))?;
+            for r in &rows {
+                out.push(r.try_get::<i64, _>(0).map(millis).map_err(sql("reading recent calls"))?);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// The latest `n` calls sent for one series, newest first (to rebuild its permission backoff after a restart).
     pub async fn latest_series_calls(&self, series_id: i64, n: u32) -> Result<Vec<Snapshot>, StoreError> {
         let rows = sqlx::query(

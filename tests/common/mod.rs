@@ -310,9 +310,20 @@ impl Sandbox {
     }
 
     /// Writes the config file; a `[storage]` table pointing into the sandbox is added unless `body` has one.
+    ///
+    /// Every account here polls the one simulator on 127.0.0.1, which allows 600 calls a minute per AK and per IP
+    /// (`scenario_head`): so the config's per-host budget is 600 too, unless the test sets its own
+    /// `host_calls_per_minute` (the 5-a-minute default is tested where it is the point).
     pub fn write_config(&self, body: &str) {
-        let text = if body.contains("[storage]") {
+        let body = if body.contains("host_calls_per_minute") {
             body.to_string()
+        } else if body.contains("[schedule]\n") {
+            body.replacen("[schedule]\n", "[schedule]\nhost_calls_per_minute = 600\n", 1)
+        } else {
+            format!("[schedule]\nhost_calls_per_minute = 600\n{body}")
+        };
+        let text = if body.contains("[storage]") {
+            body
         } else {
             format!("[storage]\npath = '{}'\n{body}", self.db_path().display())
         };
