@@ -7,6 +7,8 @@
 //!   scrubbing secrets out of errors.
 //! - [`errors`]: what a non-2xx answer means: its class and HSS's error code.
 //! - [`task_statistics`]: ShowTaskStatistics, the numbers every poll stores.
+//! - [`tasks`]: ListTasks, the scan tasks behind the numbers (which runs, which failed clusters or files).
+//! - [`task_resources`]: ListTaskResources, a task's clusters or files and why they failed.
 //! - [`iam`]: password login to IAM and the per-account token cache.
 //! - [`budget`]: the per-account sliding-window rate budget, auth backoff and poll spreading.
 
@@ -17,7 +19,9 @@ pub mod iam;
 mod parse;
 pub mod regions;
 pub mod signer;
+pub mod task_resources;
 pub mod task_statistics;
+pub mod tasks;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub mod transport;
