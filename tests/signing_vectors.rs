@@ -94,6 +94,7 @@ fn the_clients_own_request_preparation_reproduces_every_sdk_client_vector_get_an
             project_id: v["project_id"].as_str().unwrap(),
             body: body.clone(),
             api: "vector",
+            task_id: None,
         };
         let auth = HssAuth::Signed {
             ak: v["ak"].as_str().unwrap(),

@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::errors::ErrorContext;
 use super::iam::{self, TokenCache};
+use super::regions;
 use super::transport::{self, HssAuth, HssRequest, Transport};
 use crate::model::PollError;
 use crate::secret::Secret;
 
-pub use super::errors::{ERROR_CODE_BYTES, ERROR_MSG_BYTES, EXCERPT_BYTES, classify_error};
+pub use super::errors::{ERROR_CODE_BYTES, ERROR_MSG_BYTES, EXCERPT_BYTES, classify_error, classify_error_in};
 pub use super::iam::{IamToken, PasswordLogin, ProjectScope};
 pub use super::task_statistics::{StatsRequest, StatsResponse, parse_task_stats, stats_url};
 pub use super::transport::{MAX_RETRY_AFTER, host_header, parse_retry_after};
@@ -194,7 +196,13 @@ impl HssClient {
     ) -> Result<Answer<T>, PollError> {
         let prepared = transport::prepare(req, auth, &self.options().user_agent, now)?;
         let raw = self.transport.send(prepared, req.api).await?;
-        if let Some(e) = transport::answer_error(&raw, secrets, now, self.options().max_body_bytes) {
+        let ctx = ErrorContext {
+            project_id: Some(req.project_id),
+            region: regions::region_of_hss_endpoint(&req.url),
+            endpoint_host: req.url.host_str(),
+            task_id: req.task_id,
+        };
+        if let Some(e) = transport::answer_error(&raw, secrets, now, self.options().max_body_bytes, &ctx) {
             return Err(e);
         }
         let value = parse(&raw.body).map_err(|mut e| {

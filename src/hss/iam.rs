@@ -507,6 +507,7 @@ mod tests {
             Account::new("pw".into(), Credentials::Password(login(&server.url, ProjectScope::Name("r".into()))));
         let err = client().task_statistics(&account, &stats_request(&server.url), t0()).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Forbidden);
-        assert_eq!(err.message, "denied for token [redacted]");
+        assert!(err.message.ends_with("; HSS says: denied for token [redacted]"), "{}", err.message);
+        assert!(!err.message.contains("secret-iam-token-1234"), "{}", err.message);
     }
 }

@@ -106,7 +106,7 @@ pub fn task_resources_request<'a>(req: &TaskResourcesRequest<'a>) -> Result<HssR
         signer::encode(req.project_id),
         signer::encode(req.task_id)
     );
-    batch_query(
+    let mut request = batch_query(
         req.endpoint,
         &path,
         req.project_id,
@@ -115,7 +115,9 @@ pub fn task_resources_request<'a>(req: &TaskResourcesRequest<'a>) -> Result<HssR
         req.limit,
         body,
         "ListTaskResources",
-    )
+    )?;
+    request.task_id = Some(req.task_id);
+    Ok(request)
 }
 
 fn info_key(task_type: TaskType) -> &'static str {

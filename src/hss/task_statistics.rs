@@ -50,6 +50,7 @@ impl HssClient {
             project_id: req.project_id,
             body: Vec::new(),
             api: "task-statistics",
+            task_id: None,
         };
         let answer = self.call(account, &request, now, &parse_task_stats).await?;
         Ok(StatsResponse { stats: answer.value, http_status: answer.http_status, request_id: answer.request_id })
@@ -194,7 +195,12 @@ mod tests {
         assert_eq!(err.http_status, Some(401));
         assert_eq!(err.error_code.as_deref(), Some("APIGW.0301"));
         assert_eq!(err.request_id.as_deref(), Some("req-401"));
-        assert!(err.message.starts_with("signature rejected: Incorrect IAM"), "{}", err.message);
+        assert!(
+            err.message.starts_with("signature rejected: check the AK/SK pair and this host's clock"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("; HSS says: Incorrect IAM"), "HSS's words are kept: {}", err.message);
         assert!(!err.message.contains("not-the-right-secret-key"));
     }
 
@@ -256,14 +262,35 @@ mod tests {
         })
         .await;
         let cases: [(&str, ErrorKind, u16, &str, &str); 9] = [
-            ("flat", ErrorKind::HssError, 400, "HSS.0001", "invalid parameter"),
+            (
+                "flat",
+                ErrorKind::HssError,
+                400,
+                "HSS.0001",
+                "HSS refused a parameter scanwatch sent: a scanwatch bug, please report it with this message; \
+                 HSS says: invalid parameter",
+            ),
             ("camel", ErrorKind::HssError, 400, "HSS.1002", "camel case message"),
-            ("nested", ErrorKind::Forbidden, 403, "APIGW.0306", "API access denied"),
+            (
+                "nested",
+                ErrorKind::Forbidden,
+                403,
+                "APIGW.0306",
+                "API access denied for project nested at 127.0.0.1: grant the IAM user HSS ReadOnlyAccess for this \
+                 project; HSS says: API access denied",
+            ),
             ("iam", ErrorKind::Auth, 401, "401", "The token expired."),
             ("html", ErrorKind::Server, 500, "500", "<html><body><h1>502 Bad Gateway</h1></body></html>"),
             ("empty", ErrorKind::Server, 503, "503", "HTTP 503 with an empty body"),
             ("unknown4xx", ErrorKind::HssError, 404, "404", "not here"),
-            ("expired", ErrorKind::Auth, 401, "APIGW.0307", "The token must be updated"),
+            (
+                "expired",
+                ErrorKind::Auth,
+                401,
+                "APIGW.0307",
+                "the token has expired: replace a static token (password logins renew theirs); HSS says: The token \
+                 must be updated",
+            ),
             (
                 "redirect",
                 ErrorKind::BadResponse,

@@ -169,6 +169,7 @@ pub(super) fn batch_query<'a>(
         project_id,
         body: Value::Object(body).to_string().into_bytes(),
         api,
+        task_id: None,
     })
 }
 

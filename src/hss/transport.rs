@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::client::ClientOptions;
-use super::errors::classify_error;
+use super::errors::{ErrorContext, classify_error_in};
 use super::signer::{self, SignableRequest};
 use crate::model::{ErrorKind, PollError};
 
@@ -60,6 +60,8 @@ pub struct HssRequest<'a> {
     pub body: Vec<u8>,
     /// The API's name for logs (`task-statistics`, `ListTasks`).
     pub api: &'static str,
+    /// The task the call is about (ListTaskResources), so that "not found" can name it.
+    pub task_id: Option<&'a str>,
 }
 
 impl fmt::Debug for HssRequest<'_> {
@@ -71,6 +73,7 @@ impl fmt::Debug for HssRequest<'_> {
             .field("project_id", &self.project_id)
             .field("body_bytes", &self.body.len())
             .field("api", &self.api)
+            .field("task_id", &self.task_id)
             .finish()
     }
 }
@@ -294,11 +297,19 @@ impl Transport {
 }
 
 /// The error a read answer stands for, if any: a non-2xx status classified from its body (with every secret
-/// scrubbed out first), or a 2xx body cut off at the cap. Both carry the status and the request id.
-pub(crate) fn answer_error(raw: &RawResponse, secrets: &[&str], now: DateTime<Utc>, cap: usize) -> Option<PollError> {
+/// scrubbed out first; `ctx` names the project and region in the advice), or a 2xx body cut off at the cap. Both
+/// carry the status and the request id.
+pub(crate) fn answer_error(
+    raw: &RawResponse,
+    secrets: &[&str],
+    now: DateTime<Utc>,
+    cap: usize,
+    ctx: &ErrorContext<'_>,
+) -> Option<PollError> {
     if !(200..300).contains(&raw.status) {
         let body = scrub(&raw.body, secrets);
-        return Some(classify_error(raw.status, raw.request_id.clone(), raw.retry_after(now), body.as_bytes()));
+        let retry_after = raw.retry_after(now);
+        return Some(classify_error_in(raw.status, raw.request_id.clone(), retry_after, body.as_bytes(), ctx));
     }
     raw.truncated.then(|| {
         let mut e = body_too_large(cap);
@@ -459,6 +470,7 @@ mod tests {
 #[cfg(test)]
 mod scrub_properties {
     use super::*;
+    use crate::hss::errors::classify_error;
 
     /// `"\u0041…"`: every character of `s` as a JSON unicode escape, which the raw-body scrub cannot see.
     fn json_escaped(s: &str) -> String {
