@@ -16,7 +16,9 @@ use scanwatch::hss::client::{
 use scanwatch::hss::signer::{
     HEADER_SDK_DATE, SignableRequest, canonical_query, canonical_uri, encode, parse_authorization, sign,
 };
-use scanwatch::model::ErrorKind;
+use scanwatch::hss::task_resources::parse_task_resources;
+use scanwatch::hss::tasks::parse_tasks;
+use scanwatch::model::{ErrorKind, TaskType};
 use serde_json::{Value, json};
 
 mod encoding;
@@ -138,6 +140,162 @@ fn a_long_error_code_is_cut_to_an_excerpt() {
     assert_eq!(e.message, "m");
     let short = classify_error(401, None, None, br#"{"error_code":"APIGW.0301","error_msg":"x"}"#);
     assert_eq!(short.error_code.as_deref(), Some("APIGW.0301"));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// ListTasks and ListTaskResources answers
+
+/// A value for a member of a task or resource row: mostly well-typed (ids, names with control characters and
+/// CJK, long text, counts), sometimes any JSON value at all.
+fn row_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        3 => "[a-z0-9-]{1,12}".prop_map(Value::from),
+        1 => "[\\PC\n\t\u{1b}扫描]{0,40}".prop_map(Value::from),
+        1 => (200usize..3000).prop_map(|n| Value::from("名".repeat(n))),
+        2 => any::<u32>().prop_map(Value::from),
+        2 => json_value(),
+    ]
+}
+
+/// Rows shaped like `data_list`, `cluster_scan_data_list` or `iac_scan_data_list` items: the real member names
+/// with values of any type, nested count and detail objects included.
+fn row() -> impl Strategy<Value = Value> {
+    let key = prop::sample::select(vec![
+        "task_id",
+        "task_type",
+        "task_name",
+        "trigger_type",
+        "task_status",
+        "start_time",
+        "end_time",
+        "estimated_time",
+        "cluster_name",
+        "cluster_id",
+        "cluster_type",
+        "scan_status",
+        "file_name",
+        "file_id",
+        "file_type",
+        "failed_reason",
+    ]);
+    let counts = prop::collection::vec(
+        (
+            prop::sample::select(vec![
+                "scanning_cluster_num",
+                "success_cluster_num",
+                "failed_cluster_num",
+                "scan_file_num",
+                "success_file_num",
+                "failed_file_num",
+            ]),
+            prop_oneof![3 => any::<u32>().prop_map(Value::from), 1 => json_value()],
+        ),
+        0..4,
+    )
+    .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()));
+    let detail = prop::collection::vec(
+        (
+            prop::sample::select(vec!["status", "failed_reason", "scan_type"]),
+            prop_oneof![Just(Value::from("failed")), row_value()],
+        ),
+        0..3,
+    )
+    .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()));
+    (
+        prop::collection::vec((key, row_value()), 0..10),
+        prop::option::of(counts),
+        prop::option::of(prop::collection::vec(detail, 0..4)),
+    )
+        .prop_map(|(members, counts, details)| {
+            let mut row: serde_json::Map<String, Value> =
+                members.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            if let Some(c) = counts {
+                row.insert("cluster_scan_info".into(), c.clone());
+                row.insert("iac_scan_info".into(), c);
+            }
+            if let Some(d) = details {
+                row.insert("scan_detail_list".into(), Value::from(d));
+            }
+            Value::Object(row)
+        })
+}
+
+/// Whole answers: a list under each of the three list names, a `total_num` of any type, or plain bytes, or the
+/// front part of a well-formed answer (a truncated body).
+fn list_body() -> impl Strategy<Value = Vec<u8>> {
+    let answer = (
+        prop::option::of(prop_oneof![3 => (0u64..5).prop_map(Value::from), 1 => json_value()]),
+        prop::collection::vec(row(), 0..4),
+    )
+        .prop_map(|(total, rows)| {
+            let mut o = serde_json::Map::new();
+            if let Some(t) = total {
+                o.insert("total_num".into(), t);
+            }
+            for list in ["data_list", "cluster_scan_data_list", "iac_scan_data_list"] {
+                o.insert(list.into(), Value::from(rows.clone()));
+            }
+            Value::Object(o).to_string().into_bytes()
+        })
+        .boxed();
+    prop_oneof![
+        6 => answer.clone(),
+        1 => (answer, any::<prop::sample::Index>()).prop_map(|(b, i)| b[..i.index(b.len().max(1)).min(b.len())].to_vec()),
+        1 => prop::collection::vec(any::<u8>(), 0..300),
+        1 => json_value().prop_map(|v| v.to_string().into_bytes()),
+    ]
+}
+
+fn is_clean(s: &str, max_chars: usize) -> bool {
+    s.chars().count() <= max_chars + 1 && !s.chars().any(char::is_control)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn a_list_tasks_answer_parses_to_bounded_tasks_or_is_a_bounded_bad_response(
+        body in list_body(),
+        task_type in prop::sample::select(TaskType::ALL.to_vec()),
+    ) {
+        match parse_tasks(&body, task_type) {
+            Ok((_, tasks)) => {
+                let listed = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["data_list"].as_array().map(Vec::len));
+                prop_assert_eq!(Some(tasks.len()).filter(|n| *n > 0), listed.filter(|n| *n > 0));
+                for t in &tasks {
+                    prop_assert!(!t.task_id.is_empty() && t.task_id.chars().count() <= 256);
+                    prop_assert!(is_clean(&t.task_name, 256), "{:?}", t.task_name);
+                    prop_assert!(is_clean(&t.task_status, 64) && is_clean(&t.trigger_type, 64));
+                }
+            }
+            Err(e) => {
+                prop_assert_eq!(e.kind, ErrorKind::BadResponse);
+                prop_assert!(e.message.len() <= 2 * EXCERPT_BYTES + SLACK, "{} bytes: {}", e.message.len(), e.message);
+            }
+        }
+    }
+
+    #[test]
+    fn a_task_resources_answer_parses_to_bounded_rows_or_is_a_bounded_bad_response(
+        body in list_body(),
+        task_type in prop::sample::select(TaskType::ALL.to_vec()),
+    ) {
+        match parse_task_resources(&body, task_type) {
+            Ok((_, rows)) => {
+                for r in &rows {
+                    prop_assert!(is_clean(&r.resource.name, 256), "{:?}", r.resource.name);
+                    prop_assert!(is_clean(&r.resource.failed_reason, 512), "{:?}", r.resource.failed_reason);
+                    prop_assert!(r.resource.kind.as_deref().is_none_or(|k| is_clean(k, 64)));
+                    prop_assert!(r.resource.id.as_deref().is_none_or(|id| !id.is_empty() && id.chars().count() <= 256));
+                    prop_assert!(is_clean(&r.scan_status, 64));
+                }
+            }
+            Err(e) => {
+                prop_assert_eq!(e.kind, ErrorKind::BadResponse);
+                prop_assert!(e.message.len() <= 2 * EXCERPT_BYTES + SLACK, "{} bytes: {}", e.message.len(), e.message);
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

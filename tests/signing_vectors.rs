@@ -57,3 +57,69 @@ fn every_sdk_hmac_sha256_vector_is_reproduced() {
     }
     assert_eq!(checked, 18, "every SDK-HMAC-SHA256 vector was walked");
 }
+
+/// The header set scanwatch's client sends to HSS (the SDK's default): vectors with exactly this set go through
+/// the client's own request preparation, not just the bare signer.
+const CLIENT_SIGNED_SETS: [&str; 2] = [
+    "content-type;host;user-agent;x-project-id;x-sdk-date",
+    "content-type;host;user-agent;x-project-id;x-sdk-date;x-security-token",
+];
+
+#[test]
+fn the_clients_own_request_preparation_reproduces_every_sdk_client_vector_get_and_post() {
+    use scanwatch::hss::transport::{HssAuth, HssRequest, HttpMethod, prepare};
+    use sha2::{Digest, Sha256};
+
+    let mut walked = Vec::new();
+    for v in vectors() {
+        let name = v["name"].as_str().unwrap();
+        let signed = v["signed_headers"].as_str().unwrap();
+        if !v["layer"].as_str().unwrap().starts_with("HssClient") || !CLIENT_SIGNED_SETS.contains(&signed) {
+            continue;
+        }
+        let headers = pairs(&v["headers_input_to_signer"]);
+        let header = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+        let method = match v["method"].as_str().unwrap() {
+            "GET" => HttpMethod::Get,
+            "POST" => HttpMethod::Post,
+            other => panic!("{name}: unexpected method {other}"),
+        };
+        let body = v["body"].as_str().unwrap_or("").as_bytes().to_vec();
+        let url = url::Url::parse(&format!("https://{}{}", v["host"].as_str().unwrap(), v["path"].as_str().unwrap()))
+            .unwrap();
+        let req = HssRequest {
+            method,
+            url,
+            query: pairs(&v["query"]),
+            project_id: v["project_id"].as_str().unwrap(),
+            body: body.clone(),
+            api: "vector",
+            task_id: None,
+        };
+        let auth = HssAuth::Signed {
+            ak: v["ak"].as_str().unwrap(),
+            sk: v["sk"].as_str().unwrap(),
+            security_token: v["security_token"].as_str(),
+        };
+        let date =
+            chrono::NaiveDateTime::parse_from_str(v["sdk_date"].as_str().unwrap(), "%Y%m%dT%H%M%SZ").unwrap().and_utc();
+        let prepared = prepare(&req, &auth, &header("User-Agent").unwrap(), date).unwrap();
+
+        assert_eq!(prepared.header("Authorization"), v["authorization"].as_str(), "{name}: authorization");
+        assert_eq!(prepared.url.as_str(), v["final_url"].as_str().unwrap(), "{name}: the URL sent");
+        for (n, value) in &headers {
+            assert_eq!(prepared.header(n), Some(value.as_str()), "{name}: header {n} sent as signed");
+        }
+        // What is hashed into the signature is what goes on the wire.
+        assert_eq!(prepared.body, body, "{name}: body bytes");
+        if let Some(hash) = v["body_sha256"].as_str() {
+            assert_eq!(hex::encode(Sha256::digest(&prepared.body)), hash, "{name}: body hash");
+            assert!(v["canonical_request"].as_str().unwrap().ends_with(hash), "{name}: the last canonical line");
+        }
+        walked.push(name.to_string());
+    }
+    for must in ["post_json_body", "post_json_body_with_security_token", "hss_get_iac_all_eps"] {
+        assert!(walked.iter().any(|n| n == must), "{must} went through the client path: {walked:?}");
+    }
+    assert_eq!(walked.len(), 10, "{walked:?}");
+}

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::client::{Account, HssClient, body_too_large, classify_error, parse_retry_after, scrub};
+use super::errors::classify_error;
+use super::transport::{Transport, body_too_large, scrub};
 use crate::model::{ErrorKind, PollError, excerpt};
 use crate::secret::Secret;
 
@@ -67,6 +68,35 @@ impl IamToken {
 pub(crate) struct TokenCache(Mutex<Option<IamToken>>);
 
 impl TokenCache {
+    /// The account's token, logging in when there is none or it is due for refresh. If a refresh fails while the
+    /// cached token is still valid, the cached one is used (and the refresh retried on the next call).
+    pub(crate) async fn token(
+        &self,
+        transport: &Transport,
+        account: &str,
+        login: &PasswordLogin,
+        now: DateTime<Utc>,
+    ) -> Result<IamToken, PollError> {
+        let mut slot = self.0.lock().await;
+        if let Some(cached) = slot.as_ref().filter(|t| !t.needs_refresh(now)) {
+            return Ok(cached.clone());
+        }
+        match self::login(transport, login, now).await {
+            Ok(token) => {
+                tracing::info!(account, expires_at = %token.expires_at, "IAM token obtained");
+                *slot = Some(token.clone());
+                Ok(token)
+            }
+            Err(e) => match slot.as_ref().filter(|t| !t.is_expired(now)) {
+                Some(still_valid) => {
+                    tracing::warn!(account, error = %e, "IAM token refresh failed; using the current token");
+                    Ok(still_valid.clone())
+                }
+                None => Err(e),
+            },
+        }
+    }
+
     /// Forgets `used` after HSS rejected it, unless another poll already replaced it.
     pub(crate) async fn invalidate(&self, used: &IamToken) {
         let mut slot = self.0.lock().await;
@@ -140,86 +170,55 @@ pub fn parse_login_response(
     Ok(IamToken { value: Secret::new(token), issued_at, expires_at })
 }
 
-impl HssClient {
-    /// Logs in with a password and returns the token. Failures are `PollError`s whose message says the IAM login
-    /// failed: 400/401 from IAM are `auth`, the rest are classified like HSS answers. The password never appears.
-    pub async fn iam_login(&self, login: &PasswordLogin, now: DateTime<Utc>) -> Result<IamToken, PollError> {
-        let secrets = [login.password.expose()];
-        let request = self
-            .http()
-            .post(login_url(&login.iam_endpoint))
-            .header(reqwest::header::CONTENT_TYPE, "application/json;charset=utf-8")
-            .header(reqwest::header::USER_AGENT, self.options().user_agent.as_str())
-            .body(login_body(login));
-        let raw = self.fetch(request, "IAM").await.map_err(failed_login)?;
-        tracing::debug!(
-            method = "POST",
-            status = raw.status,
-            request_id = raw.request_id.as_deref().unwrap_or(""),
-            "IAM login"
-        );
-        match raw.status {
-            201 => {
-                if raw.truncated {
-                    return Err(failed_login(body_too_large(self.options().max_body_bytes)));
-                }
-                let subject = raw.headers.get("x-subject-token").and_then(|v| v.to_str().ok());
-                parse_login_response(subject, &raw.body, now).map_err(|mut e| {
-                    e.http_status = Some(201);
-                    e.request_id = raw.request_id.clone();
-                    e
-                })
+/// Logs in with a password and returns the token (see [`super::client::HssClient::iam_login`]).
+pub(crate) async fn login(
+    transport: &Transport,
+    login: &PasswordLogin,
+    now: DateTime<Utc>,
+) -> Result<IamToken, PollError> {
+    let secrets = [login.password.expose()];
+    let request = transport
+        .http()
+        .post(login_url(&login.iam_endpoint))
+        .header(reqwest::header::CONTENT_TYPE, "application/json;charset=utf-8")
+        .header(reqwest::header::USER_AGENT, transport.options().user_agent.as_str())
+        .body(login_body(login));
+    let raw = transport.fetch(request, "IAM").await.map_err(failed_login)?;
+    tracing::debug!(
+        method = "POST",
+        status = raw.status,
+        request_id = raw.request_id.as_deref().unwrap_or(""),
+        "IAM login"
+    );
+    match raw.status {
+        201 => {
+            if raw.truncated {
+                return Err(failed_login(body_too_large(transport.options().max_body_bytes)));
             }
-            status @ 200..=299 => {
-                let mut e = PollError::new(
-                    ErrorKind::BadResponse,
-                    format!("IAM login failed: expected HTTP 201 with a token, got {status}"),
-                );
-                e.http_status = Some(status);
-                e.request_id = raw.request_id;
-                Err(e)
-            }
-            status => {
-                let retry_after = raw
-                    .headers
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, now));
-                let body = scrub(&raw.body, &secrets);
-                let mut e = classify_error(status, raw.request_id, retry_after, body.as_bytes());
-                if status == 400 || status == 401 {
-                    e.kind = ErrorKind::Auth;
-                }
-                Err(failed_login(e))
-            }
+            let subject = raw.headers.get("x-subject-token").and_then(|v| v.to_str().ok());
+            parse_login_response(subject, &raw.body, now).map_err(|mut e| {
+                e.http_status = Some(201);
+                e.request_id = raw.request_id.clone();
+                e
+            })
         }
-    }
-
-    /// The account's token, logging in when there is none or it is due for refresh. If a refresh fails while the
-    /// cached token is still valid, the cached one is used (and the refresh retried on the next call).
-    pub(super) async fn iam_token(
-        &self,
-        account: &Account,
-        login: &PasswordLogin,
-        now: DateTime<Utc>,
-    ) -> Result<IamToken, PollError> {
-        let mut slot = account.tokens.0.lock().await;
-        if let Some(cached) = slot.as_ref().filter(|t| !t.needs_refresh(now)) {
-            return Ok(cached.clone());
+        status @ 200..=299 => {
+            let mut e = PollError::new(
+                ErrorKind::BadResponse,
+                format!("IAM login failed: expected HTTP 201 with a token, got {status}"),
+            );
+            e.http_status = Some(status);
+            e.request_id = raw.request_id;
+            Err(e)
         }
-        match self.iam_login(login, now).await {
-            Ok(token) => {
-                tracing::info!(account = account.name(), expires_at = %token.expires_at, "IAM token obtained");
-                *slot = Some(token.clone());
-                Ok(token)
+        status => {
+            let retry_after = raw.retry_after(now);
+            let body = scrub(&raw.body, &secrets);
+            let mut e = classify_error(status, raw.request_id, retry_after, body.as_bytes());
+            if status == 400 || status == 401 {
+                e.kind = ErrorKind::Auth;
             }
-            Err(e) => match slot.as_ref().filter(|t| !t.is_expired(now)) {
-                Some(still_valid) => {
-                    tracing::warn!(account = account.name(), error = %e, "IAM token refresh failed; using the current token");
-                    Ok(still_valid.clone())
-                }
-                None => Err(e),
-            },
+            Err(failed_login(e))
         }
     }
 }
@@ -239,7 +238,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::hss::client::{ClientOptions, Credentials, StatsRequest};
+    use crate::hss::client::{Account, ClientOptions, Credentials, HssClient, StatsRequest};
     use crate::hss::test_support::{Recorded, Reply, spawn};
     use crate::model::TaskType;
 
@@ -508,6 +507,7 @@ mod tests {
             Account::new("pw".into(), Credentials::Password(login(&server.url, ProjectScope::Name("r".into()))));
         let err = client().task_statistics(&account, &stats_request(&server.url), t0()).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Forbidden);
-        assert_eq!(err.message, "denied for token [redacted]");
+        assert!(err.message.ends_with("; HSS says: denied for token [redacted]"), "{}", err.message);
+        assert!(!err.message.contains("secret-iam-token-1234"), "{}", err.message);
     }
 }

@@ -57,6 +57,12 @@ pub fn iam_endpoint(region: &str) -> Option<Url> {
     service_endpoint("iam", region)
 }
 
+/// The known region whose HSS endpoint `url` points at, so error advice can say "in region cn-north-4".
+pub fn region_of_hss_endpoint(url: &Url) -> Option<&'static str> {
+    let host = url.host_str()?;
+    REGIONS.into_iter().find(|r| hss_endpoint(r).is_some_and(|e| e.host_str() == Some(host)))
+}
+
 /// Whether `region` is in the built-in table.
 pub fn is_known(region: &str) -> bool {
     REGIONS.contains(&region)
@@ -73,6 +79,15 @@ fn service_endpoint(service: &str, region: &str) -> Option<Url> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_hss_endpoint_names_its_region_and_other_hosts_none() {
+        let region = |u: &str| Url::parse(u).ok().as_ref().and_then(region_of_hss_endpoint);
+        assert_eq!(region("https://hss.cn-north-4.myhuaweicloud.com/prefix"), Some("cn-north-4"));
+        assert_eq!(region("https://hss.eu-west-101.myhuaweicloud.eu"), Some("eu-west-101"));
+        assert_eq!(region("https://hss.eu-west-101.myhuaweicloud.com"), None);
+        assert_eq!(region("http://127.0.0.1:8080"), None);
+    }
 
     #[test]
     fn every_region_resolves_to_an_https_endpoint_naming_it() {

@@ -12,7 +12,50 @@ use percent_encoding::percent_decode_str;
 use tokio::net::{TcpListener, TcpStream};
 use url::Url;
 
+use super::client::{Account, ClientOptions, Credentials, HssClient};
 use super::signer::{self, SignableRequest};
+use crate::secret::Secret;
+
+/// The signing vectors' identity: an AK, its SK and a project id.
+pub const AK: &str = "HPUAEXAMPLEAK0000001";
+pub const SK: &str = "exampleSecretKey0000000000000000000000001";
+pub const PROJECT: &str = "0123456789abcdef0123456789abcdef";
+
+/// 2024-01-02T03:04:05Z, the signing vectors' `X-Sdk-Date`: the injected "now" of client tests.
+pub fn t0() -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    chrono::Utc.with_ymd_and_hms(2024, 1, 2, 3, 4, 5).single().unwrap_or_default()
+}
+
+/// An AK/SK account named `prod` with [`AK`], the given SK and an optional security token.
+pub fn aksk(sk: &str, token: Option<&str>) -> Account {
+    Account::new(
+        "prod".into(),
+        Credentials::AkSk { ak: AK.into(), sk: Secret::new(sk), security_token: token.map(Secret::new) },
+    )
+}
+
+/// A client with default limits and the User-Agent `scanwatch-test/1`.
+pub fn test_client() -> HssClient {
+    HssClient::new(ClientOptions { user_agent: "scanwatch-test/1".into(), ..ClientOptions::default() }).expect("client")
+}
+
+/// A client whose whole-call timeout is `timeout`.
+pub fn quick_client(timeout: Duration) -> HssClient {
+    HssClient::new(ClientOptions { timeout, ..ClientOptions::default() }).expect("client")
+}
+
+/// A gateway that checks the AK/SK signature (body hash included) with [`AK`]/[`SK`]: `ok(request)` when it
+/// matches, HSS's 401 `APIGW.0301` with the expected canonical request otherwise.
+pub fn signed_gateway(r: &Recorded, ok: impl FnOnce(&Recorded) -> Reply) -> Reply {
+    match verify_signature(r, AK, SK) {
+        Ok(_) => ok(r),
+        Err(why) => Reply::json(
+            401,
+            serde_json::json!({"error_code": "APIGW.0301", "error_msg": format!("Incorrect IAM authentication information: verify aksk signature fail, {why}")}),
+        ),
+    }
+}
 
 /// A request as the server received it.
 #[derive(Debug, Clone)]
