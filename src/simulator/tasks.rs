@@ -804,3 +804,167 @@ fn insert_times(m: &mut Map<String, Value>, start: Option<i64>, end: Option<i64>
         m.insert("end_time".into(), json!(e));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::scenario::{Scenario, ScenarioError};
+    use super::*;
+
+    const HEAD: &str = r#"
+[[series]]
+project_id = "p1"
+task_type = "cluster_scan"
+  [[series.steps]]
+  at = "0s"
+  total_num = 1
+  running_num = 0
+"#;
+
+    const TASK: &str = r#"
+  [[series.tasks]]
+  task_id = "t1"
+  task_name = "scan"
+  start = "10m"
+  end = "40m"
+    [[series.tasks.clusters]]
+    cluster_name = "c1"
+    scan_status = "failed"
+    scan_details = [{ scan_type = "cluster_vul", status = "failed", failed_reason = "timed out" }]
+"#;
+
+    fn parse(extra: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::from_toml_str(&format!("{HEAD}{extra}"))
+    }
+
+    fn key(extra: &str) -> String {
+        match parse(extra) {
+            Ok(_) => panic!("expected an error for:\n{extra}"),
+            Err(e) => e.key().to_string(),
+        }
+    }
+
+    #[test]
+    fn a_task_gets_its_defaults_and_counts_from_its_resources() {
+        let s = parse(TASK).unwrap();
+        let t = &s.series[0].tasks[0];
+        assert_eq!(
+            (t.created, t.start, t.end),
+            (Duration::from_secs(600), Duration::from_secs(600), Some(Duration::from_secs(2400)))
+        );
+        assert_eq!(t.trigger_type, TriggerType::Schedule);
+        assert_eq!(t.scan_types, ScanType::ALL);
+        assert_eq!(t.counts, Counts { scanning: 0, success: 0, failed: 1 });
+        assert_eq!(t.clusters[0].id, "t1-cluster-0");
+        assert_eq!(t.clusters[0].cluster_type, ClusterType::Cce);
+        let at = |m: u64| t.status_at(Duration::from_secs(m * 60));
+        assert_eq!(
+            (at(9), at(10), at(39), at(40)),
+            (None, Some(TaskStatus::Running), Some(TaskStatus::Running), Some(TaskStatus::Finished))
+        );
+        assert_eq!(t.counts_at(TaskStatus::Running), Counts { scanning: 1, success: 0, failed: 0 });
+        assert!(s.series[0].tasks_fault.is_none());
+    }
+
+    #[test]
+    fn task_errors_name_their_key_path() {
+        assert_eq!(key(&TASK.replace("end = \"40m\"", "end = \"5m\"")), "series[0].tasks[0].end");
+        assert_eq!(
+            key(&TASK.replace("start = \"10m\"", "start = \"10m\"\n  created = \"11m\"")),
+            "series[0].tasks[0].created"
+        );
+        assert_eq!(key(&TASK.replace("start = \"10m\"", "start = \"soon\"")), "series[0].tasks[0].start");
+        assert_eq!(key(&TASK.replace("task_name = \"scan\"", "")), "series[0].tasks[0]");
+        assert_eq!(
+            key(&TASK.replace("cluster_name = \"c1\"", "cluster_name = \"c1\"\n    colour = 1")),
+            "series[0].tasks[0].clusters[0].colour"
+        );
+        assert_eq!(
+            key(&TASK.replace(", failed_reason = \"timed out\"", "")),
+            "series[0].tasks[0].clusters[0].scan_details[0].failed_reason"
+        );
+        assert_eq!(
+            key(&TASK.replace("scan_details = [", "scan_details = [] # [")),
+            "series[0].tasks[0].clusters[0].scan_details"
+        );
+        assert_eq!(
+            key(&TASK.replace("\"failed\"\n", "\"scanning\"\n")),
+            "series[0].tasks[0].clusters[0].scan_status",
+            "a task that ends leaves nothing scanning"
+        );
+        assert_eq!(
+            key(&TASK.replace("cluster_vul", "host_vul")),
+            "series[0].tasks[0].clusters[0].scan_details[0].scan_type"
+        );
+        assert_eq!(
+            key(&TASK.replace("end = \"40m\"", "end = \"40m\"\n  scan_types = [\"benchmark\"]")),
+            "series[0].tasks[0].clusters[0].scan_details[0].scan_type"
+        );
+        assert_eq!(key(&TASK.replace("end = \"40m\"", "end = \"40m\"\n  failed = 0")), "series[0].tasks[0].failed");
+        assert_eq!(key(&TASK.replace("end = \"40m\"", "end = \"40m\"\n  scanning = 2")), "series[0].tasks[0].scanning");
+        assert_eq!(
+            key(&TASK.replace("end = \"40m\"", "end = \"40m\"\n  file_type = \"dockerfile\"")),
+            "series[0].tasks[0].file_type"
+        );
+        assert_eq!(key(&format!("{TASK}{TASK}")), "series[0].tasks[1].task_id");
+        assert_eq!(
+            key(&TASK
+                .replace("trigger_type", "x")
+                .replace("start = \"10m\"", "start = \"10m\"\n  trigger_type = \"cron\"")),
+            "series[0].tasks[0].trigger_type"
+        );
+    }
+
+    #[test]
+    fn a_task_still_running_may_keep_resources_scanning_and_one_that_ends_may_not() {
+        let running = TASK.replace("end = \"40m\"\n", "").replace(
+            "scan_status = \"failed\"\n    scan_details = [{ scan_type = \"cluster_vul\", status = \"failed\", failed_reason = \"timed out\" }]",
+            "scan_status = \"scanning\"",
+        );
+        let s = parse(&running).unwrap();
+        assert_eq!(s.series[0].tasks[0].counts, Counts { scanning: 1, success: 0, failed: 0 });
+        let ends = running.replace("start = \"10m\"", "start = \"10m\"\n  end = \"20m\"");
+        assert_eq!(key(&ends), "series[0].tasks[0].clusters[0].scan_status");
+    }
+
+    #[test]
+    fn iac_tasks_take_files_and_cluster_tasks_clusters() {
+        let iac = format!(
+            "{}\n  [[series.tasks]]\n  task_id = \"f\"\n  task_name = \"iac\"\n  start = \"0s\"\n    [[series.tasks.files]]\n    \
+             file_name = \"Dockerfile\"\n    scan_status = \"failed\"\n",
+            HEAD.replace("cluster_scan", "iac_scan")
+        );
+        let e = Scenario::from_toml_str(&iac).unwrap_err();
+        assert_eq!(e.key(), "series[0].tasks[0].files[0].failed_reason");
+        let s = Scenario::from_toml_str(&iac.replace("\"failed\"\n", "\"success\"\n")).unwrap();
+        let f = &s.series[0].tasks[0].files[0];
+        assert_eq!((f.file_type, f.id.as_str(), f.file_size), (FileType::Dockerfile, "f-file-0", 1024));
+        assert_eq!(
+            key(&TASK.replace("[[series.tasks.clusters]]", "[[series.tasks.files]]")),
+            "series[0].tasks[0].files[0].cluster_name"
+        );
+    }
+
+    #[test]
+    fn tasks_fault_takes_the_gateway_faults_only() {
+        let with = |f: &str| {
+            Scenario::from_toml_str(&HEAD.replace(
+                "task_type = \"cluster_scan\"",
+                &format!("task_type = \"cluster_scan\"\ntasks_fault = \"{f}\""),
+            ))
+        };
+        assert_eq!(with("forbidden").unwrap().series[0].tasks_fault, Some(super::super::Fault::Forbidden));
+        assert_eq!(with("truncated").unwrap_err().key(), "series[0].tasks_fault");
+    }
+
+    #[test]
+    fn page_bounds_are_hss_s() {
+        let q = |pairs: &[(&str, &str)]| {
+            parse_page(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>())
+        };
+        assert_eq!(q(&[]).unwrap(), Page { enterprise_project_id: None, offset: 0, limit: 10 });
+        assert_eq!(q(&[("limit", "200"), ("offset", "2000000")]).unwrap().limit, 200);
+        for bad in [("limit", "9"), ("limit", "201"), ("offset", "-1"), ("offset", "2000001"), ("limit", "")] {
+            assert_eq!(q(&[bad]).unwrap_err().1, "HSS.0001", "{bad:?}");
+        }
+    }
+}
