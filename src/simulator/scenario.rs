@@ -895,5 +895,14 @@ task_type = "cluster_scan"
         let types: HashSet<TaskType> = s.series.iter().map(|x| x.task_type).collect();
         assert_eq!(types.len(), 2);
         assert!(s.series.iter().any(|x| x.steps.iter().any(|st| st.fault.is_some())));
+        // A finished task with a failed cluster and its reason, for scan_failures to name.
+        let failed = s.series[0].tasks.iter().find(|t| t.end.is_some() && t.counts.failed > 0).unwrap();
+        let cluster = failed.clusters.iter().find(|c| c.scan_status == super::super::ScanStatus::Failed).unwrap();
+        assert_eq!(cluster.name, "prod-cce-1");
+        assert_eq!(
+            cluster.details[0].failed_reason.as_deref(),
+            Some("kube-apiserver unreachable: connection timed out")
+        );
+        assert!(s.series[1].tasks.iter().any(|t| t.file_type == super::super::FileType::K8sYaml));
     }
 }
