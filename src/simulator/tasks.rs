@@ -967,4 +967,15 @@ task_type = "cluster_scan"
             assert_eq!(q(&[bad]).unwrap_err().1, "HSS.0001", "{bad:?}");
         }
     }
+
+    #[test]
+    fn the_readme_task_example_parses() {
+        let readme = include_str!("../../scenarios/README.md");
+        let section = &readme[readme.find("## Tasks").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let s = Scenario::from_toml_str(example).unwrap();
+        assert_eq!(s.series[0].tasks[0].counts, Counts { scanning: 0, success: 12, failed: 1 });
+        assert_eq!(s.series[1].tasks[0].files[0].file_type, FileType::K8sYaml);
+    }
 }
