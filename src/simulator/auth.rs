@@ -1,10 +1,11 @@
-//! The gateway in front of the simulated API: AK/SK verification, IAM and static tokens, the AK lockout and the
-//! per-identity rate limit.
+//! The gateway in front of the simulated API: AK/SK verification (over the exact body bytes received), IAM and static
+//! tokens, the AK lockout, and the two rate limits HSS applies per API: per identity and per client IP.
 //!
 //! A plain state machine over (scenario, request parts, now) with no I/O, so the HTTP layer only holds a lock around
 //! it and every rule can be read in one place.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -12,7 +13,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
-use super::respond::throttle_message;
+use super::Api;
+use super::respond::{throttle_message, throttle_message_ip};
 use super::scenario::{Scenario, User};
 use crate::hss::signer::{self, SignableRequest};
 
@@ -90,12 +92,22 @@ struct IssuedToken {
     expires_at: DateTime<Utc>,
 }
 
+/// The two limits a call must fit, per API: accepted calls in any sliding [`RATE_WINDOW`]; 0 = unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub per_identity: u32,
+    pub per_ip: u32,
+}
+
 /// The gateway's memory: failure counts, issued tokens and recent accepted calls.
 #[derive(Debug, Default)]
 pub struct Gate {
     access_keys: HashMap<String, AkState>,
     tokens: HashMap<String, IssuedToken>,
-    windows: HashMap<Identity, VecDeque<DateTime<Utc>>>,
+    /// Accepted calls per (identity, API).
+    windows: HashMap<(Identity, Api), VecDeque<DateTime<Utc>>>,
+    /// Accepted calls per (client address, API); `None` when the server could not tell the address.
+    ip_windows: HashMap<(Option<IpAddr>, Api), VecDeque<DateTime<Utc>>>,
 }
 
 impl Gate {
@@ -118,25 +130,31 @@ impl Gate {
         }
     }
 
-    /// Counts an accepted call against the identity's window, or refuses it (refusals do not count).
-    pub fn admit(&mut self, identity: &Identity, limit: u32, now: DateTime<Utc>) -> Result<(), Rejection> {
-        if limit == 0 {
-            return Ok(());
-        }
-        let window = self.windows.entry(identity.clone()).or_default();
+    /// Counts an accepted call of `api` against the identity's window and the client address's window, or refuses
+    /// it with a 429 naming the limit it hit (the identity's first). A refused call takes a slot in neither window.
+    pub fn admit(
+        &mut self,
+        identity: &Identity,
+        peer: Option<IpAddr>,
+        api: Api,
+        limits: Limits,
+        now: DateTime<Utc>,
+    ) -> Result<(), Rejection> {
         let horizon = now - chrono::Duration::from_std(RATE_WINDOW).unwrap_or(chrono::Duration::MAX);
-        while window.front().is_some_and(|t| *t <= horizon) {
-            window.pop_front();
+        let by_identity = self.windows.entry((identity.clone(), api)).or_default();
+        if is_full(by_identity, limits.per_identity, horizon) {
+            return Err(throttled(throttle_message(limits.per_identity), identity));
         }
-        if window.len() >= limit as usize {
-            return Err(Rejection {
-                status: 429,
-                code: "APIGW.0308",
-                message: throttle_message(limit),
-                identity: Some(identity.label()),
-            });
+        let by_ip = self.ip_windows.entry((peer, api)).or_default();
+        if is_full(by_ip, limits.per_ip, horizon) {
+            return Err(throttled(throttle_message_ip(limits.per_ip), identity));
         }
-        window.push_back(now);
+        if limits.per_identity > 0 {
+            by_identity.push_back(now);
+        }
+        if limits.per_ip > 0 {
+            by_ip.push_back(now);
+        }
         Ok(())
     }
 
@@ -216,6 +234,9 @@ impl Gate {
                 }
             }
         }
+        if let Some(detail) = payload_hash_problem(&headers, req.body) {
+            return Err(self.failed(ak, now, &detail));
+        }
         let query = parse_query(req.raw_query);
         let signable =
             SignableRequest { method: req.method, path: req.path, query: &query, headers: &headers, body: req.body };
@@ -246,6 +267,18 @@ impl Gate {
     }
 }
 
+/// Drops the calls that left the window; whether `limit` calls remain in it (never, for an unlimited 0).
+fn is_full(window: &mut VecDeque<DateTime<Utc>>, limit: u32, horizon: DateTime<Utc>) -> bool {
+    while window.front().is_some_and(|t| *t <= horizon) {
+        window.pop_front();
+    }
+    limit > 0 && window.len() >= limit as usize
+}
+
+fn throttled(message: String, identity: &Identity) -> Rejection {
+    Rejection { status: 429, code: "APIGW.0308", message, identity: Some(identity.label()) }
+}
+
 fn locked(ak: &str, until: DateTime<Utc>) -> Rejection {
     Rejection::auth(
         Some(ak),
@@ -255,6 +288,30 @@ fn locked(ak: &str, until: DateTime<Utc>) -> Rejection {
             until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ),
     )
+}
+
+/// A signed `X-Sdk-Content-Sha256` replaces the body's hash in the canonical request, so it is only taken when it
+/// is the body's real hash, or `UNSIGNED-PAYLOAD` on a body that is not JSON (the only case the SDK sends it).
+/// Otherwise a client could sign one body and send another. Unsigned, the header plays no part: the body is hashed.
+fn payload_hash_problem(signed: &[(String, String)], body: &[u8]) -> Option<String> {
+    let value = |name: &str| signed.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim());
+    let claimed = value("x-sdk-content-sha256")?;
+    if body.is_empty() {
+        return None;
+    }
+    let content_type = value("content-type").unwrap_or("").to_ascii_lowercase();
+    let json = content_type.starts_with("application/json") || content_type.starts_with("application/bson");
+    if claimed == "UNSIGNED-PAYLOAD" && !json {
+        return None;
+    }
+    let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body));
+    if claimed.eq_ignore_ascii_case(&actual) {
+        return None;
+    }
+    Some(format!(
+        "verify aksk signature fail, X-Sdk-Content-Sha256 `{claimed}` is not the SHA-256 of the body received \
+         ({actual})"
+    ))
 }
 
 /// The X-Sdk-Date check: present, well-formed and within `max_skew` of now.
@@ -336,24 +393,69 @@ mod tests {
         assert!(shown.contains("x-security-token:[redacted]"));
     }
 
+    fn lim(per_identity: u32, per_ip: u32) -> Limits {
+        Limits { per_identity, per_ip }
+    }
+
     #[test]
     fn the_rate_window_slides_and_refusals_do_not_count() {
         let mut gate = Gate::default();
         let id = Identity::AccessKey("AK".into());
+        let api = Api::TaskStatistics;
         let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let at = |s: i64| t0 + chrono::Duration::seconds(s);
         for s in 0..3 {
-            gate.admit(&id, 3, at(s * 10)).unwrap();
+            gate.admit(&id, None, api, lim(3, 0), at(s * 10)).unwrap();
         }
-        assert_eq!(gate.admit(&id, 3, at(30)).unwrap_err().status, 429);
-        assert_eq!(gate.admit(&id, 3, at(59)).unwrap_err().status, 429);
+        assert_eq!(gate.admit(&id, None, api, lim(3, 0), at(30)).unwrap_err().status, 429);
+        assert_eq!(gate.admit(&id, None, api, lim(3, 0), at(59)).unwrap_err().status, 429);
         // The first call (t=0) leaves the window at t=60; the refusals at 30 and 59 took no slot.
-        gate.admit(&id, 3, at(60)).unwrap();
-        assert!(gate.admit(&id, 3, at(61)).is_err());
-        assert!(gate.admit(&Identity::StaticToken(0), 3, at(61)).is_ok(), "identities have separate windows");
+        gate.admit(&id, None, api, lim(3, 0), at(60)).unwrap();
+        assert!(gate.admit(&id, None, api, lim(3, 0), at(61)).is_err());
+        let other = Identity::StaticToken(0);
+        assert!(gate.admit(&other, None, api, lim(3, 0), at(61)).is_ok(), "identities have separate windows");
+        assert!(gate.admit(&id, None, Api::ListTasks, lim(3, 0), at(61)).is_ok(), "so do APIs");
         for _ in 0..100 {
-            gate.admit(&id, 0, at(62)).unwrap();
+            gate.admit(&id, None, api, lim(0, 0), at(62)).unwrap();
         }
+    }
+
+    #[test]
+    fn the_address_limit_is_shared_by_identities_and_counted_per_api() {
+        let mut gate = Gate::default();
+        let ip: Option<IpAddr> = Some([10, 0, 0, 1].into());
+        let other_ip: Option<IpAddr> = Some([10, 0, 0, 2].into());
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let ids: Vec<Identity> = (0..3).map(|i| Identity::AccessKey(format!("AK{i}"))).collect();
+        for id in &ids[..2] {
+            gate.admit(id, ip, Api::ListTasks, lim(5, 2), t0).unwrap();
+        }
+        let refused = gate.admit(&ids[2], ip, Api::ListTasks, lim(5, 2), t0).unwrap_err();
+        assert_eq!((refused.status, refused.code), (429, "APIGW.0308"));
+        assert!(refused.message.contains("policy ip over ratelimit,limit:2"), "{}", refused.message);
+        assert_eq!(refused.identity.as_deref(), Some("AK2"));
+        gate.admit(&ids[2], other_ip, Api::ListTasks, lim(5, 2), t0).unwrap();
+        gate.admit(&ids[2], ip, Api::ListTaskResources, lim(5, 2), t0).unwrap();
+        gate.admit(&ids[2], ip, Api::TaskStatistics, lim(5, 2), t0).unwrap();
+        // The identity limit is checked first and named as the user's.
+        let user = gate.admit(&ids[0], other_ip, Api::ListTasks, lim(1, 0), t0).unwrap_err();
+        assert!(user.message.contains("policy user over ratelimit,limit:1"), "{}", user.message);
+    }
+
+    #[test]
+    fn a_signed_content_hash_must_be_the_body_s() {
+        let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let body = br#"{"task_type":"cluster_scan"}"#;
+        let real = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body));
+        assert_eq!(payload_hash_problem(&h(&[("content-type", "application/json")]), body), None);
+        let claims =
+            |v: &str, ct: &str| payload_hash_problem(&h(&[("content-type", ct), ("x-sdk-content-sha256", v)]), body);
+        assert_eq!(claims(&real, "application/json"), None);
+        assert!(claims("UNSIGNED-PAYLOAD", "application/json").is_some(), "the SDK never skips a JSON body");
+        assert_eq!(claims("UNSIGNED-PAYLOAD", "application/octet-stream"), None);
+        assert!(claims(crate::hss::signer::EMPTY_SHA256, "application/json").unwrap().contains("not the SHA-256"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The HSS simulator: a real HTTP server that answers `GET /v5/{project_id}/common/task-statistics` like Huawei's
 //! gateway and HSS do — AK/SK signatures checked with the same signer, IAM tokens, the AK lockout, the 5-calls-a-minute
-//! limit, and every way the API has been seen to misbehave — following a scripted [`Scenario`].
+//! limits per user and per client IP, and every way the API has been seen to misbehave — following a scripted
+//! [`Scenario`].
 //!
 //! It owns its own clock (wall clock + an offset moved by [`Simulator::advance`] or `POST /__sim/advance`), so tests
 //! and rehearsals can jump hours ahead without sleeping. `/__sim/*` is a control API for tests, not part of HSS.
@@ -10,11 +11,12 @@ pub mod audit;
 mod auth;
 mod respond;
 mod scenario;
+mod tasks;
 #[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -22,7 +24,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::extract::{Extension, Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -39,11 +41,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::{Clock, SystemClock};
 use crate::model::TaskType;
-use auth::{Gate, RequestParts};
+use auth::{Gate, Limits, RequestParts};
 use respond::{JSON, Plan};
 
 pub use auth::{LOCKOUT, MAX_FAILED_SIGNATURES};
 pub use scenario::{Credential, ErrorBody, ErrorShape, Fault, LastTask, Scenario, ScenarioError, Series, Step, User};
+pub use tasks::{
+    Cluster, ClusterType, Counts, FileType, IacFile, ScanDetail, ScanStatus, ScanType, Task, TaskStatus, TriggerType,
+};
 
 /// The call log keeps this many records by default, dropping the oldest, so a long `simulate` run stays small.
 pub const MAX_CALL_RECORDS: usize = 10_000;
@@ -54,11 +59,54 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The response header carrying the request id, as on the real gateway.
 const REQUEST_ID: &str = "x-request-id";
 
+/// The API a request was for. HSS counts its rate limits per API, so the gateway and the audit do too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Api {
+    /// `GET /v5/{project_id}/common/task-statistics` (ShowTaskStatistics).
+    TaskStatistics,
+    /// `POST /v5/{project_id}/common/tasks/batch-query` (ListTasks).
+    ListTasks,
+    /// `POST /v5/{project_id}/common/tasks/{task_id}/resources/batch-query` (ListTaskResources).
+    ListTaskResources,
+    /// `POST /v3/auth/tokens` (IAM password login; not rate-limited, not part of the HSS budget).
+    IamTokens,
+}
+
+impl Api {
+    /// The name used in the call log and the audit.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::TaskStatistics => "task_statistics",
+            Api::ListTasks => "list_tasks",
+            Api::ListTaskResources => "list_task_resources",
+            Api::IamTokens => "iam_tokens",
+        }
+    }
+
+    /// Whether calls to it count toward HSS's per-API limits.
+    pub fn is_hss(self) -> bool {
+        !matches!(self, Api::IamTokens)
+    }
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One request the simulator answered (or refused), as `GET /__sim/calls` lists them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CallRecord {
     /// Simulator time the request arrived.
     pub at: DateTime<Utc>,
+    /// The API the path belongs to; `None` for a path no API has.
+    pub api: Option<Api>,
+    /// The client's address, as the per-IP limit sees it; `None` when the server could not tell (the router mounted
+    /// in a server other than [`Simulator::serve`]).
+    pub peer: Option<SocketAddr>,
     pub method: String,
     pub path: String,
     /// The raw query string, without `?`.
@@ -113,6 +161,10 @@ struct SimState {
     max_call_records: usize,
 }
 
+/// The client's address, put on every request by [`Simulator::serve`]'s accept loop.
+#[derive(Debug, Clone, Copy)]
+struct PeerAddr(SocketAddr);
+
 /// Marks a response the connection layer must replace by closing the connection.
 #[derive(Debug, Clone, Copy)]
 struct ResetConnection;
@@ -156,6 +208,10 @@ impl Simulator {
         Router::new()
             .route("/v5/{project_id}/common/task-statistics", get(task_statistics))
             .route("/v5/{project_id}/common/task-statistics/", get(task_statistics))
+            .route("/v5/{project_id}/common/tasks/batch-query", post(list_tasks))
+            .route("/v5/{project_id}/common/tasks/batch-query/", post(list_tasks))
+            .route("/v5/{project_id}/common/tasks/{task_id}/resources/batch-query", post(list_task_resources))
+            .route("/v5/{project_id}/common/tasks/{task_id}/resources/batch-query/", post(list_task_resources))
             .route("/v3/auth/tokens", post(iam_tokens))
             .route("/__sim/calls", get(control_calls))
             .route("/__sim/now", get(control_now))
@@ -176,8 +232,8 @@ impl Simulator {
                 accepted = listener.accept() => accepted,
             };
             match accepted {
-                Ok((stream, _peer)) => {
-                    connections.spawn(serve_connection(stream, router.clone(), shutdown.clone()));
+                Ok((stream, peer)) => {
+                    connections.spawn(serve_connection(stream, peer, router.clone(), shutdown.clone()));
                 }
                 Err(e) if is_per_connection_error(&e) => continue,
                 Err(e) => {
@@ -259,9 +315,15 @@ fn announce(line: &str) {
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, router: Router, shutdown: CancellationToken) {
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+) {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let tower = TowerToHyperService::new(router.clone());
+        req.extensions_mut().insert(PeerAddr(peer));
         async move {
             let response = match hyper::service::Service::call(&tower, req).await {
                 Ok(response) => response,
@@ -355,34 +417,108 @@ fn json_response(status: StatusCode, body: Value, request_id: &str) -> Response 
 async fn task_statistics(
     State(sim): State<Simulator>,
     UrlPath(project_id): UrlPath<String>,
+    peer: Option<Extension<PeerAddr>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let call = Call { api: Api::TaskStatistics, peer: peer.map(|p| p.0.0), method, uri, headers, body };
+    let raw_query = call.uri.query().unwrap_or("").to_string();
+    gateway(&sim, call, |sim, now, request_id| answer(sim, &project_id, &raw_query, now, request_id)).await
+}
+
+/// `POST /v5/{project_id}/common/tasks/batch-query` (ListTasks).
+async fn list_tasks(
+    State(sim): State<Simulator>,
+    UrlPath(project_id): UrlPath<String>,
+    peer: Option<Extension<PeerAddr>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let call = Call { api: Api::ListTasks, peer: peer.map(|p| p.0.0), method, uri, headers, body };
+    let raw_query = call.uri.query().unwrap_or("").to_string();
+    let request_body = call.body.clone();
+    gateway(&sim, call, |sim, now, request_id| {
+        let ask = TaskAsk { project_id: &project_id, task_id: None, raw_query: &raw_query, body: &request_body };
+        answer_tasks(sim, &ask, now, request_id)
+    })
+    .await
+}
+
+/// `POST /v5/{project_id}/common/tasks/{task_id}/resources/batch-query` (ListTaskResources).
+async fn list_task_resources(
+    State(sim): State<Simulator>,
+    UrlPath((project_id, task_id)): UrlPath<(String, String)>,
+    peer: Option<Extension<PeerAddr>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let call = Call { api: Api::ListTaskResources, peer: peer.map(|p| p.0.0), method, uri, headers, body };
+    let raw_query = call.uri.query().unwrap_or("").to_string();
+    let request_body = call.body.clone();
+    gateway(&sim, call, |sim, now, request_id| {
+        let ask =
+            TaskAsk { project_id: &project_id, task_id: Some(&task_id), raw_query: &raw_query, body: &request_body };
+        answer_tasks(sim, &ask, now, request_id)
+    })
+    .await
+}
+
+/// An HSS request as it arrived.
+struct Call {
+    api: Api,
+    peer: Option<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// The gateway in front of every HSS API: authentication, the per-identity and per-IP limits of `call.api`, then
+/// `answer` for an admitted call; every call is logged.
+async fn gateway(
+    sim: &Simulator,
+    call: Call,
+    answer: impl FnOnce(&Simulator, DateTime<Utc>, &str) -> Plan,
+) -> Response {
     let request_id = new_request_id();
     let now = sim.now();
-    let raw_query = uri.query().unwrap_or("");
-    let parts = RequestParts { method: method.as_str(), path: uri.path(), raw_query, headers: &headers, body: &body };
+    let raw_query = call.uri.query().unwrap_or("");
+    let parts = RequestParts {
+        method: call.method.as_str(),
+        path: call.uri.path(),
+        raw_query,
+        headers: &call.headers,
+        body: &call.body,
+    };
     let scenario = &sim.shared.scenario;
+    let limits = Limits { per_identity: scenario.calls_per_minute, per_ip: scenario.calls_per_minute_per_ip };
+    let ip: Option<IpAddr> = call.peer.map(|p| p.ip());
 
     let plan = {
         let mut state = sim.lock();
         let checked = state
             .gate
             .authenticate(scenario, &parts, now)
-            .and_then(|identity| state.gate.admit(&identity, scenario.calls_per_minute, now).map(|()| identity));
+            .and_then(|identity| state.gate.admit(&identity, ip, call.api, limits, now).map(|()| identity));
         let (identity, plan) = match checked {
             Err(rejection) => (
                 rejection.identity,
                 Plan::gateway_error(rejection.status, rejection.code, &rejection.message, &request_id),
             ),
-            Ok(identity) => (Some(identity.label()), answer(&sim, &project_id, raw_query, now, &request_id)),
+            Ok(identity) => (Some(identity.label()), answer(sim, now, &request_id)),
         };
         state.record(CallRecord {
             at: now,
-            method: method.to_string(),
-            path: uri.path().to_string(),
+            api: Some(call.api),
+            peer: call.peer,
+            method: call.method.to_string(),
+            path: call.uri.path().to_string(),
             query: raw_query.to_string(),
             identity,
             status: (!plan.reset).then_some(plan.status),
@@ -434,6 +570,77 @@ fn answer(sim: &Simulator, project_id: &str, raw_query: &str, now: DateTime<Utc>
     respond::plan(step, &values, request_id, limit)
 }
 
+/// A ListTasks or ListTaskResources request, past the gateway.
+struct TaskAsk<'a> {
+    project_id: &'a str,
+    /// ListTaskResources' task; `None` for ListTasks.
+    task_id: Option<&'a str>,
+    raw_query: &'a str,
+    body: &'a [u8],
+}
+
+/// What the scenario says to an admitted ListTasks / ListTaskResources: parameter errors first, then the series'
+/// `tasks_fault` or the fault of the statistics step in force (where it applies), then the tasks at this moment.
+fn answer_tasks(sim: &Simulator, ask: &TaskAsk<'_>, now: DateTime<Utc>, request_id: &str) -> Plan {
+    let scenario = &sim.shared.scenario;
+    let refuse = |(status, code, message): tasks::Refusal| Plan::gateway_error(status, code, &message, request_id);
+    let query = auth::parse_query(ask.raw_query);
+    let page = match tasks::parse_page(&query) {
+        Ok(page) => page,
+        Err(refusal) => return refuse(refusal),
+    };
+    let (body, task_type) = match tasks::parse_body(ask.body) {
+        Ok(parsed) => parsed,
+        Err(refusal) => return refuse(refusal),
+    };
+    if !scenario.knows_project(ask.project_id) {
+        return Plan::gateway_error(
+            404,
+            "HSS.0011",
+            &format!("resource does not exist: no project {} in this scenario", ask.project_id),
+            request_id,
+        );
+    }
+    let Some(series) = scenario.find_series(ask.project_id, task_type, page.enterprise_project_id.as_deref()) else {
+        return Plan::gateway_error(400, "HSS.0001", "invalid parameter", request_id);
+    };
+    let t = (now - sim.shared.started).to_std().unwrap_or(Duration::ZERO);
+    let limit = match scenario.calls_per_minute {
+        0 => scenario::DEFAULT_CALLS_PER_MINUTE,
+        n => n,
+    };
+    let step_fault = series.step_at(t).and_then(|s| s.fault.as_ref()).filter(|f| f.applies_to_task_apis());
+    let mut delay = None;
+    match series.tasks_fault.as_ref().or(step_fault) {
+        Some(Fault::Slow { delay: d }) => delay = Some(*d),
+        Some(fault) => {
+            let none = respond::Values { total_num: 0, running_num: 0, last_task_start_time: None };
+            return respond::fault_plan(fault, &none, request_id, limit);
+        }
+        None => {}
+    }
+    let moment = tasks::Moment { started: sim.shared.started, t };
+    let answer = match ask.task_id {
+        None => tasks::list_tasks(&series.tasks, task_type, &body, &page, moment).map(Some),
+        Some(task_id) => tasks::list_resources(&series.tasks, task_id, task_type, &body, &page, moment),
+    };
+    let plan = match answer {
+        Ok(Some(value)) => respond::ok_json(&value),
+        Ok(None) => Plan::gateway_error(
+            400,
+            "HSS.0011",
+            &format!(
+                "resource does not exist: no {task_type} task {} in project {}",
+                ask.task_id.unwrap_or_default(),
+                ask.project_id
+            ),
+            request_id,
+        ),
+        Err(refusal) => refuse(refusal),
+    };
+    Plan { delay, ..plan }
+}
+
 /// The parts of an IAM password login the simulator checks.
 struct Login {
     domain: String,
@@ -475,7 +682,12 @@ fn iam_error(status: StatusCode, message: &str, request_id: &str) -> Response {
 }
 
 /// `POST /v3/auth/tokens`: IAM password login issuing a token in `X-Subject-Token`.
-async fn iam_tokens(State(sim): State<Simulator>, uri: Uri, body: Bytes) -> Response {
+async fn iam_tokens(
+    State(sim): State<Simulator>,
+    peer: Option<Extension<PeerAddr>>,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
     let request_id = new_request_id();
     let now = sim.now();
     let scenario = &sim.shared.scenario;
@@ -514,6 +726,8 @@ async fn iam_tokens(State(sim): State<Simulator>, uri: Uri, body: Bytes) -> Resp
     let status = response.status().as_u16();
     state.record(CallRecord {
         at: now,
+        api: Some(Api::IamTokens),
+        peer: peer.map(|p| p.0.0),
         method: "POST".into(),
         path: uri.path().to_string(),
         query: uri.query().unwrap_or("").to_string(),
@@ -526,7 +740,12 @@ async fn iam_tokens(State(sim): State<Simulator>, uri: Uri, body: Bytes) -> Resp
 }
 
 /// Any other path: the gateway's "no such API".
-async fn unknown_api(State(sim): State<Simulator>, method: Method, uri: Uri) -> Response {
+async fn unknown_api(
+    State(sim): State<Simulator>,
+    peer: Option<Extension<PeerAddr>>,
+    method: Method,
+    uri: Uri,
+) -> Response {
     let request_id = new_request_id();
     let plan = Plan::gateway_error(
         404,
@@ -537,6 +756,8 @@ async fn unknown_api(State(sim): State<Simulator>, method: Method, uri: Uri) -> 
     let now = sim.now();
     sim.lock().record(CallRecord {
         at: now,
+        api: None,
+        peer: peer.map(|p| p.0.0),
         method: method.to_string(),
         path: uri.path().to_string(),
         query: uri.query().unwrap_or("").to_string(),

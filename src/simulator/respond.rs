@@ -98,10 +98,20 @@ fn stats_with(total: Option<&str>, running: &str, last: Option<i64>) -> String {
 /// The answer of a step: its values, or its fault rendered as documented in `scenarios/README.md`.
 /// `calls_per_minute` only shapes the message of a `throttled` fault.
 pub fn plan(step: &Step, values: &Values, request_id: &str, calls_per_minute: u32) -> Plan {
+    match &step.fault {
+        None => Plan::new(200, JSON, stats_json(values)),
+        Some(fault) => fault_plan(fault, values, request_id, calls_per_minute),
+    }
+}
+
+/// A 200 with a JSON body (the task APIs' answers).
+pub fn ok_json(body: &serde_json::Value) -> Plan {
+    Plan::new(200, JSON, body.to_string())
+}
+
+/// A fault rendered as documented; `values` only matter to `slow` and the body faults.
+pub fn fault_plan(fault: &Fault, values: &Values, request_id: &str, calls_per_minute: u32) -> Plan {
     let ok = || Plan::new(200, JSON, stats_json(values));
-    let Some(fault) = &step.fault else {
-        return ok();
-    };
     let total = values.total_num.to_string();
     let running = values.running_num.to_string();
     let last = values.last_task_start_time;
@@ -167,6 +177,11 @@ pub fn plan(step: &Step, values: &Values, request_id: &str, calls_per_minute: u3
 /// The gateway's message for a throttled call; HSS names the limit it applied.
 pub fn throttle_message(limit: u32) -> String {
     format!("The throttling threshold has been reached: policy user over ratelimit,limit:{limit},time:1 minute")
+}
+
+/// The gateway's message for a call over the per-client-IP limit.
+pub fn throttle_message_ip(limit: u32) -> String {
+    format!("The throttling threshold has been reached: policy ip over ratelimit,limit:{limit},time:1 minute")
 }
 
 /// A page like the ones nginx in front of a gateway serves.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::tasks::{self, RawTask, Task};
 use crate::model::TaskType;
 use crate::secret::Secret;
 
@@ -53,8 +54,11 @@ impl ScenarioError {
 /// A parsed and validated scenario.
 #[derive(Debug, Clone)]
 pub struct Scenario {
-    /// Accepted HSS calls per identity in any 60 s window; 0 means unlimited.
+    /// Accepted calls per identity and API in any 60 s window; 0 means unlimited.
     pub calls_per_minute: u32,
+    /// Accepted calls per client IP and API in any 60 s window, across identities; 0 (the default when the file
+    /// does not set it) means unlimited. HSS's own is 5.
+    pub calls_per_minute_per_ip: u32,
     /// How far `X-Sdk-Date` may be from the simulator clock.
     pub max_clock_skew: Duration,
     /// Lifetime of the IAM tokens the simulator issues.
@@ -92,6 +96,11 @@ pub struct Series {
     pub enterprise_project_id: Option<String>,
     /// Sorted by `at`, the first at zero.
     pub steps: Vec<Step>,
+    /// The scan tasks ListTasks and ListTaskResources report for this series (none: empty lists).
+    pub tasks: Vec<Task>,
+    /// When set, ListTasks and ListTaskResources answer this fault for this series all the time (the statistics
+    /// API is unaffected).
+    pub tasks_fault: Option<Fault>,
 }
 
 impl Series {
@@ -167,6 +176,24 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Whether the task APIs answer this fault too when a statistics step has it: the gateway and transport faults
+    /// do (the backend is down, the caller is refused, the connection drops); the faults that break the statistics
+    /// body in a particular way (`truncated`, `wrong_types`…) concern that body only.
+    pub fn applies_to_task_apis(&self) -> bool {
+        matches!(
+            self,
+            Fault::ServerError { .. }
+                | Fault::Throttled { .. }
+                | Fault::Slow { .. }
+                | Fault::Malformed
+                | Fault::HssError { .. }
+                | Fault::Unauthorized
+                | Fault::Forbidden
+                | Fault::NotFound
+                | Fault::Reset
+        )
+    }
+
     /// The name used in scenario files.
     pub fn name(&self) -> &'static str {
         match self {
@@ -229,6 +256,7 @@ struct RawScenario {
 #[serde(deny_unknown_fields)]
 struct RawSimulator {
     calls_per_minute: Option<u32>,
+    calls_per_minute_per_ip: Option<u32>,
     max_clock_skew: Option<String>,
     token_ttl: Option<String>,
 }
@@ -261,8 +289,47 @@ struct RawSeries {
     project_id: String,
     task_type: TaskType,
     enterprise_project_id: Option<String>,
+    tasks_fault: Option<RawTasksFault>,
     #[serde(default)]
     steps: Vec<RawStep>,
+    #[serde(default)]
+    tasks: Vec<RawTask>,
+}
+
+/// The faults `tasks_fault` takes, each with its default options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawTasksFault {
+    ServerError,
+    Throttled,
+    Malformed,
+    HssError,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Reset,
+}
+
+impl RawTasksFault {
+    fn fault(self) -> Fault {
+        match self {
+            RawTasksFault::ServerError => {
+                Fault::ServerError { status: 503, body: ErrorBody::Html, code: None, message: None }
+            }
+            RawTasksFault::Throttled => Fault::Throttled { retry_after: None },
+            RawTasksFault::Malformed => Fault::Malformed,
+            RawTasksFault::HssError => Fault::HssError {
+                status: 400,
+                code: "HSS.0001".into(),
+                message: "invalid parameter".into(),
+                shape: ErrorShape::Flat,
+            },
+            RawTasksFault::Unauthorized => Fault::Unauthorized,
+            RawTasksFault::Forbidden => Fault::Forbidden,
+            RawTasksFault::NotFound => Fault::NotFound,
+            RawTasksFault::Reset => Fault::Reset,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,16 +429,16 @@ fn toml_message(e: &toml::de::Error, source: &str) -> String {
     }
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ScenarioError {
+pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ScenarioError {
     ScenarioError::Invalid { key: key.into(), message: message.into() }
 }
 
-fn duration(key: &str, value: &str) -> Result<Duration, ScenarioError> {
+pub(super) fn duration(key: &str, value: &str) -> Result<Duration, ScenarioError> {
     humantime::parse_duration(value)
         .map_err(|e| invalid(key, format!("`{value}` is not a duration ({e}); write e.g. \"90s\", \"15m\" or \"2h\"")))
 }
 
-fn non_empty(key: &str, value: &str) -> Result<(), ScenarioError> {
+pub(super) fn non_empty(key: &str, value: &str) -> Result<(), ScenarioError> {
     if value.trim().is_empty() { Err(invalid(key, "must not be empty")) } else { Ok(()) }
 }
 
@@ -429,6 +496,7 @@ fn validate(raw: RawScenario) -> Result<Scenario, ScenarioError> {
     }
     let mut series = Vec::with_capacity(raw.series.len());
     let mut identities = HashSet::new();
+    let mut task_ids = HashSet::new();
     for (i, s) in raw.series.into_iter().enumerate() {
         let key = format!("series[{i}]");
         non_empty(&format!("{key}.project_id"), &s.project_id)?;
@@ -471,16 +539,20 @@ fn validate(raw: RawScenario) -> Result<Scenario, ScenarioError> {
             }
             steps.push(step);
         }
+        let tasks = tasks::validate_tasks(&key, s.task_type, s.tasks, &mut task_ids)?;
         series.push(Series {
             project_id: s.project_id,
             task_type: s.task_type,
             enterprise_project_id: s.enterprise_project_id,
             steps,
+            tasks,
+            tasks_fault: s.tasks_fault.map(RawTasksFault::fault),
         });
     }
 
     Ok(Scenario {
         calls_per_minute: raw.simulator.calls_per_minute.unwrap_or(DEFAULT_CALLS_PER_MINUTE),
+        calls_per_minute_per_ip: raw.simulator.calls_per_minute_per_ip.unwrap_or(0),
         max_clock_skew,
         token_ttl,
         credentials,
@@ -823,5 +895,14 @@ task_type = "cluster_scan"
         let types: HashSet<TaskType> = s.series.iter().map(|x| x.task_type).collect();
         assert_eq!(types.len(), 2);
         assert!(s.series.iter().any(|x| x.steps.iter().any(|st| st.fault.is_some())));
+        // A finished task with a failed cluster and its reason, for scan_failures to name.
+        let failed = s.series[0].tasks.iter().find(|t| t.end.is_some() && t.counts.failed > 0).unwrap();
+        let cluster = failed.clusters.iter().find(|c| c.scan_status == super::super::ScanStatus::Failed).unwrap();
+        assert_eq!(cluster.name, "prod-cce-1");
+        assert_eq!(
+            cluster.details[0].failed_reason.as_deref(),
+            Some("kube-apiserver unreachable: connection timed out")
+        );
+        assert!(s.series[1].tasks.iter().any(|t| t.file_type == super::super::FileType::K8sYaml));
     }
 }

@@ -127,6 +127,49 @@ impl Harness {
         builder
     }
 
+    /// A POST to `path` signed over `signed_body` like the SDK signs it, sending `sent_body` (the same bytes for an
+    /// honest client).
+    fn signed_post(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        signed_body: &[u8],
+        sent_body: &[u8],
+    ) -> reqwest::RequestBuilder {
+        let query: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let headers: Vec<(String, String)> = vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("Host".into(), self.host.clone()),
+            ("User-Agent".into(), "scanwatch-test".into()),
+            ("X-Project-Id".into(), P1.into()),
+            ("X-Sdk-Date".into(), self.sim.now().format(signer::SDK_DATE_FORMAT).to_string()),
+        ];
+        let req = SignableRequest { method: "POST", path, query: &query, headers: &headers, body: signed_body };
+        let signature = signer::sign(&req, AK, SK).unwrap();
+        let qs = signer::canonical_query(&query);
+        let url = if qs.is_empty() { format!("{}{path}", self.base) } else { format!("{}{path}?{qs}", self.base) };
+        let mut builder =
+            self.client.post(url).header("Authorization", signature.authorization).body(sent_body.to_vec());
+        for (k, v) in headers {
+            builder = builder.header(k, v);
+        }
+        builder
+    }
+
+    /// ListTasks for P1 with this body and query, honestly signed.
+    async fn list_tasks(&self, query: &[(&str, &str)], body: Value) -> (u16, Value) {
+        let body = body.to_string();
+        let path = format!("/v5/{P1}/common/tasks/batch-query");
+        json_of(self.signed_post(&path, query, body.as_bytes(), body.as_bytes()).send().await.unwrap()).await
+    }
+
+    /// ListTaskResources for a task of P1.
+    async fn list_resources(&self, task_id: &str, query: &[(&str, &str)], body: Value) -> (u16, Value) {
+        let body = body.to_string();
+        let path = format!("/v5/{P1}/common/tasks/{task_id}/resources/batch-query");
+        json_of(self.signed_post(&path, query, body.as_bytes(), body.as_bytes()).send().await.unwrap()).await
+    }
+
     fn good(&self, task_type: &str) -> reqwest::RequestBuilder {
         self.signed(AK, SK, &[("task_type", task_type)], self.sim.now(), &[])
     }
@@ -728,5 +771,437 @@ async fn an_injected_clock_is_simulator_time_and_the_call_log_keeps_as_many_call
     }
     let at: Vec<_> = h.sim.calls().iter().map(|c| (c.at - start).num_seconds()).collect();
     assert_eq!(at, [10, 20], "the oldest call was dropped; times are the injected clock's");
+    h.stop().await;
+}
+
+/// The scenario with tasks: on the cluster series a nightly scan created at 5m, running 10m–40m, that ends with one
+/// cluster failed, plus an older manual scan and one that never ends; on the IaC series one finished scan.
+fn task_scenario(series_extra: &str) -> String {
+    let base = scenario("");
+    // Insert the tasks right after each series' steps: TOML appends [[series.tasks]] to the latest [[series]].
+    let (cluster, iac) = base.split_at(
+        base.find("[[series]]\nproject_id = \"0123456789abcdef0123456789abcdef\"\ntask_type = \"iac_scan\"").unwrap(),
+    );
+    let cluster = cluster.replacen(
+        "task_type = \"cluster_scan\"\n",
+        &format!("task_type = \"cluster_scan\"\n{series_extra}\n"),
+        1,
+    );
+    format!(
+        r#"{cluster}
+  [[series.tasks]]
+  task_id = "t-old"
+  task_name = "first scan"
+  trigger_type = "manual"
+  start = "0s"
+  end = "1m"
+  estimated_minutes = 1
+  scan_types = ["cluster_vul"]
+  success = 4
+  [[series.tasks]]
+  task_id = "t-nightly"
+  task_name = "Nightly cluster scan"
+  created = "5m"
+  start = "10m"
+  end = "40m"
+  estimated_minutes = 20
+  scan_types = ["cluster_vul", "benchmark"]
+  success = 7
+    [[series.tasks.clusters]]
+    cluster_name = "prod-cce-1"
+    cluster_id = "c-1"
+    cluster_type = "cce"
+    cluster_version = "v1.28"
+    scan_status = "failed"
+    scan_details = [
+      {{ scan_type = "cluster_vul", status = "failed", failed_reason = "kube-apiserver unreachable: connection timed out" }},
+      {{ scan_type = "benchmark", status = "success" }},
+    ]
+    [[series.tasks.clusters]]
+    cluster_name = "prod-cce-2"
+    cluster_id = "c-2"
+    scan_status = "success"
+  [[series.tasks]]
+  task_id = "t-stuck"
+  task_name = "stuck scan"
+  start = "50m"
+  estimated_minutes = 5
+    [[series.tasks.clusters]]
+    cluster_name = "idc-1"
+    cluster_type = "self_built_idc"
+    scan_status = "scanning"
+{iac}
+  [[series.tasks]]
+  task_id = "t-iac"
+  task_name = "IaC scan"
+  start = "0s"
+  end = "2m"
+  file_type = "k8s_yaml"
+    [[series.tasks.files]]
+    file_name = "deploy.yaml"
+    file_id = "f-1"
+    chart_name = "web"
+    scan_status = "failed"
+    failed_reason = "yaml: line 3: mapping values are not allowed here"
+    [[series.tasks.files]]
+    file_name = "svc.yaml"
+    scan_status = "success"
+"#
+    )
+}
+
+fn cluster_body(extra: Value) -> Value {
+    let mut body = serde_json::json!({ "task_type": "cluster_scan" });
+    if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+        b.extend(e);
+    }
+    body
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body["data_list"].as_array().unwrap().iter().map(|t| t["task_id"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn list_tasks_follows_a_task_through_its_life() {
+    let h = spawn(&task_scenario("")).await;
+    let started = h.sim.now() - chrono::Duration::from_std(h.sim.scenario_time()).unwrap();
+    let at = |mins: i64| ms(started) + mins * 60_000;
+    let nightly =
+        |body: &Value| body["data_list"].as_array().unwrap().iter().find(|t| t["task_id"] == "t-nightly").cloned();
+
+    let (status, body) = h.list_tasks(&[], cluster_body(serde_json::json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["total_num"].as_u64(), ids(&body)), (Some(1), vec!["t-old".to_string()]), "not created yet");
+    let old = &body["data_list"][0];
+    assert_eq!(old["task_status"], "running", "t-old runs 0s–1m");
+    assert_eq!(old["trigger_type"], "manual");
+    assert_eq!(old["cluster_scan_info"]["scanning_cluster_num"], 4, "{old}");
+    assert!(old.get("end_time").is_none() && old.get("iac_scan_info").is_none(), "{old}");
+
+    h.sim.advance(Duration::from_secs(5 * 60));
+    let (_, body) = h.list_tasks(&[], cluster_body(serde_json::json!({}))).await;
+    let t = nightly(&body).expect("created at 5m");
+    assert_eq!((t["task_status"].as_str(), t["estimated_time"].as_u64()), (Some("ready"), Some(20)));
+    assert_eq!(t["start_time"].as_i64(), Some(at(10)), "the planned start");
+
+    h.sim.advance(Duration::from_secs(5 * 60 + 5 * 60));
+    let (_, body) = h.list_tasks(&[], cluster_body(serde_json::json!({}))).await;
+    let t = nightly(&body).unwrap();
+    assert_eq!((t["task_status"].as_str(), t["estimated_time"].as_u64()), (Some("running"), Some(15)));
+    let info = &t["cluster_scan_info"];
+    assert_eq!(info["scan_type_list"], serde_json::json!(["cluster_vul", "benchmark"]));
+    assert_eq!(
+        (
+            info["scanning_cluster_num"].as_u64(),
+            info["success_cluster_num"].as_u64(),
+            info["failed_cluster_num"].as_u64()
+        ),
+        (Some(8), Some(0), Some(0)),
+        "while running, everything is scanning"
+    );
+
+    h.sim.advance(Duration::from_secs(25 * 60));
+    let (_, body) = h.list_tasks(&[], cluster_body(serde_json::json!({ "task_status": "finished" }))).await;
+    assert_eq!(ids(&body), ["t-nightly", "t-old"], "newest first by default");
+    let t = &body["data_list"][0];
+    assert_eq!(
+        (t["task_type"].as_str(), t["task_name"].as_str()),
+        (Some("cluster_scan"), Some("Nightly cluster scan"))
+    );
+    assert_eq!(
+        (t["start_time"].as_i64(), t["end_time"].as_i64(), t["estimated_time"].as_u64()),
+        (Some(at(10)), Some(at(40)), Some(0))
+    );
+    let info = &t["cluster_scan_info"];
+    assert_eq!(
+        (
+            info["scanning_cluster_num"].as_u64(),
+            info["success_cluster_num"].as_u64(),
+            info["failed_cluster_num"].as_u64()
+        ),
+        (Some(0), Some(7), Some(1))
+    );
+
+    h.sim.advance(Duration::from_secs(60 * 60));
+    let (_, body) =
+        h.list_tasks(&[], cluster_body(serde_json::json!({ "sort_key": "start_time", "sort_dir": "asc" }))).await;
+    assert_eq!(ids(&body), ["t-old", "t-nightly", "t-stuck"]);
+    let stuck = &body["data_list"][2];
+    assert_eq!(
+        (stuck["task_status"].as_str(), stuck["estimated_time"].as_u64()),
+        (Some("running"), Some(0)),
+        "past its estimate"
+    );
+    assert_eq!(stuck["cluster_scan_info"]["scanning_cluster_num"], 1);
+    let (_, body) = h.list_tasks(&[], cluster_body(serde_json::json!({ "task_status": "running" }))).await;
+    assert_eq!(ids(&body), ["t-stuck"]);
+    let (_, body) = h.list_tasks(&[], cluster_body(serde_json::json!({ "task_id": "t-old" }))).await;
+    assert_eq!(ids(&body), ["t-old"]);
+    let (_, body) = h
+        .list_tasks(&[], cluster_body(serde_json::json!({ "task_name": "nightly", "trigger_type": "schedule" })))
+        .await;
+    assert_eq!(ids(&body), ["t-nightly"], "task_name is fuzzy");
+    let (_, body) = h
+        .list_tasks(&[], cluster_body(serde_json::json!({ "start_create_time": at(5), "end_create_time": at(5) })))
+        .await;
+    assert_eq!(ids(&body), ["t-nightly"], "create time is when the task appeared");
+    let (_, body) = h.list_tasks(&[("limit", "10"), ("offset", "2")], cluster_body(serde_json::json!({}))).await;
+    assert_eq!((body["total_num"].as_u64(), ids(&body)), (Some(3), vec!["t-old".to_string()]), "a page counts all");
+
+    let (status, body) = h.list_tasks(&[], serde_json::json!({ "task_type": "iac_scan" })).await;
+    assert_eq!(status, 200);
+    let t = &body["data_list"][0];
+    assert_eq!(
+        t["iac_scan_info"],
+        serde_json::json!({"file_type": "k8s_yaml", "scan_file_num": 0, "success_file_num": 1, "failed_file_num": 1})
+    );
+    assert!(t.get("cluster_scan_info").is_none());
+
+    let calls = h.sim.calls();
+    assert!(calls.iter().all(|c| c.method == "POST" && c.status == Some(200)), "{calls:?}");
+    assert_eq!(calls[0].api, Some(Api::ListTasks));
+    assert!(calls[0].peer.is_some_and(|p| p.ip().is_loopback()), "{:?}", calls[0].peer);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn list_task_resources_names_the_failed_cluster_and_why() {
+    let h = spawn(&task_scenario("")).await;
+    h.sim.advance(Duration::from_secs(20 * 60));
+    let (status, body) = h.list_resources("t-nightly", &[], cluster_body(serde_json::json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total_num"], 2);
+    let list = body["cluster_scan_data_list"].as_array().unwrap();
+    assert!(list.iter().all(|c| c["scan_status"] == "scanning" && c.get("end_time").is_none()), "running: {body}");
+    assert!(!body.to_string().contains("failed_reason"), "no reason before it fails: {body}");
+
+    h.sim.advance(Duration::from_secs(20 * 60));
+    let failed = cluster_body(serde_json::json!({ "cluster_scan_info": { "scan_status": "failed" } }));
+    let (status, body) = h.list_resources("t-nightly", &[], failed).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total_num"], 1);
+    let c = &body["cluster_scan_data_list"][0];
+    assert_eq!(
+        (
+            c["cluster_name"].as_str(),
+            c["cluster_id"].as_str(),
+            c["cluster_type"].as_str(),
+            c["cluster_version"].as_str()
+        ),
+        (Some("prod-cce-1"), Some("c-1"), Some("cce"), Some("v1.28"))
+    );
+    assert_eq!(c["scan_status"], "failed");
+    assert!(c["start_time"].is_i64() && c["end_time"].is_i64(), "{c}");
+    assert_eq!(
+        c["scan_detail_list"],
+        serde_json::json!([
+            {"scan_type": "cluster_vul", "status": "failed", "failed_reason": "kube-apiserver unreachable: connection timed out"},
+            {"scan_type": "benchmark", "status": "success"},
+        ])
+    );
+    let ok = cluster_body(serde_json::json!({ "cluster_scan_info": { "scan_status": "success" } }));
+    let (_, body) = h.list_resources("t-nightly", &[], ok).await;
+    let c = &body["cluster_scan_data_list"][0];
+    assert_eq!((c["cluster_name"].as_str(), c["cluster_type"].as_str()), (Some("prod-cce-2"), Some("cce")));
+    assert_eq!(c["scan_detail_list"].as_array().unwrap().len(), 2, "a detail per scan type by default: {c}");
+
+    let (status, body) = h
+        .list_resources(
+            "t-iac",
+            &[("limit", "10")],
+            serde_json::json!({ "task_type": "iac_scan", "iac_scan_info": { "scan_status": "failed" } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total_num"], 1);
+    let f = &body["iac_scan_data_list"][0];
+    assert_eq!(
+        (f["file_name"].as_str(), f["file_id"].as_str(), f["file_type"].as_str(), f["chart_name"].as_str()),
+        (Some("deploy.yaml"), Some("f-1"), Some("k8s_yaml"), Some("web"))
+    );
+    assert_eq!(f["failed_reason"], "yaml: line 3: mapping values are not allowed here");
+    assert!(f["file_size"].is_u64());
+    assert_eq!(h.sim.calls().last().unwrap().api, Some(Api::ListTaskResources));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_task_apis_check_their_parameters_like_hss() {
+    let h = spawn(&task_scenario("")).await;
+    let code = |v: &Value| v["error_code"].as_str().map(str::to_string);
+    for limit in ["5", "201", "ten"] {
+        let (status, body) = h.list_tasks(&[("limit", limit)], cluster_body(serde_json::json!({}))).await;
+        assert_eq!((status, code(&body).as_deref()), (400, Some("HSS.0001")), "limit {limit}: {body}");
+        assert!(body["error_msg"].as_str().unwrap().contains("limit"), "{body}");
+    }
+    let (status, _) = h.list_tasks(&[("limit", "200"), ("offset", "0")], cluster_body(serde_json::json!({}))).await;
+    assert_eq!(status, 200);
+    let (status, body) = h.list_tasks(&[("offset", "2000001")], cluster_body(serde_json::json!({}))).await;
+    assert_eq!((status, code(&body).as_deref()), (400, Some("HSS.0001")));
+
+    let (status, body) = h.list_tasks(&[], serde_json::json!({ "task_status": "running" })).await;
+    assert_eq!((status, code(&body).as_deref()), (400, Some("HSS.0001")), "task_type is required: {body}");
+    assert!(body["error_msg"].as_str().unwrap().contains("task_type"));
+    let (status, body) = h.list_resources("t-old", &[], serde_json::json!({ "task_type": "host_scan" })).await;
+    assert_eq!((status, code(&body).as_deref()), (400, Some("HSS.0001")));
+    for bad in [
+        serde_json::json!({ "sort_key": "end_time" }),
+        serde_json::json!({ "task_status": "failed" }),
+        serde_json::json!({ "sort_dir": "up" }),
+    ] {
+        let (status, body) = h.list_tasks(&[], cluster_body(bad.clone())).await;
+        assert_eq!((status, code(&body).as_deref()), (400, Some("HSS.0001")), "{bad}: {body}");
+    }
+
+    let path = format!("/v5/{P1}/common/tasks/batch-query");
+    let (status, body) = json_of(h.signed_post(&path, &[], b"{nope", b"{nope").send().await.unwrap()).await;
+    assert_eq!((status, code(&body).as_deref()), (400, Some("HSS.0002")), "{body}");
+
+    let (status, body) = h.list_resources("no-such-task", &[], cluster_body(serde_json::json!({}))).await;
+    assert_eq!((status, code(&body).as_deref()), (400, Some("HSS.0011")), "{body}");
+    assert!(body["error_msg"].as_str().unwrap().contains("no-such-task"), "{body}");
+    let (status, _) = h.list_resources("t-nightly", &[], cluster_body(serde_json::json!({}))).await;
+    assert_eq!(status, 400, "a task that does not exist yet is unknown");
+    let (status, _) = h.list_resources("t-iac", &[], cluster_body(serde_json::json!({}))).await;
+    assert_eq!(status, 400, "the IaC task is not a cluster_scan task");
+
+    let other = "/v5/ffffffffffffffffffffffffffffffff/common/tasks/batch-query";
+    let body = br#"{"task_type":"cluster_scan"}"#;
+    let (status, resp) = json_of(h.signed_post(other, &[], body, body).send().await.unwrap()).await;
+    assert_eq!((status, code(&resp).as_deref()), (404, Some("HSS.0011")));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_post_is_verified_over_the_exact_body_received() {
+    let h = spawn(&task_scenario("")).await;
+    let path = format!("/v5/{P1}/common/tasks/batch-query");
+    let signed = br#"{"task_type":"cluster_scan"}"#;
+    let resp = h.signed_post(&path, &[("limit", "10")], signed, signed).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "a correctly signed POST passes");
+
+    // The SDK's serialisation of the same JSON: other bytes, so it must be signed as sent.
+    let spaced = br#"{"task_type": "cluster_scan"}"#;
+    let (status, body) = json_of(h.signed_post(&path, &[("limit", "10")], signed, spaced).send().await.unwrap()).await;
+    assert_eq!((status, body["error_code"].as_str()), (401, Some("APIGW.0301")), "{body}");
+    let msg = body["error_msg"].as_str().unwrap();
+    assert!(msg.contains("verify aksk signature fail, canonicalRequest: POST|"), "{msg}");
+    let spaced_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(spaced));
+    assert!(msg.ends_with(&spaced_hash), "our canonical request hashes the body received: {msg}");
+
+    let changed = br#"{"task_type":"iac_scan"}"#;
+    let (status, _) = json_of(h.signed_post(&path, &[], signed, changed).send().await.unwrap()).await;
+    assert_eq!(status, 401, "a body changed after signing fails");
+    let (status, _) = json_of(h.signed_post(&path, &[], spaced, spaced).send().await.unwrap()).await;
+    assert_eq!(status, 200, "any bytes pass when they are the bytes signed");
+
+    // A signed X-Sdk-Content-Sha256 claiming another body's hash does not get around it.
+    let date = h.sim.now().format(signer::SDK_DATE_FORMAT).to_string();
+    let headers: Vec<(String, String)> = vec![
+        ("Content-Type".into(), "application/json".into()),
+        ("Host".into(), h.host.clone()),
+        ("X-Sdk-Content-Sha256".into(), hex::encode(<sha2::Sha256 as sha2::Digest>::digest(signed))),
+        ("X-Sdk-Date".into(), date),
+    ];
+    let req = SignableRequest { method: "POST", path: &path, query: &[], headers: &headers, body: signed };
+    let sig = signer::sign(&req, AK, SK).unwrap();
+    let mut builder = h.client.post(format!("{}{path}", h.base)).header("Authorization", sig.authorization);
+    for (k, v) in &headers {
+        builder = builder.header(k, v);
+    }
+    let (status, body) = json_of(builder.body(changed.to_vec()).send().await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert!(body["error_msg"].as_str().unwrap().contains("X-Sdk-Content-Sha256"), "{body}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn tasks_fault_fails_the_task_apis_and_leaves_the_statistics_alone() {
+    let h = spawn(&task_scenario("tasks_fault = \"forbidden\"")).await;
+    let (status, body) = h.list_tasks(&[], cluster_body(serde_json::json!({}))).await;
+    assert_eq!((status, body["error_code"].as_str()), (403, Some("APIGW.0306")), "{body}");
+    let (status, _) = h.list_resources("t-old", &[], cluster_body(serde_json::json!({}))).await;
+    assert_eq!(status, 403);
+    assert_eq!(h.good("cluster_scan").send().await.unwrap().status(), 200, "the statistics still answer");
+    let (status, _) = h.list_tasks(&[], serde_json::json!({ "task_type": "iac_scan" })).await;
+    assert_eq!(status, 200, "only that series' task APIs fail");
+    let (status, _) = h.list_tasks(&[("limit", "5")], cluster_body(serde_json::json!({}))).await;
+    assert_eq!(status, 400, "parameters are checked before the fault");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_statistics_fault_of_the_gateway_or_backend_fails_the_task_apis_too() {
+    let extra = r#"
+[[series]]
+project_id = "0123456789abcdef0123456789abcdef"
+task_type = "cluster_scan"
+enterprise_project_id = "down"
+  [[series.steps]]
+  at = "0s"
+  fault = "server_error"
+  status = 502
+  [[series.steps]]
+  at = "1h"
+  fault = "truncated"
+  [[series.tasks]]
+  task_id = "t-down"
+  task_name = "scan"
+  start = "0s"
+"#;
+    let h = spawn(&scenario(extra)).await;
+    let q = [("enterprise_project_id", "down")];
+    let (status, _) = h.list_tasks(&q, cluster_body(serde_json::json!({}))).await;
+    assert_eq!(status, 502, "the backend is down for every API");
+    let (status, _) = h.list_resources("t-down", &q, cluster_body(serde_json::json!({}))).await;
+    assert_eq!(status, 502);
+    h.sim.advance(Duration::from_secs(3600));
+    let (status, body) = h.list_tasks(&q, cluster_body(serde_json::json!({}))).await;
+    assert_eq!((status, ids(&body)), (200, vec!["t-down".to_string()]), "a statistics body fault stays there");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_per_ip_limit_is_shared_by_identities_and_each_api_counts_apart() {
+    let toml = task_scenario("").replace("calls_per_minute = 0", "calls_per_minute = 600\ncalls_per_minute_per_ip = 2");
+    let h = spawn(&toml).await;
+    assert_eq!(h.good("iac_scan").send().await.unwrap().status(), 200);
+    assert_eq!(h.with_token("static-token-1", "iac_scan").send().await.unwrap().status(), 200);
+    let resp = h.with_token("static-token-1", "cluster_scan").send().await.unwrap();
+    assert!(resp.headers().get("retry-after").is_none());
+    let (status, body) = json_of(resp).await;
+    assert_eq!((status, body["error_code"].as_str()), (429, Some("APIGW.0308")), "{body}");
+    assert_eq!(
+        body["error_msg"],
+        "The throttling threshold has been reached: policy ip over ratelimit,limit:2,time:1 minute"
+    );
+    // ListTasks and ListTaskResources have budgets of their own.
+    for _ in 0..2 {
+        assert_eq!(h.list_tasks(&[], cluster_body(serde_json::json!({}))).await.0, 200);
+        assert_eq!(h.list_resources("t-old", &[], cluster_body(serde_json::json!({}))).await.0, 200);
+    }
+    assert_eq!(h.list_tasks(&[], cluster_body(serde_json::json!({}))).await.0, 429);
+    h.sim.advance(Duration::from_secs(60));
+    assert_eq!(h.with_token("static-token-1", "cluster_scan").send().await.unwrap().status(), 200, "the window slid");
+
+    let calls = h.sim.calls();
+    let a = audit::audit_with(&calls, Duration::from_secs(60), 600, 2);
+    assert_eq!((a.over_budget(), a.ip_over_budget(), a.ip_max_in_window()), (0, 2, 3), "{:?}", a.by_ip_api);
+    let stats = &a.by_ip_api[&("127.0.0.1".to_string(), Api::TaskStatistics)];
+    assert_eq!((stats.requests, stats.throttled), (4, 1));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_per_identity_limit_is_per_api() {
+    let h = spawn(&task_scenario("").replace("calls_per_minute = 0", "calls_per_minute = 1")).await;
+    assert_eq!(h.good("iac_scan").send().await.unwrap().status(), 200);
+    let (status, body) = json_of(h.good("iac_scan").send().await.unwrap()).await;
+    assert_eq!(status, 429);
+    assert!(body["error_msg"].as_str().unwrap().contains("policy user over ratelimit,limit:1"), "{body}");
+    assert_eq!(h.list_tasks(&[], cluster_body(serde_json::json!({}))).await.0, 200, "ListTasks has its own");
+    assert_eq!(h.list_tasks(&[], cluster_body(serde_json::json!({}))).await.0, 429);
+    assert_eq!(h.list_resources("t-old", &[], cluster_body(serde_json::json!({}))).await.0, 200);
     h.stop().await;
 }
