@@ -1,5 +1,7 @@
 //! The command line: argument parsing and one function per command. `main` only calls [`main`] here.
 
+mod tasks;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -149,6 +151,27 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// List a target's scan tasks live from HSS (ListTasks), newest first; with --task, that task's clusters or
+    /// files and why any failed (ListTaskResources). Within HSS's budgets (5 calls a minute per user and per IP).
+    Tasks {
+        /// The target (a `[[targets]]` name).
+        #[arg(long)]
+        target: String,
+        /// Only this task type (default: every type the target polls).
+        #[arg(long, value_enum)]
+        task_type: Option<TaskTypeArg>,
+        /// Only tasks in this state.
+        #[arg(long, value_enum)]
+        status: Option<TaskStatusArg>,
+        /// At most this many rows per task type (HSS pages 10 to 200 at a time).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// List this task's resources instead of the tasks.
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Watch the whole pipeline for about a minute against a built-in simulator: every rule fires and resolves.
     Demo {
         /// How long to watch.
@@ -164,6 +187,19 @@ pub enum Command {
         #[arg(long)]
         scenario: PathBuf,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskTypeArg {
+    ClusterScan,
+    IacScan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskStatusArg {
+    Ready,
+    Running,
+    Finished,
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +261,7 @@ pub fn main() -> ExitCode {
             | Command::Demo { .. }
             | Command::Poll { .. }
             | Command::NotifyTest { .. }
+            | Command::Tasks { .. }
     ) {
         restore_sigpipe();
     }
@@ -450,6 +487,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let from = parse_time(&since, clock.now()).context("--since")?;
             let rows = replay(&config, &store, from, target.as_deref()).await?;
             print!("{}", render_transitions(&rows, format));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tasks { target, task_type, status, limit, task, format } => {
+            let config = load(&cli.config)?;
+            let q = tasks::TasksQuery {
+                target,
+                task_type: task_type.map(|t| match t {
+                    TaskTypeArg::ClusterScan => crate::model::TaskType::ClusterScan,
+                    TaskTypeArg::IacScan => crate::model::TaskType::IacScan,
+                }),
+                status: status.map(|s| match s {
+                    TaskStatusArg::Ready => crate::hss::tasks::TaskStatus::Ready,
+                    TaskStatusArg::Running => crate::hss::tasks::TaskStatus::Running,
+                    TaskStatusArg::Finished => crate::hss::tasks::TaskStatus::Finished,
+                }),
+                limit,
+                task,
+                format,
+            };
+            print!("{}", tasks::run(&config, clock.as_ref(), &q).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { duration } => {

@@ -127,12 +127,7 @@ pub struct Poller {
 impl Poller {
     /// Registers every configured series in the store and primes each account's budget from its stored calls.
     pub async fn new(config: &Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Poller> {
-        let client = HssClient::new(ClientOptions {
-            connect_timeout: config.schedule.connect_timeout,
-            timeout: config.schedule.timeout,
-            max_body_bytes: usize::try_from(config.schedule.max_response_bytes).unwrap_or(usize::MAX),
-            ..ClientOptions::default()
-        })?;
+        let client = hss_client(config)?;
         let now = clock.now();
         let mut accounts = BTreeMap::new();
         for account in &config.accounts {
@@ -181,9 +176,7 @@ impl Poller {
             };
             let hss_account = clients
                 .entry((account.name.clone(), region_key))
-                .or_insert_with(|| {
-                    Arc::new(client::Account::new(account.name.clone(), credentials(account, &target.region)))
-                })
+                .or_insert_with(|| Arc::new(hss_account(account, &target.region)))
                 .clone();
             let host_budget = hosts
                 .get(&crate::config::host_of(&target.endpoint))
@@ -552,6 +545,21 @@ fn what_failed(last: &Snapshot) -> String {
         (Some(code), None) => code.clone(),
         _ => "rejected".to_string(),
     }
+}
+
+/// The HSS client as `[schedule]` configures it (timeouts, the response cap).
+pub fn hss_client(config: &Config) -> Result<HssClient, reqwest::Error> {
+    HssClient::new(ClientOptions {
+        connect_timeout: config.schedule.connect_timeout,
+        timeout: config.schedule.timeout,
+        max_body_bytes: usize::try_from(config.schedule.max_response_bytes).unwrap_or(usize::MAX),
+        ..ClientOptions::default()
+    })
+}
+
+/// The client-side account for `account`'s calls to `region` (a password login's IAM token is regional).
+pub fn hss_account(account: &crate::config::Account, region: &str) -> client::Account {
+    client::Account::new(account.name.clone(), credentials(account, region))
 }
 
 fn credentials(account: &crate::config::Account, region: &str) -> Credentials {
