@@ -38,6 +38,7 @@ fn history(variant: usize, now: DateTime<Utc>) -> Vec<Snapshot> {
             }
             let running = if kind == 2 && i > POLLS - 30 { 1 } else { u64::from(i % every < 3) };
             Snapshot {
+                task: None,
                 id: i,
                 series_id: variant as i64,
                 polled_at: at,

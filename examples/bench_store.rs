@@ -34,6 +34,7 @@ fn key(i: usize) -> SeriesKey {
 
 fn record(at: DateTime<Utc>, n: usize) -> PollRecord {
     PollRecord {
+        task: None,
         polled_at: at,
         latency_ms: 80 + (n % 40) as u64,
         outcome: Ok(TaskStats {

@@ -186,6 +186,9 @@ pub struct PollRecord {
     /// Status of a successful response (failures carry theirs in the error).
     pub http_status: Option<u16>,
     pub request_id: Option<String>,
+    /// The latest finished task and its failed resources, when this poll checked them (`scan_failures`): on a
+    /// series' first poll and whenever a task finished. Stored with the snapshot, so `replay` sees what live saw.
+    pub task: Option<AlertContext>,
 }
 
 impl PollRecord {
@@ -203,6 +206,7 @@ impl PollRecord {
             error_code: err.and_then(|e| e.error_code.clone()),
             error_message: err.map(|e| e.message.clone()),
             request_id: err.and_then(|e| e.request_id.clone()).or_else(|| self.request_id.clone()),
+            task: self.task.clone(),
         }
     }
 }
@@ -221,6 +225,8 @@ pub struct Snapshot {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub request_id: Option<String>,
+    /// What the poll learned of the latest finished task (see [`PollRecord::task`]), if it checked.
+    pub task: Option<AlertContext>,
 }
 
 impl Snapshot {

@@ -208,6 +208,7 @@ fn every_duration_validate_accepts_can_be_polled_and_evaluated() {
         for minute in 0..3 {
             let at = start + chrono::TimeDelta::minutes(minute);
             let record = PollRecord {
+                task: None,
                 polled_at: at,
                 latency_ms: 1,
                 outcome: Ok(TaskStats { total_num: 1, running_num: 1, last_task_start_time: Some(0) }),

@@ -288,6 +288,7 @@ fn a_reader_that_stops_early_ends_history_quietly() {
         // Far more than a pipe buffer (64 KiB) of output, so the writer must meet the closed pipe.
         for i in 0..3_000_i64 {
             let rec = PollRecord {
+                task: None,
                 polled_at: chrono::DateTime::from_timestamp(1_800_000_000 + i * 300, 0).unwrap(),
                 latency_ms: 12,
                 outcome: Ok(TaskStats { total_num: i as u64, running_num: 0, last_task_start_time: None }),

@@ -627,6 +627,7 @@ fn three_days() -> Vec<Snapshot> {
             let failing = (57 * 60..60 * 60).contains(&min);
             let last_start = if min >= 60 * 60 { 59 * 60 + 45 } else { (min.min(24 * 60) / 360) * 360 };
             Snapshot {
+                task: None,
                 id: i,
                 series_id: 7,
                 polled_at,

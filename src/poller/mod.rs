@@ -448,13 +448,16 @@ impl Poller {
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match outcome {
             Ok(r) => PollRecord {
+                task: None,
                 polled_at,
                 latency_ms,
                 outcome: Ok(r.stats),
                 http_status: Some(r.http_status),
                 request_id: r.request_id,
             },
-            Err(e) => PollRecord { polled_at, latency_ms, outcome: Err(e), http_status: None, request_id: None },
+            Err(e) => {
+                PollRecord { task: None, polled_at, latency_ms, outcome: Err(e), http_status: None, request_id: None }
+            }
         }
     }
 
@@ -462,7 +465,14 @@ impl Poller {
     fn not_sent(&self, kind: ErrorKind, reason: &str) -> PollRecord {
         let mut e = PollError::new(kind, format!("not polled: {reason}"));
         e.error_code = Some(NOT_SENT_CODE.to_string());
-        PollRecord { polled_at: self.clock.now(), latency_ms: 0, outcome: Err(e), http_status: None, request_id: None }
+        PollRecord {
+            task: None,
+            polled_at: self.clock.now(),
+            latency_ms: 0,
+            outcome: Err(e),
+            http_status: None,
+            request_id: None,
+        }
     }
 
     /// Whether the account is still backing off after consecutive rejected credentials (401: bad signature, unknown

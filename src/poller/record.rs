@@ -167,6 +167,7 @@ mod tests {
 
     fn fresh(min: i64) -> PollRecord {
         PollRecord {
+            task: None,
             polled_at: at(min),
             latency_ms: 5,
             outcome: Ok(TaskStats {
@@ -181,6 +182,7 @@ mod tests {
 
     fn failing(min: i64) -> PollRecord {
         PollRecord {
+            task: None,
             polled_at: at(min),
             latency_ms: 5,
             outcome: Err(PollError::new(ErrorKind::Server, "503")),

@@ -16,6 +16,7 @@ fn ms(min: i64) -> i64 {
 /// A successful poll at minute `min`; `start` is the minute the latest task started.
 fn ok(min: i64, total: u64, running: u64, start: Option<i64>) -> Snapshot {
     Snapshot {
+        task: None,
         id: min,
         series_id: 1,
         polled_at: at(min),
@@ -39,6 +40,7 @@ fn fail(min: i64, kind: ErrorKind) -> Snapshot {
         _ => (None, None, "connection refused"),
     };
     Snapshot {
+        task: None,
         id: min,
         series_id: 1,
         polled_at: at(min),

@@ -48,6 +48,7 @@ fn key(config: &Config, target: &str, task_type: TaskType) -> SeriesKey {
 
 fn ok_poll(at: DateTime<Utc>, total: u64, last_start: Option<i64>) -> PollRecord {
     PollRecord {
+        task: None,
         polled_at: at,
         latency_ms: 120,
         outcome: Ok(TaskStats { total_num: total, running_num: 1, last_task_start_time: last_start }),
@@ -60,7 +61,7 @@ fn failed_poll(at: DateTime<Utc>) -> PollRecord {
     let mut e = PollError::new(ErrorKind::Server, "service unavailable");
     e.http_status = Some(503);
     e.request_id = Some("req-503".into());
-    PollRecord { polled_at: at, latency_ms: 3000, outcome: Err(e), http_status: None, request_id: None }
+    PollRecord { task: None, polled_at: at, latency_ms: 3000, outcome: Err(e), http_status: None, request_id: None }
 }
 
 fn notice(fingerprint: &str, series: SeriesKey) -> AlertNotice {

@@ -817,6 +817,7 @@ fn snapshot_from_row(row: &SqliteRow) -> Result<Snapshot, StoreError> {
         };
         let kind: Option<String> = row.try_get("error_kind")?;
         Ok(Snapshot {
+            task: None,
             id: row.try_get("id")?,
             series_id: row.try_get("series_id")?,
             polled_at: millis(row.try_get("polled_at")?),

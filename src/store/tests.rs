@@ -18,6 +18,7 @@ fn at(secs: i64) -> DateTime<Utc> {
 
 fn ok(secs: i64, total: u64) -> PollRecord {
     PollRecord {
+        task: None,
         polled_at: at(secs),
         latency_ms: 12,
         outcome: Ok(TaskStats { total_num: total, running_num: 0, last_task_start_time: Some(1_745_311_451_000) }),
@@ -31,7 +32,7 @@ fn failed(secs: i64) -> PollRecord {
     e.http_status = Some(503);
     e.error_code = Some("503".into());
     e.request_id = Some("req-503".into());
-    PollRecord { polled_at: at(secs), latency_ms: 30, outcome: Err(e), http_status: None, request_id: None }
+    PollRecord { task: None, polled_at: at(secs), latency_ms: 30, outcome: Err(e), http_status: None, request_id: None }
 }
 
 async fn store() -> (tempfile::TempDir, Store) {
