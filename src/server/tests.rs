@@ -75,6 +75,7 @@ fn notice(fingerprint: &str, series: SeriesKey) -> AlertNotice {
         value: "31h".into(),
         since: t0(),
         at: t0(),
+        context: None,
     }
 }
 

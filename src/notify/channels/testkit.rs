@@ -59,6 +59,7 @@ pub fn notice(i: usize, event: Event) -> AlertNotice {
         value: "31h".to_string(),
         since: t0() - chrono::TimeDelta::hours(7),
         at: t0(),
+        context: None,
     }
 }
 

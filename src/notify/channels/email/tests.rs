@@ -47,6 +47,7 @@ fn notice(event: Event, rule: RuleName, target: &str) -> AlertNotice {
         value: "31h".to_string(),
         since,
         at: since + chrono::TimeDelta::hours(7) + chrono::TimeDelta::minutes(30),
+        context: None,
     }
 }
 
