@@ -440,7 +440,8 @@ const ZWJ: char = '\u{200D}';
 /// to `max` characters with "…", then escaped so it renders as the characters it is and never as markup, and every
 /// `@` followed by a zero-width joiner so `@all`, `@所有人` or `@13800138000` cannot mention anyone.
 ///
-/// Per format: `Plain` stops there (no markup to escape); `Html` escapes `& < > " '`; `Slack` escapes `& < >` (so
+/// Per format: `Plain` has no markup to escape, but a zero-width joiner after each `<` keeps `<!channel>` or
+/// `<at id=all>` inert when a receiver forwards the text into a chat; `Html` escapes `& < > " '`; `Slack` escapes `& < >` (so
 /// `<!channel>`, `<!here>`, `<@U…>` and `<url|text>` are inert) and turns `* ~ ` `` ` `` and word-edge `_` into
 /// look-alikes (mrkdwn has no escape character); `Markdown` (Feishu card, Teams TextBlock), `DingTalk` and `WeCom`
 /// turn `< >` and `* [ ] ` `` ` `` ` ~ | \` and word-edge `_` into full-width look-alikes — their renderers do not
@@ -469,7 +470,8 @@ pub fn untrusted(format: Format, text: &str, max: usize) -> String {
         }
     };
     let escaped = match format {
-        Format::Plain => cut,
+        // No markup, but the text may be forwarded into a chat: `<!channel>` and `<at …>` must not survive there.
+        Format::Plain => cut.replace('<', "<\u{200D}"),
         Format::Html => escape(Format::Html, &cut).replace('\'', "&#39;"),
         Format::Slack => inert_markup(&escape(Format::Slack, &cut), &['*', '~', '`']),
         Format::Markdown | Format::DingTalk | Format::WeCom => {
