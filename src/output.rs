@@ -76,6 +76,10 @@ pub struct AlertJson {
     pub acked: bool,
     /// Whether a silence in force matches it (its notifications are recorded as suppressed).
     pub silenced: bool,
+    /// The HSS task behind the alert and its failed clusters or files (or why they are unknown): the model's
+    /// `AlertContext` as it is, `null` when there is none. Not yet stored with alerts, so `null` for now (see
+    /// [`AlertJson::with_context`]).
+    pub context: Option<crate::model::AlertContext>,
 }
 
 impl AlertJson {
@@ -106,9 +110,22 @@ impl AlertJson {
                     last_notified_at: r.alert.last_notified_at.map(rfc3339),
                     acked: r.alert.acked,
                     silenced: crate::alerting::silence::silenced_by(silences, &labels, now).is_some(),
+                    context: None,
                 }
             })
             .collect()
+    }
+
+    /// Fills in each row's `context` from `contexts` (keyed by fingerprint): how a caller that has stored context
+    /// passes it in, e.g. `AlertJson::with_context(AlertJson::rows(..), &store.alert_contexts().await?)`.
+    pub fn with_context(
+        mut rows: Vec<AlertJson>,
+        contexts: &std::collections::HashMap<String, crate::model::AlertContext>,
+    ) -> Vec<AlertJson> {
+        for row in &mut rows {
+            row.context = contexts.get(&row.fingerprint).cloned();
+        }
+        rows
     }
 }
 
@@ -277,5 +294,43 @@ mod tests {
         }
         let rows = [R { a: "x,\"y\"".into(), b: None }];
         assert_eq!(render(Format::Csv, &["a", "b"], &rows, |_| vec![]), "a,b\n\"x,\"\"y\"\"\",\n");
+    }
+
+    fn alert_row(fingerprint: &str) -> AlertJson {
+        AlertJson {
+            fingerprint: fingerprint.into(),
+            target: "prod".into(),
+            task_type: "cluster_scan".into(),
+            rule: "no_recent_scan".into(),
+            severity: "critical".into(),
+            state: "firing".into(),
+            since: Some("2025-04-22T16:33:20Z".into()),
+            summary: "no cluster scan has started for 31h; limit 24h".into(),
+            value: "31h".into(),
+            last_notified_at: None,
+            acked: false,
+            silenced: false,
+            context: None,
+        }
+    }
+
+    #[test]
+    fn an_alert_without_context_says_null_and_one_with_context_carries_the_task_and_its_failures() {
+        let json = serde_json::to_value(vec![alert_row("a")]).unwrap();
+        assert!(json[0]["context"].is_null(), "{json}");
+
+        let ctx = crate::notify::message::sample_notification().alerts[0].context.clone().unwrap();
+        let contexts = std::collections::HashMap::from([("b".to_string(), ctx)]);
+        let rows = AlertJson::with_context(vec![alert_row("a"), alert_row("b")], &contexts);
+        let json = serde_json::to_value(&rows).unwrap();
+        assert!(json[0]["context"].is_null());
+        let c = &json[1]["context"];
+        assert_eq!(c["task"]["task_id"], "2f6c1b7e-5d4a-4e1b-9c3f-8a7b6c5d4e3f");
+        assert_eq!(c["task"]["task_status"], "finished");
+        assert_eq!(c["task"]["failed"], 2);
+        assert_eq!(c["failed"][0]["name"], "prod-cce-beijing");
+        assert_eq!(c["failed"][0]["failed_reason"], "the cluster's API server did not answer within 30s");
+        assert_eq!(c["failed_total"], 2);
+        assert!(c["unavailable"].is_null());
     }
 }

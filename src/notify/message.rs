@@ -20,9 +20,11 @@
 //! | `channel`, `notification_id`, `timezone` | the channel name, the notification's stable id, e.g. `Asia/Shanghai` |
 //! | `created_at` | local time, `2025-04-22 16:04 CST` |
 //! | `counts` | `total`, `firing`, `repeat`, `resolved` |
-//! | `alerts` | a list; each has `fingerprint`, `rule`, `rule_title`, `severity`, `event` (`firing`, `repeat`, `resolved`), `status` (`firing` or `resolved`), `target`, `account`, `region`, `project_id`, `enterprise_project_id` (may be none), `task_type`, `task_type_human`, `labels` (a map), `summary` (English), `value`, `description` (the summary in the channel's language), `since` and `at` (local time), `since_utc` and `at_utc` (RFC 3339), `lasted` (`3h20m`), `text` (the built-in plain-text block) |
+//! | `alerts` | a list; each has `fingerprint`, `rule`, `rule_title`, `severity`, `event` (`firing`, `repeat`, `resolved`), `status` (`firing` or `resolved`), `target`, `account`, `region`, `project_id`, `enterprise_project_id` (may be none), `task_type`, `task_type_human`, `labels` (a map), `summary` (English), `value`, `description` (the summary in the channel's language), `since` and `at` (local time), `since_utc` and `at_utc` (RFC 3339), `lasted` (`3h20m`), `text` (the built-in plain-text block), `context` (below, or none) |
+//! | `alerts[].context` | the HSS task behind the alert: `task` (none, or `task_id`, `task_name`, `task_type`, `trigger_type`, `task_status`, `start`, `end` (local time or none), `estimated_minutes`, `scanning`, `success`, `failed`), `failed` (up to 5 of `name`, `id`, `kind`, `reason`), `failed_total`, `failed_more`, `unavailable` (why there is no context, or none). HSS's text is untrusted and comes already escaped for the channel's format, cut to 128 characters (names) or 300 (reasons) |
 //!
-//! Example: `{% for a in alerts %}{{ a.severity|upper }} {{ a.target }}: {{ a.description }}\n{% endfor %}`
+//! Example: `{% for a in alerts %}{{ a.severity|upper }} {{ a.target }}: {{ a.description }}\n{% endfor %}`;
+//! with the task: `{% if a.context and a.context.task %}task {{ a.context.task.task_name }}{% endif %}`.
 
 use std::collections::BTreeMap;
 
@@ -32,7 +34,7 @@ use serde::Serialize;
 
 use super::{AlertNotice, Language, Notification};
 use crate::alerting::Event;
-use crate::model::{SeriesKey, TaskType};
+use crate::model::{AlertContext, FailedResource, SeriesKey, TaskInfo, TaskType};
 use crate::rules::{RuleName, Severity, human_duration};
 
 /// How a service measures its size limit.
@@ -322,6 +324,9 @@ pub fn builtin_body(n: &Notification, style: &Style, with_title: bool, budget: B
 /// One alert as a block in the style's format and language.
 pub fn alert_block(a: &AlertNotice, style: &Style) -> String {
     let facts = Facts::of(a, style.language, style.tz);
+    let tz = style.tz;
+    // Already safe for the format: added with markup, never escaped again.
+    let task = context_rows(a, style.format, style.language, &|t| local_time(t, tz));
     let f = style.format;
     let e = |s: &str| escape(f, s);
     let resolved = a.event == Event::Resolved;
@@ -334,11 +339,17 @@ pub fn alert_block(a: &AlertNotice, style: &Style) -> String {
             for (k, v) in &facts.rows {
                 out.push_str(&format!("\n  {k}{colon}{v}"));
             }
+            for (k, v) in &task {
+                out.push_str(&format!("\n  {k}{colon}{v}"));
+            }
         }
         Format::Markdown => {
             out.push_str(&format!("**{} {}**\n{}", marker(a.event), e(&facts.heading), e(&facts.statement)));
             for (k, v) in &facts.rows {
                 out.push_str(&format!("\n- {k}{colon}{}", e(v)));
+            }
+            for (k, v) in &task {
+                out.push_str(&format!("\n- {k}{colon}{v}"));
             }
         }
         Format::Slack => {
@@ -346,11 +357,17 @@ pub fn alert_block(a: &AlertNotice, style: &Style) -> String {
             for (k, v) in &facts.rows {
                 out.push_str(&format!("\n• {k}{colon}{}", e(v)));
             }
+            for (k, v) in &task {
+                out.push_str(&format!("\n• {k}{colon}{v}"));
+            }
         }
         Format::DingTalk => {
             out.push_str(&format!("#### {} {}\n\n{}\n", marker(a.event), e(&facts.heading), e(&facts.statement)));
             for (k, v) in &facts.rows {
                 out.push_str(&format!("\n- {k}{colon}{}", e(v)));
+            }
+            for (k, v) in &task {
+                out.push_str(&format!("\n- {k}{colon}{v}"));
             }
         }
         Format::WeCom => {
@@ -362,6 +379,9 @@ pub fn alert_block(a: &AlertNotice, style: &Style) -> String {
             ));
             for (k, v) in &facts.rows {
                 out.push_str(&format!("\n> {k}{colon}<font color=\"comment\">{}</font>", e(v)));
+            }
+            for (k, v) in &task {
+                out.push_str(&format!("\n> {k}{colon}<font color=\"comment\">{v}</font>"));
             }
         }
         Format::Html => {
@@ -376,6 +396,9 @@ pub fn alert_block(a: &AlertNotice, style: &Style) -> String {
                     "<tr><td style=\"padding:0 12px 0 0;color:#555\">{k}</td><td>{}</td></tr>",
                     e(v)
                 ));
+            }
+            for (k, v) in &task {
+                out.push_str(&format!("<tr><td style=\"padding:0 12px 0 0;color:#555\">{k}</td><td>{v}</td></tr>"));
             }
             out.push_str("</table></div>");
         }
@@ -400,6 +423,183 @@ pub fn escape(format: Format, s: &str) -> String {
         // These renderers do not reliably decode entities; full-width brackets read the same and are inert.
         Format::Markdown | Format::DingTalk | Format::WeCom => s.replace('<', "＜").replace('>', "＞"),
     }
+}
+
+/// Bound on a task, cluster or file name, or an id, from HSS (characters, "…" included).
+pub const MAX_NAME_CHARS: usize = 128;
+/// Bound on a `failed_reason` from HSS (characters, "…" included).
+pub const MAX_REASON_CHARS: usize = 300;
+/// Failed clusters or files listed per alert; the rest are counted ("… and 3 more failed clusters").
+pub const MAX_FAILED_LISTED: usize = 5;
+
+/// U+200D ZERO WIDTH JOINER: invisible, and splits `@all` / `@13800138000` so no service reads it as a mention.
+const ZWJ: char = '\u{200D}';
+
+/// Text that HSS users can set — task, cluster and file names, failed reasons, ids — made safe for `format`: every
+/// run of whitespace (newlines, tabs) folded to one space, other control and bidi-override characters dropped, cut
+/// to `max` characters with "…", then escaped so it renders as the characters it is and never as markup, and every
+/// `@` followed by a zero-width joiner so `@all`, `@所有人` or `@13800138000` cannot mention anyone.
+///
+/// Per format: `Plain` has no markup to escape, but a zero-width joiner after each `<` keeps `<!channel>` or
+/// `<at id=all>` inert when a receiver forwards the text into a chat; `Html` escapes `& < > " '`; `Slack` escapes `& < >` (so
+/// `<!channel>`, `<!here>`, `<@U…>` and `<url|text>` are inert) and turns `* ~ ` `` ` `` and word-edge `_` into
+/// look-alikes (mrkdwn has no escape character); `Markdown` (Feishu card, Teams TextBlock), `DingTalk` and `WeCom`
+/// turn `< >` and `* [ ] ` `` ` `` ` ~ | \` and word-edge `_` into full-width look-alikes — their renderers do not
+/// reliably decode entities or backslash escapes, and a full-width bracket reads the same and is inert, so
+/// `<at id=all></at>`, `<@userid>`, `<font>`, `**bold**` and `[x](http://…)` stay text.
+pub fn untrusted(format: Format, text: &str, max: usize) -> String {
+    let mut clean = String::with_capacity(text.len().min(max * 4));
+    let mut space = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            space = !clean.is_empty();
+        } else if !c.is_control() && !is_bidi_control(c) {
+            if space {
+                clean.push(' ');
+                space = false;
+            }
+            clean.push(c);
+        }
+    }
+    let cut = match clean.char_indices().nth(max) {
+        None => clean,
+        Some(_) => {
+            let keep = max.saturating_sub(1);
+            let end = clean.char_indices().nth(keep).map_or(clean.len(), |(i, _)| i);
+            format!("{}…", clean[..end].trim_end())
+        }
+    };
+    let escaped = match format {
+        // No markup, but the text may be forwarded into a chat: `<!channel>` and `<at …>` must not survive there.
+        Format::Plain => cut.replace('<', "<\u{200D}"),
+        Format::Html => escape(Format::Html, &cut).replace('\'', "&#39;"),
+        Format::Slack => inert_markup(&escape(Format::Slack, &cut), &['*', '~', '`']),
+        Format::Markdown | Format::DingTalk | Format::WeCom => {
+            inert_markup(&escape(format, &cut), &['*', '[', ']', '`', '~', '|', '\\'])
+        }
+    };
+    escaped.replace('@', "@\u{200D}")
+}
+
+/// Bidi embeddings, overrides and isolates: they can make a name display as something else.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') || c == ZWJ
+}
+
+/// Replaces each markup character in `always` (and `_` at a word's edge, where it would start or end emphasis;
+/// inside `prod_cluster_a` it stays) with its full-width twin.
+fn inert_markup(s: &str, always: &[char]) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let word = |c: Option<&char>| c.is_some_and(|c| c.is_alphanumeric());
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let edge_underscore = c == '_' && !(i > 0 && word(chars.get(i - 1)) && word(chars.get(i + 1)));
+            if always.contains(&c) || edge_underscore { full_width(c) } else { c }
+        })
+        .collect()
+}
+
+/// The full-width form of an ASCII punctuation character (U+FF01..U+FF5E mirror U+0021..U+007E).
+fn full_width(c: char) -> char {
+    match c {
+        '!'..='~' => char::from_u32(c as u32 + 0xFEE0).unwrap_or(c),
+        c => c,
+    }
+}
+
+/// The task context of an alert as labelled rows, in the channel's language, every value already safe for
+/// `format` (HSS's text through [`untrusted`], so callers add markup around the values but must not escape them
+/// again). `time` writes a time the way the rest of the message does (one zone per message). No context: no rows.
+pub fn context_rows(
+    a: &AlertNotice,
+    format: Format,
+    language: Language,
+    time: &dyn Fn(DateTime<Utc>) -> String,
+) -> Vec<(&'static str, String)> {
+    let Some(ctx) = &a.context else { return Vec::new() };
+    let zh = language == Language::ZhCn;
+    let label = |en: &'static str, cn: &'static str| if zh { cn } else { en };
+    let name = |s: &str| untrusted(format, s, MAX_NAME_CHARS);
+    let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).map(time);
+    let task_type = ctx.task.as_ref().map_or(a.series.task_type, |t| t.task_type);
+    let files = task_type == TaskType::IacScan;
+    let mut rows = Vec::new();
+    if let Some(t) = &ctx.task {
+        let task = if zh {
+            format!("{}(ID {})", name(&t.task_name), name(&t.task_id))
+        } else {
+            format!("{} (id {})", name(&t.task_name), name(&t.task_id))
+        };
+        rows.push((label("Task", "任务"), task));
+        let trigger = match (t.trigger_type.as_str(), zh) {
+            ("manual", false) => "manual".to_string(),
+            ("manual", true) => "手动".to_string(),
+            ("schedule", false) => "scheduled".to_string(),
+            ("schedule", true) => "定时".to_string(),
+            (other, _) => name(other),
+        };
+        rows.push((label("Trigger", "触发方式"), trigger));
+        let status = match (t.task_status.as_str(), zh) {
+            ("ready", true) => "待执行".to_string(),
+            ("running", true) => "运行中".to_string(),
+            ("finished", true) => "已完成".to_string(),
+            (other, _) => name(other),
+        };
+        rows.push((label("Task status", "任务状态"), status));
+        if let Some(start) = t.start_time.and_then(at) {
+            rows.push((label("Task started", "任务开始"), start));
+        }
+        if let Some(end) = t.end_time.and_then(at) {
+            rows.push((label("Task ended", "任务结束"), end));
+        }
+        if t.task_status == "running"
+            && let Some(minutes) = t.estimated_minutes
+        {
+            rows.push((
+                label("Time left", "预计剩余"),
+                if zh { format!("约 {minutes} 分钟") } else { format!("about {minutes} min") },
+            ));
+        }
+        let counts = if zh {
+            format!("扫描中 {},成功 {},失败 {}", t.scanning, t.success, t.failed)
+        } else {
+            format!("{} scanning, {} succeeded, {} failed", t.scanning, t.success, t.failed)
+        };
+        rows.push((if files { label("Files", "文件") } else { label("Clusters", "集群") }, counts));
+    }
+    let failed_label =
+        if files { label("Failed file", "失败文件") } else { label("Failed cluster", "失败集群") };
+    let listed = ctx.failed.len().min(MAX_FAILED_LISTED);
+    for r in &ctx.failed[..listed] {
+        let what = match &r.kind {
+            Some(kind) if zh => format!("{}({})", name(&r.name), name(kind)),
+            Some(kind) => format!("{} ({})", name(&r.name), name(kind)),
+            None => name(&r.name),
+        };
+        let reason = untrusted(format, &r.failed_reason, MAX_REASON_CHARS);
+        rows.push((failed_label, if zh { format!("{what}:{reason}") } else { format!("{what}: {reason}") }));
+    }
+    let more = ctx.failed_total.max(ctx.failed.len() as u64).saturating_sub(listed as u64);
+    if more > 0 {
+        let what = match (files, zh) {
+            (true, true) => format!("…… 另有 {more} 个失败文件"),
+            (false, true) => format!("…… 另有 {more} 个失败集群"),
+            (true, false) => format!("… and {more} more failed file(s)"),
+            (false, false) => format!("… and {more} more failed cluster(s)"),
+        };
+        rows.push((label("More", "更多"), what));
+    }
+    if let Some(reason) = &ctx.unavailable {
+        let l = if ctx.task.is_some() {
+            label("Task details incomplete", "任务详情不完整")
+        } else {
+            label("No task details", "无任务详情")
+        };
+        rows.push((l, untrusted(format, reason, MAX_REASON_CHARS)));
+    }
+    rows
 }
 
 /// What an on-call person needs about one alert, in one language; formats only add markup.
@@ -607,6 +807,88 @@ pub struct TemplateAlert {
     pub at_utc: String,
     pub lasted: String,
     pub text: String,
+    /// The task behind the alert, or `none`.
+    pub context: Option<TemplateTaskContext>,
+}
+
+/// An alert's task context as a user template sees it. Every text from HSS is already made safe for the channel's
+/// format by [`untrusted`] (names cut to [`MAX_NAME_CHARS`], reasons to [`MAX_REASON_CHARS`]), so a template can
+/// print it as it is; at most [`MAX_FAILED_LISTED`] failed resources are listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateTaskContext {
+    pub task: Option<TemplateTask>,
+    pub failed: Vec<TemplateFailed>,
+    /// How many failed in all; `failed_more` of them are not listed.
+    pub failed_total: u64,
+    pub failed_more: u64,
+    /// Why there is no (complete) context.
+    pub unavailable: Option<String>,
+}
+
+/// The task behind an alert, for templates.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateTask {
+    pub task_id: String,
+    pub task_name: String,
+    pub task_type: &'static str,
+    /// `manual` | `schedule`, as HSS sent it.
+    pub trigger_type: String,
+    /// `ready` | `running` | `finished`, as HSS sent it.
+    pub task_status: String,
+    /// Local time, like `since`.
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub estimated_minutes: Option<i64>,
+    pub scanning: u64,
+    pub success: u64,
+    pub failed: u64,
+}
+
+/// A failed cluster or file, for templates.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateFailed {
+    pub name: String,
+    pub id: Option<String>,
+    pub kind: Option<String>,
+    pub reason: String,
+}
+
+impl TemplateTaskContext {
+    fn of(ctx: &crate::model::AlertContext, style: &Style) -> TemplateTaskContext {
+        let name = |s: &str| untrusted(style.format, s, MAX_NAME_CHARS);
+        let at = |ms: Option<i64>| ms.and_then(DateTime::<Utc>::from_timestamp_millis).map(|t| local_time(t, style.tz));
+        let failed: Vec<TemplateFailed> = ctx
+            .failed
+            .iter()
+            .take(MAX_FAILED_LISTED)
+            .map(|r| TemplateFailed {
+                name: name(&r.name),
+                id: r.id.as_deref().map(name),
+                kind: r.kind.as_deref().map(name),
+                reason: untrusted(style.format, &r.failed_reason, MAX_REASON_CHARS),
+            })
+            .collect();
+        let failed_total = ctx.failed_total.max(ctx.failed.len() as u64);
+        TemplateTaskContext {
+            task: ctx.task.as_ref().map(|t| TemplateTask {
+                task_id: name(&t.task_id),
+                task_name: name(&t.task_name),
+                task_type: t.task_type.as_str(),
+                trigger_type: name(&t.trigger_type),
+                task_status: name(&t.task_status),
+                start: at(t.start_time),
+                end: at(t.end_time),
+                estimated_minutes: t.estimated_minutes,
+                scanning: t.scanning,
+                success: t.success,
+                failed: t.failed,
+            }),
+            failed_more: failed_total - failed.len() as u64,
+            failed,
+            failed_total,
+            unavailable: ctx.unavailable.as_deref().map(|u| untrusted(style.format, u, MAX_REASON_CHARS)),
+        }
+    }
 }
 
 fn language_code(language: Language) -> &'static str {
@@ -656,6 +938,7 @@ pub fn context(n: &Notification, style: &Style) -> TemplateContext {
                 at_utc: a.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 lasted: human_duration(a.lasted()),
                 text: alert_block(a, &plain),
+                context: a.context.as_ref().map(|c| TemplateTaskContext::of(c, style)),
             })
             .collect(),
     }
@@ -716,6 +999,7 @@ pub fn sample_notification() -> Notification {
                 value: "31h".to_string(),
                 since: at(0),
                 at: at(0),
+                context: Some(sample_context(at(-1890).timestamp_millis())),
             },
             AlertNotice {
                 fingerprint: "9b8a7c6d5e4f3a21".to_string(),
@@ -730,8 +1014,45 @@ pub fn sample_notification() -> Notification {
                 value: "2h10m".to_string(),
                 since: at(-240),
                 at: at(-40),
+                context: None,
             },
         ],
+    }
+}
+
+/// The sample's task context: a finished scheduled cluster scan that started at `start_ms`, 2 of its 5 clusters
+/// failed.
+fn sample_context(start_ms: i64) -> AlertContext {
+    AlertContext {
+        task: Some(TaskInfo {
+            task_id: "2f6c1b7e-5d4a-4e1b-9c3f-8a7b6c5d4e3f".to_string(),
+            task_name: "nightly-cluster-scan".to_string(),
+            task_type: TaskType::ClusterScan,
+            trigger_type: "schedule".to_string(),
+            task_status: "finished".to_string(),
+            start_time: Some(start_ms),
+            end_time: Some(start_ms + 42 * 60_000),
+            estimated_minutes: None,
+            scanning: 0,
+            success: 3,
+            failed: 2,
+        }),
+        failed: vec![
+            FailedResource {
+                name: "prod-cce-beijing".to_string(),
+                id: Some("6f0e2b1c-3d4a-11ef-8d2b-0255ac100b07".to_string()),
+                kind: Some("cce".to_string()),
+                failed_reason: "the cluster's API server did not answer within 30s".to_string(),
+            },
+            FailedResource {
+                name: "idc-edge-01".to_string(),
+                id: Some("a1b2c3d4-0000-4000-8000-000000000001".to_string()),
+                kind: Some("self_built_idc".to_string()),
+                failed_reason: "the HSS agent on the cluster is offline".to_string(),
+            },
+        ],
+        failed_total: 2,
+        unavailable: None,
     }
 }
 
@@ -766,6 +1087,7 @@ pub fn test_notification(series: Option<(SeriesKey, BTreeMap<String, String>)>, 
             value: "test".to_string(),
             since: now,
             at: now,
+            context: None,
         }],
     }
 }

@@ -45,6 +45,11 @@ pub struct AlertNotice {
     pub since: DateTime<Utc>,
     /// When this event happened (for a resolution: when it resolved).
     pub at: DateTime<Utc>,
+    /// The HSS task behind the alert and what it failed to scan, or why that is unknown; `None` when nobody asked
+    /// (rules without a task, alerts stored before context existed). Its text comes from HSS and is partly
+    /// user-set: every channel renders it through [`message::untrusted`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<crate::model::AlertContext>,
 }
 
 impl AlertNotice {
@@ -157,4 +162,25 @@ pub fn build_channels(
                 .ok_or_else(|| anyhow::anyhow!("channel `{}` cannot be built", c.name)),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notice_stored_before_context_existed_still_loads_and_one_without_context_is_stored_as_before() {
+        let mut notice = message::sample_notification().alerts[1].clone();
+        notice.context = None;
+        let json = serde_json::to_value(&notice).unwrap();
+        assert!(json.get("context").is_none(), "no context is not written: {json}");
+        let old = json.to_string();
+        let loaded: AlertNotice = serde_json::from_str(&old).unwrap();
+        assert_eq!(loaded, notice);
+
+        let with = message::sample_notification().alerts[0].clone();
+        assert!(with.context.is_some());
+        let back: AlertNotice = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
+    }
 }

@@ -318,6 +318,7 @@ impl Dispatcher {
             series,
             since: now,
             at: now,
+            context: None,
         };
         let silenced = {
             let silences = store.silences(now, false).await?;

@@ -93,6 +93,7 @@ pub async fn record_and_evaluate(
                 current.since.unwrap_or(now)
             },
             at: now,
+            context: None,
         };
         let silenced = {
             let probe = notice(Event::Firing);

@@ -76,6 +76,7 @@ fn notice(fingerprint: &str, series: SeriesKey) -> AlertNotice {
         value: "31h".into(),
         since: t0(),
         at: t0(),
+        context: None,
     }
 }
 
@@ -275,8 +276,11 @@ async fn alerts_are_the_active_ones_unless_all_and_carry_silenced() {
     assert_eq!(rows.len(), 1);
     assert_eq!(
         field_names(&rows[0]),
-        names("fingerprint target task_type rule severity state since summary value last_notified_at acked silenced")
+        names(
+            "fingerprint target task_type rule severity state since summary value last_notified_at acked silenced context"
+        )
     );
+    assert!(rows[0]["context"].is_null(), "no context stored yet: {}", rows[0]);
     assert_eq!(rows[0]["fingerprint"], "fp-firing");
     assert_eq!(rows[0]["state"], "firing");
     assert_eq!(rows[0]["silenced"], true, "the env=prod silence matches t1's user label");

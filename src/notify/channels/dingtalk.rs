@@ -140,7 +140,11 @@ mod tests {
 
     use super::*;
     use crate::hss::test_support::{Recorded, Reply, spawn};
-    use crate::notify::channels::testkit::{batch, common, one};
+    use crate::notify::Language;
+    use crate::notify::channels::testkit::{
+        MARKDOWN, assert_hostile_context_is_inert, assert_says_context_unavailable, batch, common, hostile_context,
+        one, unavailable_context, with_context,
+    };
 
     const SECRET: &str = "SECdemo-secret";
 
@@ -269,5 +273,30 @@ mod tests {
         let text = body["markdown"]["text"].as_str().unwrap();
         let tail = text.rsplit("\n\n").next().unwrap();
         assert!(tail.starts_with("… and ") && tail.ends_with(" more"), "{tail}");
+    }
+
+    fn markdown_text(ch: &DingTalkChannel, n: &Notification) -> String {
+        ch.payload(n)["markdown"]["text"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_hostile_task_context_shows_its_facts_and_cannot_mention_or_mark_up() {
+        let mut ch = channel(&Url::parse("http://127.0.0.1:9/").unwrap(), None);
+        for language in [Language::En, Language::ZhCn] {
+            ch.common.language = language;
+            let body = ch.payload(&with_context(hostile_context()));
+            assert!(body.get("at").is_none(), "no one is @-mentioned: {body}");
+            let text = markdown_text(&ch, &with_context(hostile_context()));
+            assert_hostile_context_is_inert(&text, language, MARKDOWN);
+        }
+    }
+
+    #[test]
+    fn a_message_says_why_there_is_no_task_context() {
+        let mut ch = channel(&Url::parse("http://127.0.0.1:9/").unwrap(), None);
+        for language in [Language::En, Language::ZhCn] {
+            ch.common.language = language;
+            assert_says_context_unavailable(&markdown_text(&ch, &with_context(unavailable_context())), language);
+        }
     }
 }

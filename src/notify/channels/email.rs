@@ -25,6 +25,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use crate::alerting::Event;
 use crate::model::{TaskType, excerpt};
+use crate::notify::message::{Format, context_rows};
 use crate::notify::{AlertNotice, Channel, Delivered, DeliveryError, EmailSettings, EmailTls, Language, Notification};
 use crate::rules::{Severity, human_duration};
 use crate::secret::{REDACTED, Secret};
@@ -522,6 +523,9 @@ fn text_body(n: &Notification, language: Language, tz: Tz) -> String {
         for (label, value) in rows(a, language, tz) {
             out.push_str(&format!("  {label}: {value}\n"));
         }
+        for (label, value) in context_rows(a, Format::Plain, language, &|t| local_time(t, tz)) {
+            out.push_str(&format!("  {label}: {value}\n"));
+        }
     }
     if let Some(more) = more(n, language) {
         out.push_str(&format!("\n{more}\n"));
@@ -545,6 +549,16 @@ fn html_body(n: &Notification, channel: &str, language: Language, tz: Tz) -> Str
             out.push_str(&format!("<tr><td><b>{}</b></td><td>{}</td></tr>\n", escape(label), escape(&value)));
         }
         out.push_str("</table>\n");
+        // HSS's text: already HTML-escaped by `context_rows`, so not escaped again.
+        let task = context_rows(a, Format::Html, language, &|t| local_time(t, tz));
+        if !task.is_empty() {
+            let heading = if language == Language::ZhCn { "扫描任务" } else { "Scan task" };
+            out.push_str(&format!("<h4 style=\"margin:8px 0 4px\">{heading}</h4>\n<table>\n"));
+            for (label, value) in task {
+                out.push_str(&format!("<tr><td><b>{}</b></td><td>{value}</td></tr>\n", escape(label)));
+            }
+            out.push_str("</table>\n");
+        }
     }
     if let Some(more) = more(n, language) {
         out.push_str(&format!("<p>{}</p>\n", escape(&more)));

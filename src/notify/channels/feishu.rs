@@ -153,7 +153,10 @@ mod tests {
     use super::*;
     use crate::hss::test_support::{Recorded, Reply, spawn};
     use crate::notify::Language;
-    use crate::notify::channels::testkit::{batch, common, notice, notification, one};
+    use crate::notify::channels::testkit::{
+        MARKDOWN, assert_hostile_context_is_inert, assert_says_context_unavailable, batch, common, hostile_context,
+        notice, notification, one, unavailable_context, with_context,
+    };
 
     const SECRET: &str = "demo-secret";
 
@@ -311,5 +314,29 @@ mod tests {
         let text = body["card"]["body"]["elements"][0]["content"].as_str().unwrap();
         assert!(text.contains("集群扫描已 31h 未启动新任务(阈值 24h)"), "{text}");
         assert!(text.contains("…… 另有 "), "{text}");
+    }
+
+    fn card_text(ch: &FeishuChannel, n: &Notification) -> String {
+        ch.payload(n)["card"]["body"]["elements"][0]["content"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_hostile_task_context_shows_its_facts_and_cannot_mention_or_mark_up() {
+        let mut ch = channel(url::Url::parse("http://127.0.0.1:9/").unwrap(), None);
+        for language in [Language::En, Language::ZhCn] {
+            ch.common.language = language;
+            let text = card_text(&ch, &with_context(hostile_context()));
+            assert_hostile_context_is_inert(&text, language, MARKDOWN);
+            assert!(text.contains("＜at id=all＞"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_card_says_why_there_is_no_task_context() {
+        let mut ch = channel(url::Url::parse("http://127.0.0.1:9/").unwrap(), None);
+        for language in [Language::En, Language::ZhCn] {
+            ch.common.language = language;
+            assert_says_context_unavailable(&card_text(&ch, &with_context(unavailable_context())), language);
+        }
     }
 }

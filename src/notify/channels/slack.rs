@@ -87,7 +87,11 @@ mod tests {
 
     use super::*;
     use crate::hss::test_support::{Reply, spawn};
-    use crate::notify::channels::testkit::{batch, common, notice, notification, one};
+    use crate::notify::Language;
+    use crate::notify::channels::testkit::{
+        MRKDWN, assert_hostile_context_is_inert, assert_says_context_unavailable, batch, common, hostile_context,
+        notice, notification, one, unavailable_context, with_context,
+    };
 
     fn channel(url: &url::Url) -> SlackChannel {
         SlackChannel::new(common(url.join("/services/T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX").unwrap()))
@@ -167,5 +171,29 @@ mod tests {
         let body: Value = serde_json::from_slice(&server.only_request().body).unwrap();
         let text = body["attachments"][0]["text"].as_str().unwrap();
         assert!(text.contains("HSS said &lt;!channel&gt; &amp; &lt;@U123&gt;"), "{text}");
+    }
+
+    fn attachment_text(ch: &SlackChannel, n: &Notification) -> String {
+        ch.payload(n)["attachments"][0]["text"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_hostile_task_context_shows_its_facts_and_cannot_mention_or_mark_up() {
+        let mut ch = channel(&url::Url::parse("http://127.0.0.1:9/").unwrap());
+        for language in [Language::En, Language::ZhCn] {
+            ch.common.language = language;
+            let text = attachment_text(&ch, &with_context(hostile_context()));
+            assert_hostile_context_is_inert(&text, language, MRKDWN);
+            assert!(text.contains("&lt;!channel&gt;") && text.contains("&lt;@\u{200D}U024BE7LH&gt;"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_message_says_why_there_is_no_task_context() {
+        let mut ch = channel(&url::Url::parse("http://127.0.0.1:9/").unwrap());
+        for language in [Language::En, Language::ZhCn] {
+            ch.common.language = language;
+            assert_says_context_unavailable(&attachment_text(&ch, &with_context(unavailable_context())), language);
+        }
     }
 }

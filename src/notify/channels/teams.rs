@@ -90,7 +90,11 @@ mod tests {
 
     use super::*;
     use crate::hss::test_support::{Reply, spawn};
-    use crate::notify::channels::testkit::{batch, common, notice, notification, one};
+    use crate::notify::Language;
+    use crate::notify::channels::testkit::{
+        MARKDOWN, assert_hostile_context_is_inert, assert_says_context_unavailable, batch, common, hostile_context,
+        notice, notification, one, unavailable_context, with_context,
+    };
 
     fn channel(url: &url::Url) -> TeamsChannel {
         let url = url
@@ -155,5 +159,28 @@ mod tests {
         let text = body["attachments"][0]["content"]["body"][1]["text"].as_str().unwrap();
         let tail = text.rsplit("\n\n").next().unwrap();
         assert!(tail.starts_with("… and ") && tail.ends_with(" more"), "{tail}");
+    }
+
+    fn card_text(ch: &TeamsChannel, n: &Notification) -> String {
+        ch.payload(n)["attachments"][0]["content"]["body"][1]["text"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_hostile_task_context_shows_its_facts_and_cannot_mention_or_mark_up() {
+        let mut ch = channel(&url::Url::parse("http://127.0.0.1:9/").unwrap());
+        for language in [Language::En, Language::ZhCn] {
+            ch.common.language = language;
+            let text = card_text(&ch, &with_context(hostile_context()));
+            assert_hostile_context_is_inert(&text, language, MARKDOWN);
+        }
+    }
+
+    #[test]
+    fn a_card_says_why_there_is_no_task_context() {
+        let mut ch = channel(&url::Url::parse("http://127.0.0.1:9/").unwrap());
+        for language in [Language::En, Language::ZhCn] {
+            ch.common.language = language;
+            assert_says_context_unavailable(&card_text(&ch, &with_context(unavailable_context())), language);
+        }
     }
 }

@@ -3,20 +3,25 @@
 //! retries: the receiver's idempotency key) and `webhook-timestamp` are always sent.
 //!
 //! Besides the Alertmanager fields the body carries `title` and `message` (the rendered text, or the user
-//! template's output) for receivers that only forward text. Any 2xx is success; 408, 429 and 5xx are retried with
-//! `Retry-After`; 410 means "stop sending"; redirects and other 4xx are permanent.
+//! template's output) for receivers that only forward text. An alert with task context adds it to its
+//! `annotations` as strings (`task_id`, `task_name`, `task_status`, `failed_resources`, `context_unavailable`, …:
+//! the full list is on `context_annotations`), cleaned of control characters and mentions, and bounded.
+//!
+//! Any 2xx is success; 408, 429 and 5xx are retried with `Retry-After`; 410 means "stop sending"; redirects and
+//! other 4xx are permanent.
 
 use std::collections::BTreeMap;
 
 use super::{Common, to_bytes};
 use crate::alerting::Event;
 use crate::hss::signer::hmac_sha256;
-use crate::notify::message::{Budget, Format, Unit};
-use crate::notify::{AlertNotice, Channel, Delivered, DeliveryError, Notification};
+use crate::model::AlertContext;
+use crate::notify::message::{Budget, Format, MAX_FAILED_LISTED, MAX_NAME_CHARS, MAX_REASON_CHARS, Unit, untrusted};
+use crate::notify::{AlertNotice, Channel, Delivered, DeliveryError, Language, Notification};
 use crate::secret::Secret;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
@@ -157,20 +162,87 @@ fn alert_json(a: &AlertNotice, common: &Common) -> Value {
     }
     let resolved = a.event == Event::Resolved;
     let description = crate::notify::message::describe(a, common.language);
+    let mut annotations: BTreeMap<String, String> = [
+        ("summary", a.summary.clone()),
+        ("value", a.value.clone()),
+        ("description", description),
+        ("event", a.event.as_str().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if let Some(ctx) = &a.context {
+        annotations.extend(context_annotations(ctx, common.language));
+    }
     json!({
         "status": if resolved { "resolved" } else { "firing" },
         "labels": labels,
-        "annotations": {
-            "summary": a.summary,
-            "value": a.value,
-            "description": description,
-            "event": a.event.as_str(),
-        },
+        "annotations": annotations,
         "startsAt": a.since.to_rfc3339_opts(SecondsFormat::Secs, true),
         "endsAt": if resolved { a.at.to_rfc3339_opts(SecondsFormat::Secs, true) } else { "0001-01-01T00:00:00Z".to_string() },
         "generatorURL": "",
         "fingerprint": a.fingerprint,
     })
+}
+
+/// Longest failed reason quoted in the `failed_resources` annotation: it is a one-line overview.
+const ANNOTATION_REASON_CHARS: usize = 120;
+
+/// The task context as Alertmanager-style annotations (strings, so templates written for Alertmanager can print
+/// them): `task_id`, `task_name`, `task_type`, `task_trigger`, `task_status`, `task_started_at`, `task_ended_at`
+/// (RFC 3339 UTC), `task_estimated_minutes`, `task_scanning`, `task_success`, `task_failed`, `failed_total`,
+/// `failed_resources` ("name (kind): reason; …; and N more", in the channel's language) and
+/// `context_unavailable`; only those that are known. HSS's text is cleaned by [`untrusted`] (one line, bounded,
+/// mentions neutralized).
+fn context_annotations(ctx: &AlertContext, language: Language) -> Vec<(String, String)> {
+    let name = |s: &str| untrusted(Format::Plain, s, MAX_NAME_CHARS);
+    let time = |ms: Option<i64>| {
+        ms.and_then(DateTime::<Utc>::from_timestamp_millis).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+    };
+    let mut out: Vec<(&str, Option<String>)> = Vec::new();
+    if let Some(t) = &ctx.task {
+        out.extend([
+            ("task_id", Some(name(&t.task_id))),
+            ("task_name", Some(name(&t.task_name))),
+            ("task_type", Some(t.task_type.as_str().to_string())),
+            ("task_trigger", Some(name(&t.trigger_type))),
+            ("task_status", Some(name(&t.task_status))),
+            ("task_started_at", time(t.start_time)),
+            ("task_ended_at", time(t.end_time)),
+            ("task_estimated_minutes", t.estimated_minutes.map(|m| m.to_string())),
+            ("task_scanning", Some(t.scanning.to_string())),
+            ("task_success", Some(t.success.to_string())),
+            ("task_failed", Some(t.failed.to_string())),
+        ]);
+    }
+    let total = ctx.failed_total.max(ctx.failed.len() as u64);
+    if total > 0 {
+        let listed = ctx.failed.len().min(MAX_FAILED_LISTED);
+        let mut items: Vec<String> = ctx.failed[..listed]
+            .iter()
+            .map(|r| {
+                let reason = untrusted(Format::Plain, &r.failed_reason, ANNOTATION_REASON_CHARS);
+                match &r.kind {
+                    Some(kind) => format!("{} ({}): {reason}", name(&r.name), name(kind)),
+                    None => format!("{}: {reason}", name(&r.name)),
+                }
+            })
+            .collect();
+        let more = total - listed as u64;
+        if more > 0 {
+            items.push(match language {
+                Language::En => format!("and {more} more"),
+                Language::ZhCn => format!("另有 {more} 个"),
+            });
+        }
+        out.push(("failed_total", Some(total.to_string())));
+        out.push(("failed_resources", Some(items.join("; "))));
+    }
+    out.push((
+        "context_unavailable",
+        ctx.unavailable.as_deref().map(|u| untrusted(Format::Plain, u, MAX_REASON_CHARS)),
+    ));
+    out.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))).collect()
 }
 
 /// The key/value pairs every object has in common (Alertmanager's `commonLabels`).
@@ -248,7 +320,10 @@ mod tests {
 
     use super::*;
     use crate::hss::test_support::{Recorded, Reply, spawn};
-    use crate::notify::channels::testkit::{batch, common, notice, notification, one, refused_url};
+    use crate::notify::channels::testkit::{
+        assert_hostile_context_is_inert, assert_says_context_unavailable, batch, common, hostile_context, notice,
+        notification, one, refused_url, unavailable_context, with_context,
+    };
 
     const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
@@ -467,5 +542,52 @@ mod tests {
         let kept = body["alerts"].as_array().unwrap().len();
         assert!(kept > 0 && kept < 200, "{kept}");
         assert_eq!(body["truncatedAlerts"], 200 - kept);
+    }
+
+    #[test]
+    fn a_hostile_task_context_goes_into_annotations_and_the_message_cleaned_and_bounded() {
+        let mut ch = channel(url::Url::parse("http://127.0.0.1:9/").unwrap(), Auth::None, None);
+        for language in [Language::En, Language::ZhCn] {
+            ch.common.language = language;
+            let body = ch.payload(&with_context(hostile_context()));
+            let message = body["message"].as_str().unwrap();
+            assert_hostile_context_is_inert(message, language, &[]);
+            let ann = &body["alerts"][0]["annotations"];
+            for key in ["summary", "value", "description", "event"] {
+                assert!(ann[key].is_string(), "{key} kept: {ann}");
+            }
+            assert_eq!(ann["task_id"], "task-7f3a");
+            assert_eq!(ann["task_status"], "finished");
+            assert_eq!(ann["task_trigger"], "manual");
+            assert_eq!(ann["task_success"], "3");
+            assert_eq!(ann["task_failed"], "2");
+            assert_eq!(ann["failed_total"], "6");
+            assert_eq!(ann["task_started_at"], "2025-04-22T07:04:11Z");
+            let name = ann["task_name"].as_str().unwrap();
+            assert!(name.chars().count() <= MAX_NAME_CHARS + 16, "{name}");
+            assert!(name.ends_with('…') && !name.contains('\n') && !name.contains("<!channel>"), "{name}");
+            assert!(!name.contains("@all"), "{name}");
+            let failed = ann["failed_resources"].as_str().unwrap();
+            assert!(failed.contains("prod-cce-beijing (cce): the agent is offline"), "{failed}");
+            assert!(!failed.contains("<!here>") && !failed.contains("<@U024BE7LH>") && !failed.contains('\n'));
+            let more = if language == Language::En { "; and 4 more" } else { "; 另有 4 个" };
+            assert!(failed.ends_with(more), "{failed}");
+            assert!(ann.get("context_unavailable").is_none());
+            for (k, v) in ann.as_object().unwrap() {
+                assert!(v.is_string(), "annotation {k} is a string: {v}");
+            }
+        }
+    }
+
+    #[test]
+    fn annotations_and_the_message_say_why_there_is_no_task_context() {
+        let ch = channel(url::Url::parse("http://127.0.0.1:9/").unwrap(), Auth::None, None);
+        let body = ch.payload(&with_context(unavailable_context()));
+        assert_eq!(body["alerts"][0]["annotations"]["context_unavailable"], "API budget exhausted");
+        assert!(body["alerts"][0]["annotations"].get("task_id").is_none());
+        assert_says_context_unavailable(body["message"].as_str().unwrap(), Language::En);
+        let plain = channel(url::Url::parse("http://127.0.0.1:9/").unwrap(), Auth::None, None).payload(&one());
+        assert!(plain["alerts"][0]["annotations"].get("context_unavailable").is_none());
+        assert_eq!(plain["alerts"][0]["annotations"].as_object().unwrap().len(), 4, "no context: as before");
     }
 }

@@ -85,7 +85,10 @@ mod tests {
     use crate::alerting::Event;
     use crate::hss::test_support::{Recorded, Reply, spawn};
     use crate::notify::Language;
-    use crate::notify::channels::testkit::{batch, common, notice, notification, one};
+    use crate::notify::channels::testkit::{
+        MARKDOWN, assert_hostile_context_is_inert, assert_says_context_unavailable, batch, common, hostile_context,
+        notice, notification, one, unavailable_context, with_context,
+    };
 
     fn ok() -> Reply {
         Reply::json(200, json!({"errcode": 0, "errmsg": "ok"}))
@@ -199,5 +202,30 @@ mod tests {
         .await;
         let err = channel(&server.url).send(&one()).await.unwrap_err();
         assert!(!err.to_string().contains("693a91f6"), "{err}");
+    }
+
+    fn content(ch: &WeComChannel, n: &Notification) -> String {
+        ch.payload(n)["markdown"]["content"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_hostile_task_context_shows_its_facts_and_cannot_mention_or_mark_up() {
+        let mut ch = channel(&url::Url::parse("http://127.0.0.1:9/").unwrap());
+        for language in [Language::En, Language::ZhCn] {
+            ch.common.language = language;
+            let text = content(&ch, &with_context(hostile_context()));
+            assert!(text.len() <= MAX_CONTENT_BYTES, "{}", text.len());
+            assert_hostile_context_is_inert(&text, language, MARKDOWN);
+            assert!(!text.contains("<@"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_message_says_why_there_is_no_task_context() {
+        let mut ch = channel(&url::Url::parse("http://127.0.0.1:9/").unwrap());
+        for language in [Language::En, Language::ZhCn] {
+            ch.common.language = language;
+            assert_says_context_unavailable(&content(&ch, &with_context(unavailable_context())), language);
+        }
     }
 }

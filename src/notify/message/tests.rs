@@ -286,3 +286,170 @@ fn a_long_template_output_is_cut_to_the_budget() {
     assert_eq!(text.chars().count(), 100);
     assert!(text.ends_with('…'));
 }
+
+#[test]
+fn untrusted_text_is_one_line_bounded_and_never_markup_or_a_mention() {
+    let hostile = "<!channel> @all <at id=all></at> **bold** [x](http://evil) _it_ `code`\n\tnext\u{202E} & \"q\" 'a'";
+    let cases = [
+        (
+            Format::Plain,
+            "<\u{200D}!channel> @\u{200D}all <\u{200D}at id=all><\u{200D}/at> **bold** [x](http://evil) _it_ `code` next & \"q\" 'a'",
+        ),
+        (
+            Format::Html,
+            "&lt;!channel&gt; @\u{200D}all &lt;at id=all&gt;&lt;/at&gt; **bold** [x](http://evil) _it_ `code` next &amp; &quot;q&quot; &#39;a&#39;",
+        ),
+        (
+            Format::Slack,
+            "&lt;!channel&gt; @\u{200D}all &lt;at id=all&gt;&lt;/at&gt; ＊＊bold＊＊ [x](http://evil) ＿it＿ ｀code｀ next &amp; \"q\" 'a'",
+        ),
+        (
+            Format::Markdown,
+            "＜!channel＞ @\u{200D}all ＜at id=all＞＜/at＞ ＊＊bold＊＊ ［x］(http://evil) ＿it＿ ｀code｀ next & \"q\" 'a'",
+        ),
+    ];
+    for (format, want) in cases {
+        assert_eq!(untrusted(format, hostile, 1000), want, "{format:?}");
+    }
+    for format in [Format::DingTalk, Format::WeCom] {
+        assert_eq!(untrusted(format, hostile, 1000), untrusted(Format::Markdown, hostile, 1000));
+    }
+    // Names keep their inner underscores; a mobile number cannot be @-mentioned.
+    assert_eq!(untrusted(Format::Markdown, "prod_cluster_a", 100), "prod_cluster_a");
+    assert_eq!(untrusted(Format::DingTalk, "call @13800138000", 100), "call @\u{200D}13800138000");
+    assert_eq!(untrusted(Format::WeCom, "<@zhangsan> @所有人", 100), "＜@\u{200D}zhangsan＞ @\u{200D}所有人");
+}
+
+#[test]
+fn untrusted_text_is_cut_to_its_bound_with_an_ellipsis() {
+    let long = format!("{}\n{}", "a".repeat(10), "b".repeat(10_000));
+    let cut = untrusted(Format::Plain, &long, MAX_NAME_CHARS);
+    assert_eq!(cut.chars().count(), MAX_NAME_CHARS);
+    assert!(cut.starts_with("aaaaaaaaaa bbb") && cut.ends_with("b…"), "{cut}");
+    assert_eq!(untrusted(Format::Plain, &"中".repeat(400), 300).chars().count(), 300);
+    assert_eq!(untrusted(Format::Plain, "short", 5), "short");
+    assert_eq!(untrusted(Format::Plain, "  \n ", 5), "");
+}
+
+fn context_of(n: &Notification) -> &crate::model::AlertContext {
+    n.alerts[0].context.as_ref().unwrap()
+}
+
+#[test]
+fn the_sample_alert_shows_its_task_and_failed_clusters_in_both_languages() {
+    let n = sample_notification();
+    assert_eq!(context_of(&n).failed.len(), 2);
+    let text = alert_block(&n.alerts[0], &en(Format::Plain));
+    for want in [
+        "  Task: nightly-cluster-scan (id 2f6c1b7e-5d4a-4e1b-9c3f-8a7b6c5d4e3f)",
+        "  Trigger: scheduled",
+        "  Task status: finished",
+        "  Task started: 2025-04-21 17:03 CST",
+        "  Task ended: 2025-04-21 17:45 CST",
+        "  Clusters: 0 scanning, 3 succeeded, 2 failed",
+        "  Failed cluster: prod-cce-beijing (cce): the cluster's API server did not answer within 30s",
+        "  Failed cluster: idc-edge-01 (self_built_idc): the HSS agent on the cluster is offline",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    assert!(!text.contains("Time left") && !text.contains("more"), "{text}");
+    let zh_text = alert_block(&n.alerts[0], &zh(Format::Markdown));
+    for want in [
+        "- 任务:nightly-cluster-scan(ID 2f6c1b7e-5d4a-4e1b-9c3f-8a7b6c5d4e3f)",
+        "- 触发方式:定时",
+        "- 任务状态:已完成",
+        "- 任务开始:2025-04-21 17:03 CST",
+        "- 集群:扫描中 0,成功 3,失败 2",
+        "- 失败集群:prod-cce-beijing(cce):the cluster's API server did not answer within 30s",
+    ] {
+        assert!(zh_text.contains(want), "missing {want:?} in\n{zh_text}");
+    }
+    // The resolved sample alert has no context and renders as before.
+    assert!(!alert_block(&n.alerts[1], &en(Format::Plain)).contains("Task:"));
+}
+
+#[test]
+fn a_running_task_says_how_long_is_left_and_an_iac_task_lists_files_and_the_rest_are_counted() {
+    let mut a = sample_notification().alerts[0].clone();
+    let ctx = a.context.as_mut().unwrap();
+    let task = ctx.task.as_mut().unwrap();
+    task.task_status = "running".into();
+    task.trigger_type = "manual".into();
+    task.task_type = TaskType::IacScan;
+    task.estimated_minutes = Some(12);
+    task.end_time = None;
+    ctx.failed = (0..8)
+        .map(|i| crate::model::FailedResource {
+            name: format!("deploy-{i}.yaml"),
+            id: None,
+            kind: Some("k8s_yaml".into()),
+            failed_reason: "parse error".into(),
+        })
+        .collect();
+    ctx.failed_total = 9;
+    let text = alert_block(&a, &en(Format::Slack));
+    for want in
+        ["• Time left: about 12 min", "• Trigger: manual", "• Files: ", "• Failed file: deploy-4.yaml (k8s_yaml)"]
+    {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    assert!(!text.contains("deploy-5.yaml") && !text.contains("Task ended"), "{text}");
+    assert!(text.contains("• More: … and 4 more failed file(s)"), "{text}");
+    let zh_text = alert_block(&a, &zh(Format::WeCom));
+    for want in ["预计剩余:<font color=\"comment\">约 12 分钟", "手动", "运行中", "失败文件", "…… 另有 4 个失败文件"]
+    {
+        assert!(zh_text.contains(want), "missing {want:?} in\n{zh_text}");
+    }
+}
+
+#[test]
+fn an_unavailable_context_says_why_in_every_format_and_language() {
+    let mut a = sample_notification().alerts[0].clone();
+    a.context =
+        Some(crate::model::AlertContext { unavailable: Some("API budget exhausted".into()), ..Default::default() });
+    for format in [Format::Plain, Format::Markdown, Format::Slack, Format::DingTalk, Format::WeCom, Format::Html] {
+        let text = alert_block(&a, &en(format));
+        assert!(text.contains("No task details") && text.contains("API budget exhausted"), "{format:?}: {text}");
+        let text = alert_block(&a, &zh(format));
+        let want = match format {
+            Format::Html => "无任务详情</td><td>API budget exhausted",
+            Format::WeCom => "无任务详情:<font color=\"comment\">API budget exhausted",
+            _ => "无任务详情:API budget exhausted",
+        };
+        assert!(text.contains(want), "{format:?}: {text}");
+    }
+    let mut partial = sample_notification().alerts[0].clone();
+    partial.context.as_mut().unwrap().unavailable = Some("HSS answered 403 HSS.0013".into());
+    let text = alert_block(&partial, &en(Format::Plain));
+    assert!(text.contains("Task: nightly-cluster-scan") && text.contains("Task details incomplete: HSS answered 403"));
+}
+
+#[test]
+fn no_context_renders_exactly_as_before() {
+    let mut a = sample_notification().alerts[0].clone();
+    a.context = None;
+    let plain = alert_block(&a, &en(Format::Plain));
+    assert!(plain.ends_with("Labels: env=prod, team=secops"), "{plain}");
+    let mut ctx_less = sample_notification();
+    ctx_less.alerts[0].context = None;
+    let tc = context(&ctx_less, &en(Format::Markdown));
+    assert!(tc.alerts.iter().all(|a| a.context.is_none()));
+}
+
+#[test]
+fn a_template_sees_the_task_context_escaped_for_the_channel() {
+    let mut n = sample_notification();
+    n.alerts[0].context.as_mut().unwrap().task.as_mut().unwrap().task_name = "<!channel> **x**".into();
+    let src = "{% for a in alerts %}{% if a.context and a.context.task %}{{ a.context.task.task_name }}|\
+               {{ a.context.task.task_status }}|{{ a.context.task.start }}|{{ a.context.failed[0].name }}|\
+               {{ a.context.failed[0].reason }}|{{ a.context.failed_total }}|{{ a.context.failed_more }}\
+               {% endif %}{% endfor %}";
+    let text = render_template(src, &context(&n, &en(Format::Slack))).unwrap();
+    assert_eq!(
+        text,
+        "&lt;!channel&gt; ＊＊x＊＊|finished|2025-04-21 17:03 CST|prod-cce-beijing|\
+         the cluster's API server did not answer within 30s|2|0"
+    );
+    assert_eq!(check_template(src), Ok(()));
+    assert!(context(&n, &en(Format::Plain)).alerts[0].text.contains("Failed cluster: prod-cce-beijing"));
+}

@@ -62,6 +62,7 @@ fn notice(i: usize, event: Event, severity: Severity) -> AlertNotice {
         value: "31h".into(),
         since: t0(),
         at: t0(),
+        context: None,
     }
 }
 

@@ -47,6 +47,7 @@ fn notice(event: Event, rule: RuleName, target: &str) -> AlertNotice {
         value: "31h".to_string(),
         since,
         at: since + chrono::TimeDelta::hours(7) + chrono::TimeDelta::minutes(30),
+        context: None,
     }
 }
 
@@ -894,4 +895,43 @@ fn loopback_detection_rejects_look_alikes() {
     assert!(!is_loopback("localhost.example.com"));
     assert!(!is_loopback("10.0.0.1"));
     assert!(!is_loopback("[2001:db8::1]"));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Task context
+
+fn with_task_context(context: crate::model::AlertContext) -> Notification {
+    let mut a = notice(Event::Firing, RuleName::NoRecentScan, "prod-cn-north-4");
+    a.context = Some(context);
+    notification("ctx-1", vec![a])
+}
+
+#[test]
+fn a_hostile_task_context_is_plain_in_the_text_part_and_escaped_in_the_html_part() {
+    use crate::notify::channels::testkit::{assert_hostile_context_is_inert, hostile_context};
+    let n = with_task_context(hostile_context());
+    for language in [Language::En, Language::ZhCn] {
+        let text = text_body(&n, language, SHANGHAI);
+        assert_hostile_context_is_inert(&text, language, &[]);
+        assert!(text.contains("  Task: ") || text.contains("  任务: "), "{text}");
+        let html = html_body(&n, "oncall-mail", language, SHANGHAI);
+        assert_hostile_context_is_inert(&html, language, &[]);
+        for raw in ["<script>", "<b>x", "<at id=all>", "<!here>"] {
+            assert!(!html.contains(raw), "{raw} in\n{html}");
+        }
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+        assert!(html.contains(if language == Language::En { "<h4" } else { "扫描任务" }), "{html}");
+    }
+    // Times in the context use the mail's zone and format, like the rest of the mail.
+    assert!(text_body(&n, Language::En, SHANGHAI).contains("Task started: 2025-04-22 15:04:11 CST"));
+}
+
+#[test]
+fn both_parts_say_why_there_is_no_task_context() {
+    use crate::notify::channels::testkit::{assert_says_context_unavailable, unavailable_context};
+    let n = with_task_context(unavailable_context());
+    for language in [Language::En, Language::ZhCn] {
+        assert_says_context_unavailable(&text_body(&n, language, SHANGHAI), language);
+        assert_says_context_unavailable(&html_body(&n, "oncall-mail", language, SHANGHAI), language);
+    }
 }
