@@ -207,5 +207,15 @@ fn print_message(started: std::time::Instant, body: &serde_json::Value) {
         let summary =
             if status == "RESOLVED" { format!("back to normal (was: {summary})") } else { summary.to_string() };
         say!("[{at:>4.1}s] {status:<9} {rule:<15} {series:<22} {summary}");
+        // The task behind it, as HSS told it (ListTasks / ListTaskResources): which one, which clusters, why.
+        if status != "RESOLVED"
+            && let Some(task) = a["annotations"]["task_name"].as_str()
+        {
+            let id = a["annotations"]["task_id"].as_str().unwrap_or("?");
+            say!("{:58}task: {task} ({id})", "");
+            if let Some(failed) = a["annotations"]["failed_resources"].as_str() {
+                say!("{:58}failed: {failed}", "");
+            }
+        }
     }
 }

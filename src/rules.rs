@@ -36,13 +36,20 @@ pub enum RuleName {
     TotalStalled,
     /// The HSS API itself cannot be polled.
     PollFailing,
+    /// The latest finished scan task failed on some clusters or files.
+    ScanFailures,
     /// A notification channel rejects deliveries permanently; raised by the dispatcher, sent on the other channels.
     ChannelFailing,
 }
 
 impl RuleName {
-    pub const ALL: [RuleName; 4] =
-        [RuleName::NoRecentScan, RuleName::StuckRunning, RuleName::TotalStalled, RuleName::PollFailing];
+    pub const ALL: [RuleName; 5] = [
+        RuleName::NoRecentScan,
+        RuleName::StuckRunning,
+        RuleName::TotalStalled,
+        RuleName::PollFailing,
+        RuleName::ScanFailures,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,6 +57,7 @@ impl RuleName {
             RuleName::StuckRunning => "stuck_running",
             RuleName::TotalStalled => "total_stalled",
             RuleName::PollFailing => "poll_failing",
+            RuleName::ScanFailures => "scan_failures",
             RuleName::ChannelFailing => "channel_failing",
         }
     }
@@ -159,7 +167,12 @@ pub struct RuleSet {
     pub stuck_running: Option<(StuckRunning, Severity)>,
     pub total_stalled: Option<(TotalStalled, Severity)>,
     pub poll_failing: Option<(PollFailing, Severity)>,
+    pub scan_failures: Option<(ScanFailures, Severity)>,
 }
+
+/// `scan_failures` takes no parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScanFailures;
 
 impl Default for RuleSet {
     /// The defaults from DESIGN.md: every rule on.
@@ -169,6 +182,7 @@ impl Default for RuleSet {
             stuck_running: Some((StuckRunning::default(), Severity::Warning)),
             total_stalled: Some((TotalStalled::default(), Severity::Warning)),
             poll_failing: Some((PollFailing::default(), Severity::Critical)),
+            scan_failures: Some((ScanFailures, Severity::Warning)),
         }
     }
 }
@@ -176,7 +190,13 @@ impl Default for RuleSet {
 impl RuleSet {
     /// Every rule disabled; a starting point for tests and for configs that enable rules one by one.
     pub fn none() -> Self {
-        RuleSet { no_recent_scan: None, stuck_running: None, total_stalled: None, poll_failing: None }
+        RuleSet {
+            no_recent_scan: None,
+            stuck_running: None,
+            total_stalled: None,
+            poll_failing: None,
+            scan_failures: None,
+        }
     }
 
     /// The rule's severity, or `None` when it is disabled.
@@ -186,6 +206,7 @@ impl RuleSet {
             RuleName::StuckRunning => self.stuck_running.map(|(_, s)| s),
             RuleName::TotalStalled => self.total_stalled.map(|(_, s)| s),
             RuleName::PollFailing => self.poll_failing.map(|(_, s)| s),
+            RuleName::ScanFailures => self.scan_failures.map(|(_, s)| s),
             // Raised by the dispatcher, never by a rule function.
             RuleName::ChannelFailing => None,
         }
@@ -280,6 +301,10 @@ pub fn evaluate(
         RuleName::StuckRunning => stuck_running(&set.stuck_running?.0, task_type, history, now),
         RuleName::TotalStalled => total_stalled(&set.total_stalled?.0, task_type, history, now),
         RuleName::PollFailing => poll_failing_for(&set.poll_failing?.0, &project_of(series), history, now),
+        RuleName::ScanFailures => {
+            set.scan_failures?;
+            scan_failures(task_type, history, now)
+        }
         RuleName::ChannelFailing => return None,
     })
 }
@@ -430,6 +455,36 @@ pub fn total_stalled(p: &TotalStalled, task_type: TaskType, history: &[Snapshot]
         ),
     };
     Outcome::breach(summary, flat_for)
+}
+
+/// `scan_failures`: over the latest task check in view (polls check the latest *finished* task on a series' first
+/// poll and whenever a task finishes — see `poller`), breach when that task failed on some clusters or files
+/// (HSS has no task-level "failed": only the failed counts say it; which ones and why is the alert's context); ok when it
+/// failed on none, or no task has finished yet. Unknown while no check is in view, or when the latest check could
+/// not see the task (its context says why), so a check that failed neither fires nor resolves.
+pub fn scan_failures(task_type: TaskType, history: &[Snapshot], now: DateTime<Utc>) -> Outcome {
+    let Some(check) = visible(history, now).iter().rev().find_map(|s| s.task.as_ref()) else {
+        return Outcome::unknown("no finished task checked yet");
+    };
+    let scan = task_type.human();
+    let Some(task) = &check.task else {
+        return match &check.unavailable {
+            Some(why) => Outcome::unknown(format!("the latest task could not be checked: {why}")),
+            // The check found no finished task at all: nothing has failed.
+            None => Outcome::Ok,
+        };
+    };
+    if task.failed == 0 {
+        return Outcome::Ok;
+    }
+    let what = if task_type == TaskType::ClusterScan { "clusters" } else { "files" };
+    let total = task.scanning + task.success + task.failed;
+    // Names and reasons come from HSS and may be set by anyone: they travel in the alert's context, which every
+    // channel escapes, never in the summary.
+    Outcome::breach(
+        format!("the latest finished {scan} task failed on {} of {total} {what}", task.failed),
+        format!("{} failed", task.failed),
+    )
 }
 
 /// `poll_failing`: ok when the latest poll succeeded; breach when it failed with `auth`/`forbidden` (at once: more

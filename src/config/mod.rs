@@ -208,13 +208,21 @@ impl Target {
 
 pub use crate::rules::Severity;
 
-/// Effective settings of the four rules.
+/// Effective settings of the five rules.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rules {
     pub no_recent_scan: NoRecentScan,
     pub stuck_running: StuckRunning,
     pub total_stalled: TotalStalled,
     pub poll_failing: PollFailing,
+    pub scan_failures: ScanFailures,
+}
+
+/// `scan_failures` has no parameters: the latest finished task failed on some clusters or files, or it did not.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScanFailures {
+    pub enabled: bool,
+    pub severity: Severity,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -267,6 +275,7 @@ impl Rules {
                     self.poll_failing.severity,
                 )
             }),
+            scan_failures: on(self.scan_failures.enabled).map(|_| (rules::ScanFailures, self.scan_failures.severity)),
         }
     }
 }
@@ -283,6 +292,7 @@ impl Default for Rules {
                 after: 3,
                 for_: Duration::from_secs(30 * 60),
             },
+            scan_failures: ScanFailures { enabled: true, severity: Severity::Warning },
         }
     }
 }
@@ -1226,6 +1236,12 @@ impl Validator {
                     );
                 }
             }
+        }
+        if let Some(x) = &raw.scan_failures {
+            let k = format!("{key}.scan_failures");
+            let t = &mut r.scan_failures;
+            t.enabled = x.enabled.unwrap_or(t.enabled);
+            t.severity = self.severity(&format!("{k}.severity"), x.severity.as_deref(), t.severity);
         }
         r
     }

@@ -104,6 +104,14 @@ pub struct RawRules {
     pub stuck_running: Option<RawStuckRunning>,
     pub total_stalled: Option<RawTotalStalled>,
     pub poll_failing: Option<RawPollFailing>,
+    pub scan_failures: Option<RawScanFailures>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawScanFailures {
+    #[serde(default, deserialize_with = "strict_bool")]
+    pub enabled: Option<bool>,
+    pub severity: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

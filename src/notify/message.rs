@@ -693,6 +693,7 @@ pub fn rule_title(rule: RuleName, language: Language) -> String {
                 RuleName::StuckRunning => "扫描任务卡住",
                 RuleName::TotalStalled => "任务总数停滞",
                 RuleName::PollFailing => "HSS 接口轮询失败",
+                RuleName::ScanFailures => "扫描任务部分失败",
                 RuleName::ChannelFailing => "告警通道发送失败",
             };
             format!("{name}({})", rule.as_str())
@@ -750,6 +751,15 @@ pub fn describe(a: &AlertNotice, language: Language) -> String {
             match a.summary.split_once(": ") {
                 Some((_, detail)) => format!("{what};错误:{detail}"),
                 None => what,
+            }
+        }
+        RuleName::ScanFailures => {
+            let what = if a.series.task_type == TaskType::ClusterScan { "集群" } else { "文件" };
+            let total = after_word(&a.summary, "of ").and_then(|t| t.split_whitespace().next().map(str::to_string));
+            let failed = v.split_whitespace().next().unwrap_or(v);
+            match total {
+                Some(total) => format!("最近完成的{scan}任务在 {total} 个{what}中有 {failed} 个扫描失败"),
+                None => format!("最近完成的{scan}任务有 {failed} 个{what}扫描失败"),
             }
         }
         RuleName::ChannelFailing => match a.summary.split_once(": ") {

@@ -18,6 +18,7 @@
 //! stored. The daemon stops one that way on SIGTERM, and on SIGHUP to go on under the new config.
 
 pub mod record;
+pub mod task_check;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub struct PolledSeries {
     /// shared by every account polled there.
     host: String,
     host_budget: Arc<RateBudget>,
+    /// The host's budgets for the two task APIs.
+    host_task_budgets: Arc<task_check::TaskApiBudgets>,
 }
 
 /// What one poll did.
@@ -80,6 +83,8 @@ pub struct PollResult {
 struct AccountRuntime {
     budget: RateBudget,
     calls_per_minute: u32,
+    /// The account's budgets for the two task APIs (each has its own 5 a minute).
+    task_budgets: task_check::TaskApiBudgets,
     series: Vec<PolledSeries>,
 }
 
@@ -122,6 +127,8 @@ pub struct Poller {
     denied: std::sync::Mutex<std::collections::HashMap<i64, bool>>,
     /// `schedule.host_calls_per_minute`: how fast one endpoint host may be called, which paces a spread cycle.
     host_calls_per_minute: u32,
+    /// When each series last checked its latest finished task (`scan_failures`).
+    task_checks: task_check::TaskChecks,
 }
 
 impl Poller {
@@ -141,7 +148,12 @@ impl Poller {
             budget.prime(&ages);
             accounts.insert(
                 account.name.clone(),
-                AccountRuntime { budget, calls_per_minute: account.calls_per_minute, series: Vec::new() },
+                AccountRuntime {
+                    budget,
+                    calls_per_minute: account.calls_per_minute,
+                    task_budgets: task_check::TaskApiBudgets::new(account.calls_per_minute),
+                    series: Vec::new(),
+                },
             );
         }
         let mut clients: BTreeMap<(String, String), Arc<client::Account>> = BTreeMap::new();
@@ -154,6 +166,7 @@ impl Poller {
             host_series.entry(crate::config::host_of(&target.endpoint)).or_default().push(*id);
         }
         let mut hosts: BTreeMap<String, Arc<RateBudget>> = BTreeMap::new();
+        let mut host_task_budgets: BTreeMap<String, Arc<task_check::TaskApiBudgets>> = BTreeMap::new();
         for (host, ids) in &host_series {
             let budget = RateBudget::new(config.schedule.host_calls_per_minute);
             let ages: Vec<Duration> = store
@@ -164,6 +177,8 @@ impl Poller {
                 .collect();
             budget.prime(&ages);
             hosts.insert(host.clone(), Arc::new(budget));
+            host_task_budgets
+                .insert(host.clone(), Arc::new(task_check::TaskApiBudgets::new(config.schedule.host_calls_per_minute)));
         }
         for ((target, key), series_id) in series.into_iter().zip(ids) {
             let account = config
@@ -182,9 +197,15 @@ impl Poller {
                 .get(&crate::config::host_of(&target.endpoint))
                 .cloned()
                 .unwrap_or_else(|| Arc::new(RateBudget::new(config.schedule.host_calls_per_minute)));
+            let host = crate::config::host_of(&target.endpoint);
+            let host_tasks = host_task_budgets
+                .get(&host)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(task_check::TaskApiBudgets::new(config.schedule.host_calls_per_minute)));
             if let Some(rt) = accounts.get_mut(&account.name) {
                 rt.series.push(PolledSeries {
-                    host: crate::config::host_of(&target.endpoint),
+                    host_task_budgets: host_tasks,
+                    host,
                     host_budget,
                     key,
                     series_id,
@@ -208,6 +229,7 @@ impl Poller {
             wait_notice: None,
             denied: std::sync::Mutex::default(),
             host_calls_per_minute: config.schedule.host_calls_per_minute,
+            task_checks: task_check::TaskChecks::default(),
         })
     }
 
@@ -296,7 +318,7 @@ impl Poller {
             }
             let forbidden = if blocked.is_none() { self.series_backoff(s).await? } else { None };
             let throttled = rt.budget.paused().filter(|left| *left > MAX_THROTTLE_WAIT);
-            let (record, sent) = match (&blocked, &forbidden, throttled) {
+            let (mut record, sent) = match (&blocked, &forbidden, throttled) {
                 (Some((kind, reason)), _, _) | (None, Some((kind, reason)), _) => (self.not_sent(*kind, reason), false),
                 (None, None, Some(left)) => {
                     // Waiting out a long pause here would hold the whole cycle (and every account's next one) back
@@ -347,6 +369,19 @@ impl Poller {
             if sent {
                 let denied = record.outcome.as_ref().is_err_and(|e| e.kind == ErrorKind::Forbidden);
                 self.denied.lock().unwrap_or_else(|p| p.into_inner()).insert(s.series_id, denied);
+            }
+            if let (Ok(stats), Some(_)) = (&record.outcome, s.rules.scan_failures) {
+                let stats = *stats;
+                let mut owed = false;
+                if self.task_checks.due(&self.store, s.series_id, &stats).await? {
+                    let budgets = (&rt.task_budgets, s.host_task_budgets.as_ref());
+                    let busy = self.liveness.busy("task check");
+                    let check = task_check::check(&self.client, &s.account, s, budgets, record.polled_at).await;
+                    drop(busy);
+                    owed = check.task.is_none() && check.unavailable.is_some();
+                    record.task = Some(check);
+                }
+                self.task_checks.done(s.series_id, stats, owed);
             }
             let (snapshot_id, changes) = if opts.store {
                 let busy = self.liveness.busy("store");
@@ -646,7 +681,8 @@ task_type = "iac_scan"
         assert!(results.iter().all(|r| r.record.outcome.is_ok()));
         // Two polls over 600 ms: the second waits for its slot at 300 ms.
         assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
-        let calls = sim.calls();
+        // The statistics calls (each series' first poll also checks its latest finished task).
+        let calls: Vec<_> = sim.calls().into_iter().filter(|c| c.path.ends_with("/task-statistics")).collect();
         assert_eq!(calls.len(), 2);
         assert!((calls[1].at - calls[0].at) >= chrono::TimeDelta::milliseconds(250), "{calls:?}");
         stop.cancel();

@@ -60,6 +60,8 @@ pub async fn record_and_evaluate(
     let window_start = crate::clock::earlier(now, rules::lookback(rule_set));
     let min_polls = u32::try_from(rules::min_polls(rule_set)).unwrap_or(u32::MAX);
     let history = tx.rule_history(series_id, window_start, min_polls).await?;
+    // scan_failures' alerts carry what the latest task check found: which clusters or files failed, and why.
+    let latest_check = history.iter().rev().find_map(|s| s.task.clone());
     if let Some(skew) = rules::future_start_skew(&history, now) {
         tracing::warn!(series = %key, ahead = %rules::human_duration(skew), "last_task_start_time is in the future (clock skew?); treating its age as 0");
     }
@@ -93,7 +95,7 @@ pub async fn record_and_evaluate(
                 current.since.unwrap_or(now)
             },
             at: now,
-            context: None,
+            context: if rule == RuleName::ScanFailures { latest_check.clone() } else { None },
         };
         let silenced = {
             let probe = notice(Event::Firing);
@@ -375,9 +377,38 @@ mod tests {
 
     /// Polls five minutes apart (seven while failing) through `phases`, each `(phase, n)` lasting `n` polls. Before the
     /// first `Healthy` phase no scan has ever started.
+    /// A task check: the latest finished task failed on `failed` of 5 clusters.
+    fn task_check(failed: u64) -> crate::model::AlertContext {
+        let task = crate::model::TaskInfo {
+            task_id: format!("task-{failed}"),
+            task_name: "Nightly cluster scan".into(),
+            task_type: TaskType::ClusterScan,
+            trigger_type: "schedule".into(),
+            task_status: "finished".into(),
+            start_time: Some(0),
+            end_time: Some(60_000),
+            estimated_minutes: Some(0),
+            scanning: 0,
+            success: 5 - failed,
+            failed,
+        };
+        let failed_list = (0..failed)
+            .map(|i| crate::model::FailedResource {
+                name: format!("cce-{i}"),
+                id: None,
+                kind: Some("cce".into()),
+                failed_reason: "kube-apiserver unreachable".into(),
+            })
+            .collect();
+        crate::model::AlertContext { task: Some(task), failed: failed_list, failed_total: failed, unavailable: None }
+    }
+
     fn history_of(phases: &[(Phase, u32)]) -> Vec<PollRecord> {
         let (mut min, mut total, mut last_start) = (0i64, 40u64, None::<i64>);
         let mut polls = Vec::new();
+        // Each healthy stretch begins with a task check; they alternate between a task that failed on two clusters
+        // and a clean one, so scan_failures fires and resolves too.
+        let mut checks = 0u64;
         for &(phase, n) in phases {
             if let Phase::Stuck = phase {
                 last_start = Some(min);
@@ -398,7 +429,12 @@ mod tests {
                             last_start = Some(min);
                             total += 1;
                         }
-                        stats(u64::from(i % 3 == 1), total, last_start)
+                        let mut rec = stats(u64::from(i % 3 == 1), total, last_start);
+                        if i == 0 {
+                            checks += 1;
+                            rec.task = Some(task_check(if checks % 2 == 1 { 2 } else { 0 }));
+                        }
+                        rec
                     }
                     Phase::Stuck => stats(1, total, last_start),
                     Phase::Stalled => {
@@ -433,6 +469,7 @@ mod tests {
             stuck_running: Some((rules::StuckRunning { for_: minutes(45) }, Severity::Warning)),
             total_stalled: Some((rules::TotalStalled { window: minutes(120) }, Severity::Warning)),
             poll_failing: Some((rules::PollFailing { after: 3, for_: minutes(20) }, Severity::Critical)),
+            scan_failures: Some((rules::ScanFailures, Severity::Warning)),
         }
     }
 

@@ -609,11 +609,53 @@ fn evaluate_skips_disabled_rules_and_dispatches_enabled_ones() {
             (RuleName::StuckRunning, Severity::Warning, false),
             (RuleName::TotalStalled, Severity::Warning, false),
             (RuleName::PollFailing, Severity::Critical, false),
+            (RuleName::ScanFailures, Severity::Warning, false),
         ]
     );
     let set = RuleSet { stuck_running: None, ..RuleSet::default() };
-    assert_eq!(set.enabled(), vec![RuleName::NoRecentScan, RuleName::TotalStalled, RuleName::PollFailing]);
-    assert_eq!(evaluate_all(&set, &series_key(), &history, at(10)).len(), 3);
+    assert_eq!(
+        set.enabled(),
+        vec![RuleName::NoRecentScan, RuleName::TotalStalled, RuleName::PollFailing, RuleName::ScanFailures]
+    );
+    assert_eq!(evaluate_all(&set, &series_key(), &history, at(10)).len(), 4);
+}
+
+/// scan_failures looks at the latest task check in view: a task that failed on some clusters breaches (the
+/// summary counts; the names travel in the context), a clean one is ok, no check is unknown, and a check that could
+/// not see the task holds (unknown), so a failing task API neither fires nor resolves the alert.
+#[test]
+fn scan_failures_follows_the_latest_task_check() {
+    use crate::model::{AlertContext, TaskInfo};
+    let task = |failed: u64| TaskInfo {
+        task_id: "t1".into(),
+        task_name: "<!channel> nightly".into(),
+        task_type: TaskType::ClusterScan,
+        trigger_type: "schedule".into(),
+        task_status: "finished".into(),
+        start_time: None,
+        end_time: None,
+        estimated_minutes: None,
+        scanning: 0,
+        success: 3 - failed,
+        failed,
+    };
+    let with = |min: i64, check: Option<AlertContext>| Snapshot { task: check, ..ok(min, 5, 0, Some(min)) };
+    let failed = AlertContext { task: Some(task(2)), failed_total: 2, ..AlertContext::default() };
+    let clean = AlertContext { task: Some(task(0)), ..AlertContext::default() };
+    let blind = AlertContext { unavailable: Some("ListTasks: forbidden".into()), ..AlertContext::default() };
+    let eval = |h: &[Snapshot]| scan_failures(TaskType::ClusterScan, h, at(30));
+
+    assert!(matches!(eval(&[with(0, None)]), Outcome::Unknown { .. }), "no check yet");
+    match eval(&[with(0, Some(failed.clone())), with(5, None)]) {
+        Outcome::Breach { summary, value } => {
+            assert_eq!(summary, "the latest finished cluster scan task failed on 2 of 3 clusters");
+            assert_eq!(value, "2 failed");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(eval(&[with(0, Some(failed.clone())), with(5, Some(clean))]), Outcome::Ok, "a later clean task");
+    assert!(matches!(eval(&[with(0, Some(failed)), with(5, Some(blind))]), Outcome::Unknown { .. }), "holds");
+    assert_eq!(eval(&[with(0, Some(AlertContext::default()))]), Outcome::Ok, "nothing finished yet");
 }
 
 #[test]

@@ -615,6 +615,30 @@ impl Store {
         Ok(out)
     }
 
+    /// The latest successful snapshot of a series, and its latest task check (`scan_failures`), each by one index
+    /// range: what a process needs to know, once per series, whether a poll calls for a new check.
+    pub async fn latest_ok_and_check(
+        &self,
+        series_id: i64,
+    ) -> Result<(Option<Snapshot>, Option<crate::model::AlertContext>), StoreError> {
+        let ok =
+            sqlx::query("SELECT * FROM snapshots WHERE series_id = ?1 AND ok ORDER BY polled_at DESC, id DESC LIMIT 1")
+                .bind(series_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(sql("reading the latest snapshot"))?;
+        let check = sqlx::query(
+            "SELECT * FROM snapshots WHERE series_id = ?1 AND task_json IS NOT NULL ORDER BY polled_at DESC LIMIT 1",
+        )
+        .bind(series_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql("reading the latest task check"))?;
+        let ok = ok.as_ref().map(snapshot_from_row).transpose()?;
+        let check = check.as_ref().map(snapshot_from_row).transpose()?.and_then(|s| s.task);
+        Ok((ok, check))
+    }
+
     /// The latest `n` calls sent for one series, newest first (to rebuild its permission backoff after a restart).
     pub async fn latest_series_calls(&self, series_id: i64, n: u32) -> Result<Vec<Snapshot>, StoreError> {
         let rows = sqlx::query(
@@ -736,8 +760,8 @@ impl WriteTx {
         let s = rec.to_snapshot(0, series_id);
         let row = sqlx::query(
             "INSERT INTO snapshots (series_id, polled_at, ok, total_num, running_num, last_task_start_time, latency_ms,
-                                    http_status, error_kind, error_code, error_message, request_id, sent)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id",
+                                    http_status, error_kind, error_code, error_message, request_id, sent, task_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) RETURNING id",
         )
         .bind(series_id)
         .bind(s.polled_at.timestamp_millis())
@@ -752,6 +776,7 @@ impl WriteTx {
         .bind(s.error_message.as_deref())
         .bind(s.request_id.as_deref())
         .bind(sent)
+        .bind(s.task.as_ref().and_then(|t| serde_json::to_string(t).ok()))
         .fetch_one(&mut *self.tx)
         .await
         .map_err(self.failed("storing a snapshot"))?;
@@ -817,7 +842,12 @@ fn snapshot_from_row(row: &SqliteRow) -> Result<Snapshot, StoreError> {
         };
         let kind: Option<String> = row.try_get("error_kind")?;
         Ok(Snapshot {
-            task: None,
+            // A check that no longer parses (written by a newer release) reads as no check, not as an error.
+            task: row
+                .try_get::<Option<String>, _>("task_json")
+                .ok()
+                .flatten()
+                .and_then(|t| serde_json::from_str(&t).ok()),
             id: row.try_get("id")?,
             series_id: row.try_get("series_id")?,
             polled_at: millis(row.try_get("polled_at")?),

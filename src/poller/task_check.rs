@@ -1,0 +1,149 @@
+//! The task check behind `scanwatch`'s `scan_failures` rule: which task finished last, and which of its clusters or
+//! files failed and why (ListTasks, then ListTaskResources for the failed ones).
+//!
+//! It costs calls only when something changed: on a series' first poll ever, and whenever a task has finished since
+//! the previous poll (the total grew, or fewer tasks run) — judged from the stored history, so a timer's `poll` every
+//! five minutes costs no more than the daemon. Each of those APIs allows 5 calls a minute per user and per client
+//! IP, apart from task-statistics' own 5, so a check never waits: without a slot in both budgets it is recorded as
+//! not made (the rule holds its state) and owed to the next poll, and the statistics polls go on at their pace.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use crate::hss::budget::RateBudget;
+use crate::hss::client::{Account, HssClient};
+use crate::hss::task_resources::{ScanStatus, TaskResourcesRequest};
+use crate::hss::tasks::{ListTasksRequest, SortDir, TaskStatus};
+use crate::model::{AlertContext, TaskStats};
+use crate::store::{Store, StoreError};
+
+use super::PolledSeries;
+
+/// How many failed clusters or files a check fetches (messages list up to five).
+const FAILED_LISTED: u32 = 10;
+
+/// The two task APIs' budgets for one account, or for one endpoint host (shared by its accounts).
+#[derive(Debug)]
+pub struct TaskApiBudgets {
+    tasks: RateBudget,
+    resources: RateBudget,
+}
+
+impl TaskApiBudgets {
+    pub fn new(calls_per_minute: u32) -> Self {
+        TaskApiBudgets { tasks: RateBudget::new(calls_per_minute), resources: RateBudget::new(calls_per_minute) }
+    }
+}
+
+/// Takes a slot in both budgets now, or neither.
+fn take(account: &RateBudget, host: &RateBudget) -> bool {
+    match (account.try_admit(), host.try_admit()) {
+        (Ok(_), Ok(_)) => true,
+        (Ok(a), Err(_)) => {
+            account.cancel(a);
+            false
+        }
+        (Err(_), Ok(h)) => {
+            host.cancel(h);
+            false
+        }
+        (Err(_), Err(_)) => false,
+    }
+}
+
+/// The `unavailable` of a check that was not made for want of budget: stored, so it is owed across processes.
+pub const NOT_CHECKED: &str = "not checked: the task APIs' budget (5 calls a minute) is spent; the next poll checks";
+
+/// Per series: the last statistics seen and whether a check is owed — read from the store on a series' first poll
+/// in this process, then kept here.
+#[derive(Debug, Default)]
+pub struct TaskChecks {
+    seen: Mutex<HashMap<i64, (Option<TaskStats>, bool)>>,
+}
+
+impl TaskChecks {
+    /// Whether this successful poll calls for a check: none was ever made, one is owed (skipped, or HSS answered
+    /// an error), or a task finished since the previous successful poll (the total grew, or fewer run).
+    pub async fn due(&self, store: &Store, series_id: i64, stats: &TaskStats) -> Result<bool, StoreError> {
+        let known = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&series_id).copied();
+        let (last, owed) = match known {
+            Some(k) => k,
+            None => {
+                let (ok, check) = store.latest_ok_and_check(series_id).await?;
+                let Some(check) = check else { return Ok(true) };
+                (ok.and_then(|s| s.stats), check.task.is_none() && check.unavailable.is_some())
+            }
+        };
+        Ok(owed || last.is_none_or(|l| stats.total_num > l.total_num || stats.running_num < l.running_num))
+    }
+
+    /// Remembers this poll's statistics, and whether the check it called for is still owed.
+    pub fn done(&self, series_id: i64, stats: TaskStats, owed: bool) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(series_id, (Some(stats), owed));
+    }
+}
+
+/// The latest finished task of `s` and its failed resources, within the budgets; with `unavailable` set to
+/// [`NOT_CHECKED`] when a budget had no slot, or to HSS's error.
+pub async fn check(
+    client: &HssClient,
+    account: &Account,
+    s: &PolledSeries,
+    budgets: (&TaskApiBudgets, &TaskApiBudgets),
+    now: DateTime<Utc>,
+) -> AlertContext {
+    let (mine, host) = budgets;
+    if !take(&mine.tasks, &host.tasks) {
+        return AlertContext { unavailable: Some(NOT_CHECKED.into()), ..AlertContext::default() };
+    }
+    let req = ListTasksRequest {
+        endpoint: &s.endpoint,
+        project_id: &s.key.project_id,
+        enterprise_project_id: s.key.enterprise_project_id.as_deref(),
+        offset: 0,
+        limit: 10,
+        task_type: s.key.task_type,
+        task_status: Some(TaskStatus::Finished),
+        sort: Some(SortDir::Desc),
+        task_id: None,
+    };
+    let tasks = match client.list_tasks(account, &req, now).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(series = %s.key, error = %e, "task check failed");
+            return AlertContext { unavailable: Some(format!("ListTasks: {e}")), ..AlertContext::default() };
+        }
+    };
+    let Some(task) = tasks.tasks.into_iter().next() else {
+        // Nothing has finished yet: nothing has failed.
+        return AlertContext::default();
+    };
+    let mut context = AlertContext { failed_total: task.failed, ..AlertContext::default() };
+    if task.failed > 0 {
+        if take(&mine.resources, &host.resources) {
+            let req = TaskResourcesRequest {
+                endpoint: &s.endpoint,
+                project_id: &s.key.project_id,
+                enterprise_project_id: s.key.enterprise_project_id.as_deref(),
+                task_id: &task.task_id,
+                task_type: s.key.task_type,
+                scan_status: Some(ScanStatus::Failed),
+                offset: 0,
+                limit: FAILED_LISTED,
+            };
+            match client.list_task_resources(account, &req, now).await {
+                Ok(r) => {
+                    context.failed_total = r.total_num.max(task.failed);
+                    context.failed = r.resources.into_iter().map(|r| r.resource).collect();
+                }
+                Err(e) => context.unavailable = Some(format!("ListTaskResources: {e}")),
+            }
+        } else {
+            context.unavailable = Some("the failed clusters or files were not fetched: API budget exhausted".into());
+        }
+    }
+    context.task = Some(task);
+    context
+}
