@@ -154,7 +154,7 @@ async fn main() -> anyhow::Result<()> {
                 let lifecycle = scanwatch::alerting::Lifecycle::default();
                 let labels = BTreeMap::new();
                 for (i, r) in &rows {
-                    let outbox = Outbox { labels: Some(&labels), routes: &[], silences: &[] };
+                    let outbox = Outbox { labels: Some(&labels), routes: &[], silences: &[], contexts: &[] };
                     record_and_evaluate(&store, ids[*i], &key(*i), &rules, &lifecycle, r, true, outbox).await?;
                 }
             }

@@ -38,7 +38,7 @@ use crate::hss::regions;
 use crate::liveness::Liveness;
 use crate::model::{ErrorKind, PollError, PollRecord, SeriesKey, Snapshot};
 use crate::notify::outbox::Route;
-use crate::rules::RuleSet;
+use crate::rules::{RuleName, RuleSet};
 use crate::store::{SilenceRow, Store, StoreError};
 
 pub use record::{AlertChange, Outbox, Recorded, record_and_evaluate};
@@ -129,6 +129,8 @@ pub struct Poller {
     host_calls_per_minute: u32,
     /// When each series last checked its latest finished task (`scan_failures`).
     task_checks: task_check::TaskChecks,
+    /// Finished tasks' failed resources, for alerts' context.
+    resource_cache: task_check::ResourceCache,
 }
 
 impl Poller {
@@ -230,6 +232,7 @@ impl Poller {
             denied: std::sync::Mutex::default(),
             host_calls_per_minute: config.schedule.host_calls_per_minute,
             task_checks: task_check::TaskChecks::default(),
+            resource_cache: task_check::ResourceCache::default(),
         })
     }
 
@@ -385,7 +388,29 @@ impl Poller {
             }
             let (snapshot_id, changes) = if opts.store {
                 let busy = self.liveness.busy("store");
-                let outbox = Outbox { labels: Some(&s.labels), routes: &self.routes, silences };
+                // The task behind a data alert that is about to fire or remind, fetched before its notices are
+                // written, so each goes out with it (or says why not). Only then: it costs calls.
+                let mut contexts = Vec::new();
+                if record.outcome.is_ok() {
+                    let notifying =
+                        record::preview(&self.store, s.series_id, &s.key, &s.rules, &self.lifecycle, &record).await?;
+                    if notifying.iter().any(|r| r.is_data_rule() && *r != RuleName::ScanFailures) {
+                        let budgets = (&rt.task_budgets, s.host_task_budgets.as_ref());
+                        let busy = self.liveness.busy("alert context");
+                        contexts = task_check::contexts(
+                            &self.client,
+                            &s.account,
+                            s,
+                            budgets,
+                            &notifying,
+                            &self.resource_cache,
+                            record.polled_at,
+                        )
+                        .await;
+                        drop(busy);
+                    }
+                }
+                let outbox = Outbox { labels: Some(&s.labels), routes: &self.routes, silences, contexts: &contexts };
                 let r = record_and_evaluate(
                     &self.store,
                     s.series_id,

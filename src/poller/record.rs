@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::alerting::silence::silenced_by;
 use crate::alerting::{Alert, AlertState, Event, Lifecycle, Transition, fingerprint, step};
-use crate::model::{PollRecord, SeriesKey};
+use crate::model::{AlertContext, PollRecord, SeriesKey};
 use crate::notify::AlertNotice;
 use crate::notify::outbox::{Route, route};
 use crate::rules::{self, RuleName, RuleSet, Severity};
@@ -39,6 +39,39 @@ pub struct Outbox<'a> {
     pub labels: Option<&'a BTreeMap<String, String>>,
     pub routes: &'a [Arc<dyn Route>],
     pub silences: &'a [SilenceRow],
+    /// The task behind an alert, per rule, fetched before recording (see [`preview`]); a notice of such a rule
+    /// carries it.
+    pub contexts: &'a [(RuleName, AlertContext)],
+}
+
+/// Which rules' alerts recording `record` would notify about (firing or a reminder), without writing anything: the
+/// poller asks first, so that it can fetch the task behind those alerts from HSS before the notices are written,
+/// and every notice goes out with its context or says why it has none. A hint only: recording evaluates again.
+pub async fn preview(
+    store: &Store,
+    series_id: i64,
+    key: &SeriesKey,
+    rule_set: &RuleSet,
+    lifecycle: &Lifecycle,
+    record: &PollRecord,
+) -> Result<Vec<RuleName>, StoreError> {
+    let now = record.polled_at;
+    let window_start = crate::clock::earlier(now, rules::lookback(rule_set));
+    let min_polls = u32::try_from(rules::min_polls(rule_set)).unwrap_or(u32::MAX);
+    let fingerprints: Vec<String> = rule_set.enabled().into_iter().map(|r| fingerprint(r, key)).collect();
+    let (alerts, mut history) =
+        store.alerts_and_rule_history(&fingerprints, series_id, window_start, min_polls).await?;
+    history.push(record.to_snapshot(0, series_id));
+    let mut notifying = Vec::new();
+    for (rule, _, outcome) in rules::evaluate_all(rule_set, key, &history, now) {
+        let fp = fingerprint(rule, key);
+        let current = alerts.iter().find(|a| a.fingerprint == fp).map(|a| a.alert.clone()).unwrap_or_default();
+        let (_, transition) = step(&current, &outcome, lifecycle, now);
+        if transition.and_then(|t| t.event).is_some_and(|e| matches!(e, Event::Firing | Event::Repeat)) {
+            notifying.push(rule);
+        }
+    }
+    Ok(notifying)
 }
 
 /// Stores `record` for the series, evaluates its rules over the stored history and writes the outbox notices of
@@ -95,7 +128,11 @@ pub async fn record_and_evaluate(
                 current.since.unwrap_or(now)
             },
             at: now,
-            context: if rule == RuleName::ScanFailures { latest_check.clone() } else { None },
+            context: if rule == RuleName::ScanFailures {
+                latest_check.clone()
+            } else {
+                outbox.contexts.iter().find(|(r, _)| *r == rule).map(|(_, c)| c.clone())
+            },
         };
         let silenced = {
             let probe = notice(Event::Firing);
@@ -262,7 +299,7 @@ mod tests {
         let matchers = BTreeMap::from([("target".to_string(), "t".to_string())]);
         store.add_silence(&matchers, at(0), at(10), "me", "maintenance", at(0)).await.unwrap();
         let silences = store.silences(at(1), false).await.unwrap();
-        let outbox_at = |silences| Outbox { labels: None, routes: &routes, silences };
+        let outbox_at = |silences| Outbox { labels: None, routes: &routes, silences, contexts: &[] };
         record_and_evaluate(&store, id, &key(), &set, &lc, &failing(1), true, outbox_at(&silences)).await.unwrap();
         record_and_evaluate(&store, id, &key(), &set, &lc, &failing(5), true, outbox_at(&silences)).await.unwrap();
         // The silence has ended by minute 11: the alert still fires, so its firing goes out now.
@@ -305,7 +342,7 @@ mod tests {
         let (_dir, store, id) = fresh_store().await;
         let set = poll_failing_after(1);
         let routes: Vec<Arc<dyn Route>> = vec![Arc::new(All)];
-        let outbox = Outbox { labels: None, routes: &routes, silences };
+        let outbox = Outbox { labels: None, routes: &routes, silences, contexts: &[] };
         for rec in polls {
             record_and_evaluate(&store, id, &key(), &set, &lc, rec, true, outbox).await.unwrap();
             store.seal_notices(rec.polled_at, |_| {}, crate::notify::outbox::new_uid).await.unwrap();

@@ -147,3 +147,134 @@ pub async fn check(
     context.task = Some(task);
     context
 }
+
+/// How long fetching an alert's context may take before the alert goes out without it.
+pub const CONTEXT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A finished task's failed clusters or files, cached by task id: they no longer change, and a reminder every few
+/// hours about the same task needs no new call.
+#[derive(Debug, Default)]
+pub struct ResourceCache {
+    finished: Mutex<HashMap<String, (Vec<crate::model::FailedResource>, u64)>>,
+}
+
+/// The task behind each of `rules`' alerts (`no_recent_scan`, `stuck_running`, `total_stalled` firing or
+/// reminding): the running tasks for `stuck_running`, otherwise the latest task, with its failed clusters or files.
+/// Best effort within the budgets and [`CONTEXT_TIMEOUT`]: without a slot, or on an error, the context says why.
+pub async fn contexts(
+    client: &HssClient,
+    account: &Account,
+    s: &PolledSeries,
+    budgets: (&TaskApiBudgets, &TaskApiBudgets),
+    rules: &[crate::rules::RuleName],
+    cache: &ResourceCache,
+    now: DateTime<Utc>,
+) -> Vec<(crate::rules::RuleName, AlertContext)> {
+    use crate::rules::RuleName;
+    let mut out: Vec<(RuleName, AlertContext)> = Vec::new();
+    // One question per kind: "which tasks run" (stuck_running), "which task came last" (the others).
+    for running in [true, false] {
+        let wanted: Vec<RuleName> = rules
+            .iter()
+            .copied()
+            .filter(|r| matches!(r, RuleName::NoRecentScan | RuleName::StuckRunning | RuleName::TotalStalled))
+            .filter(|r| (*r == RuleName::StuckRunning) == running)
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let context =
+            match tokio::time::timeout(CONTEXT_TIMEOUT, task_behind(client, account, s, budgets, running, cache, now))
+                .await
+            {
+                Ok(c) => c,
+                Err(_) => AlertContext {
+                    unavailable: Some(format!("HSS did not answer within {}s", CONTEXT_TIMEOUT.as_secs())),
+                    ..AlertContext::default()
+                },
+            };
+        out.extend(wanted.into_iter().map(|r| (r, context.clone())));
+    }
+    out
+}
+
+async fn task_behind(
+    client: &HssClient,
+    account: &Account,
+    s: &PolledSeries,
+    (mine, host): (&TaskApiBudgets, &TaskApiBudgets),
+    running: bool,
+    cache: &ResourceCache,
+    now: DateTime<Utc>,
+) -> AlertContext {
+    if !take(&mine.tasks, &host.tasks) {
+        return AlertContext {
+            unavailable: Some("the task APIs' budget (5 calls a minute) is spent".into()),
+            ..AlertContext::default()
+        };
+    }
+    let req = ListTasksRequest {
+        endpoint: &s.endpoint,
+        project_id: &s.key.project_id,
+        enterprise_project_id: s.key.enterprise_project_id.as_deref(),
+        offset: 0,
+        limit: 10,
+        task_type: s.key.task_type,
+        task_status: running.then_some(TaskStatus::Running),
+        sort: Some(SortDir::Desc),
+        task_id: None,
+    };
+    let task = match client.list_tasks(account, &req, now).await {
+        Ok(t) => match t.tasks.into_iter().next() {
+            Some(task) => task,
+            None => {
+                let what = if running { "no task is running" } else { "HSS lists no task" };
+                return AlertContext { unavailable: Some(what.into()), ..AlertContext::default() };
+            }
+        },
+        Err(e) => return AlertContext { unavailable: Some(format!("ListTasks: {e}")), ..AlertContext::default() },
+    };
+    let mut context = AlertContext { failed_total: task.failed, ..AlertContext::default() };
+    let finished = task.task_status == "finished";
+    let cached = finished.then(|| cache.finished.lock().unwrap_or_else(|p| p.into_inner()).get(&task.task_id).cloned());
+    match cached.flatten() {
+        Some((failed, total)) => {
+            context.failed = failed;
+            context.failed_total = total;
+        }
+        None if task.failed > 0 => {
+            if take(&mine.resources, &host.resources) {
+                let req = TaskResourcesRequest {
+                    endpoint: &s.endpoint,
+                    project_id: &s.key.project_id,
+                    enterprise_project_id: s.key.enterprise_project_id.as_deref(),
+                    task_id: &task.task_id,
+                    task_type: s.key.task_type,
+                    scan_status: Some(ScanStatus::Failed),
+                    offset: 0,
+                    limit: FAILED_LISTED,
+                };
+                match client.list_task_resources(account, &req, now).await {
+                    Ok(r) => {
+                        context.failed_total = r.total_num.max(task.failed);
+                        context.failed = r.resources.into_iter().map(|r| r.resource).collect();
+                        if finished {
+                            cache
+                                .finished
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(task.task_id.clone(), (context.failed.clone(), context.failed_total));
+                        }
+                    }
+                    Err(e) => context.unavailable = Some(format!("ListTaskResources: {e}")),
+                }
+            } else {
+                context.unavailable =
+                    Some("the failed clusters or files were not fetched: the task APIs' budget is spent".into());
+            }
+        }
+        None => {}
+    }
+    context.task = Some(task);
+    context
+}

@@ -97,14 +97,19 @@ const ALERT_SELECT: &str =
     "SELECT a.id AS alert_id, a.*, r.id, r.target, r.task_type, r.account, r.region, r.project_id,
         r.enterprise_project_id FROM alerts a JOIN series r ON r.id = a.series_id";
 
+/// The query for the stored alerts among `n` fingerprints (bound as ?1…?n).
+fn alerts_among(n: usize) -> String {
+    let marks = (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+    format!("{ALERT_SELECT} WHERE a.fingerprint IN ({marks})")
+}
+
 impl WriteTx {
     /// The stored alerts among `fingerprints`, in one statement (a poll evaluates all its rules at once).
     pub async fn alerts(&mut self, fingerprints: &[String]) -> Result<Vec<AlertRow>, StoreError> {
         if fingerprints.is_empty() {
             return Ok(Vec::new());
         }
-        let marks = (1..=fingerprints.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("{ALERT_SELECT} WHERE a.fingerprint IN ({marks})")));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(alerts_among(fingerprints.len())));
         for fp in fingerprints {
             query = query.bind(fp.as_str());
         }
@@ -232,6 +237,35 @@ fn parse_event(s: &str) -> Option<Event> {
 }
 
 impl Store {
+    /// [`WriteTx::alerts`] and [`WriteTx::rule_history`] outside a write transaction: what a poll's preview reads
+    /// to know, before it writes, which alerts it will notify about.
+    pub async fn alerts_and_rule_history(
+        &self,
+        fingerprints: &[String],
+        series_id: i64,
+        window_start: DateTime<Utc>,
+        min_polls: u32,
+    ) -> Result<(Vec<AlertRow>, Vec<Snapshot>), StoreError> {
+        let mut alerts = Vec::new();
+        if !fingerprints.is_empty() {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(alerts_among(fingerprints.len())));
+            for fp in fingerprints {
+                query = query.bind(fp.as_str());
+            }
+            let rows = query.fetch_all(&self.pool).await.map_err(sql("reading alerts"))?;
+            alerts = rows.iter().map(alert_from_row).collect::<Result<_, _>>()?;
+        }
+        let rows = sqlx::query(RULE_HISTORY)
+            .bind(series_id)
+            .bind(window_start.timestamp_millis())
+            .bind(i64::from(min_polls))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql("reading rule history"))?;
+        let history = rows.iter().map(snapshot_from_row).collect::<Result<_, _>>()?;
+        Ok((alerts, history))
+    }
+
     /// Alerts, with their series. `all = false` gives only pending and firing ones.
     pub async fn alerts(&self, all: bool) -> Result<Vec<AlertRow>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(

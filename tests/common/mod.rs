@@ -169,7 +169,7 @@ impl SimServer {
 
     /// The task-statistics calls only (no IAM logins), oldest first.
     pub fn hss_calls(&self) -> Vec<CallRecord> {
-        self.sim.calls().into_iter().filter(|c| c.path.starts_with("/v5/")).collect()
+        self.sim.calls().into_iter().filter(|c| c.api == Some(scanwatch::simulator::Api::TaskStatistics)).collect()
     }
 
     /// The task-statistics calls for one project, oldest first.
