@@ -665,7 +665,10 @@ async fn alerts_view(
     format: Format,
 ) -> anyhow::Result<String> {
     let silences = store.silences(now, false).await?;
-    let rows = AlertJson::rows(store.alerts(all).await?, &silences, &config.targets, now);
+    let rows = AlertJson::with_context(
+        AlertJson::rows(store.alerts(all).await?, &silences, &config.targets, now),
+        &store.alert_contexts().await?,
+    );
     let headers = [
         "fingerprint",
         "target",

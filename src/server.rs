@@ -553,7 +553,8 @@ async fn alerts(
     let Query(q) = query?;
     let now = s.clock.now();
     let silences = s.store.silences(now, false).await?;
-    Ok(Json(AlertJson::rows(s.store.alerts(q.all).await?, &silences, &s.config.targets, now)))
+    let rows = AlertJson::rows(s.store.alerts(q.all).await?, &silences, &s.config.targets, now);
+    Ok(Json(AlertJson::with_context(rows, &s.store.alert_contexts().await?)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -89,6 +89,12 @@ fn a_firing_alert_names_the_task_behind_it_or_says_why_not_and_is_never_held_bac
     let why = d["context_unavailable"].as_str().unwrap_or_default();
     assert!(!why.is_empty() && d.get("task_id").is_none_or(Value::is_null), "{d:#}");
 
+    // `alerts --format json` carries the same context (and /api/v1/alerts, which shares its rows).
+    let alerts = parse_rows(&sb.run(&["--clock-offset", "2h", "alerts", "--format", "json"]).expect_code(0).stdout);
+    let stale = alerts.iter().find(|a| a["target"] == "ctx-a" && a["rule"] == "no_recent_scan").unwrap();
+    assert_eq!(stale["context"]["task"]["task_id"], "ctx-a-task-0001", "{stale:#}");
+    assert_eq!(stale["context"]["failed"][0]["failed_reason"], "kube-apiserver unreachable", "{stale:#}");
+
     // Nothing waited for a budget: the whole run took seconds, not the minute a slot would have cost.
     assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
     let over = scanwatch::simulator::audit::audit_with(&sim.sim.calls(), Duration::from_secs(60), 5, 5);

@@ -142,6 +142,9 @@ pub async fn record_and_evaluate(
         let alert_id = tx.save_alert(&fp, series_id, rule, severity, &next, Some(snapshot_id), untold_after).await?;
         if let Some((e, suppressed)) = to_write {
             let n = notice(e);
+            if let Some(context) = &n.context {
+                tx.set_alert_context(alert_id, context).await?;
+            }
             for channel in route(outbox.routes, &n) {
                 tx.insert_notice(channel, &n, suppressed).await?;
             }

@@ -169,6 +169,22 @@ impl WriteTx {
         row.try_get(0).map_err(sql("saving an alert"))
     }
 
+    /// Keeps the context a notice of this alert carried, for the read side.
+    pub async fn set_alert_context(
+        &mut self,
+        alert_id: i64,
+        context: &crate::model::AlertContext,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(context).map_err(|e| corrupt(e.to_string()))?;
+        sqlx::query("UPDATE alerts SET context_json = ?2 WHERE id = ?1")
+            .bind(alert_id)
+            .bind(json)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(self.failed("saving an alert's context"))?;
+        Ok(())
+    }
+
     pub async fn insert_transition(
         &mut self,
         alert_id: i64,
@@ -237,6 +253,26 @@ fn parse_event(s: &str) -> Option<Event> {
 }
 
 impl Store {
+    /// The context each alert's latest notification carried, by fingerprint.
+    pub async fn alert_contexts(
+        &self,
+    ) -> Result<std::collections::HashMap<String, crate::model::AlertContext>, StoreError> {
+        let rows = sqlx::query("SELECT fingerprint, context_json FROM alerts WHERE context_json IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql("reading alert contexts"))?;
+        let mut out = std::collections::HashMap::new();
+        for r in &rows {
+            let fp: String = r.try_get(0).map_err(sql("reading alert contexts"))?;
+            let json: String = r.try_get(1).map_err(sql("reading alert contexts"))?;
+            // A context that no longer parses (a newer release wrote it) is shown as none, not as an error.
+            if let Ok(c) = serde_json::from_str(&json) {
+                out.insert(fp, c);
+            }
+        }
+        Ok(out)
+    }
+
     /// [`WriteTx::alerts`] and [`WriteTx::rule_history`] outside a write transaction: what a poll's preview reads
     /// to know, before it writes, which alerts it will notify about.
     pub async fn alerts_and_rule_history(
