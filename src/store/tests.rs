@@ -433,3 +433,23 @@ async fn a_write_that_fails_for_want_of_space_is_noted_until_the_next_commit() {
     s.ensure_series(&key("a", TaskType::IacScan)).await.unwrap();
     assert_eq!(s.last_write_failure(), None);
 }
+
+/// What primes an endpoint host's budget after a restart: the calls sent for the host's series (of every account),
+/// since a time, oldest first; a poll that was never sent is no call.
+#[tokio::test]
+async fn a_hosts_recent_calls_are_those_sent_for_any_of_its_series() {
+    let (_d, s) = store().await;
+    let a = s.ensure_series(&key("a", TaskType::ClusterScan)).await.unwrap();
+    let mut of_other_account = key("b", TaskType::ClusterScan);
+    of_other_account.account = "other".into();
+    let b = s.ensure_series(&of_other_account).await.unwrap();
+    let elsewhere = s.ensure_series(&key("c", TaskType::ClusterScan)).await.unwrap();
+    s.record_poll(a, &ok(0, 1), true).await.unwrap();
+    s.record_poll(b, &ok(5, 1), true).await.unwrap();
+    s.record_poll(a, &failed(10), false).await.unwrap();
+    s.record_poll(elsewhere, &ok(12, 1), true).await.unwrap();
+    s.record_poll(b, &failed(20), true).await.unwrap();
+    assert_eq!(s.calls_since_of_series(&[a, b], at(0)).await.unwrap(), vec![at(0), at(5), at(20)]);
+    assert_eq!(s.calls_since_of_series(&[a, b], at(6)).await.unwrap(), vec![at(20)]);
+    assert!(s.calls_since_of_series(&[], at(0)).await.unwrap().is_empty());
+}
