@@ -72,15 +72,19 @@ pub enum Command {
         /// How long to spend delivering notifications after polling; what is left stays pending for the next run.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         deliver_timeout: Duration,
+        /// Output format: an aligned table for people, JSON (an array, DESIGN.md's field names) or CSV for tools.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// Show the notification delivery log, newest first.
     Notifications {
+        /// Only notifications in this state.
         #[arg(long, value_enum)]
         status: Option<DeliveryStatus>,
+        /// At most this many, newest first.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Output format: an aligned table for people, JSON (an array, DESIGN.md's field names) or CSV for tools.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -88,7 +92,7 @@ pub enum Command {
     /// severity info, label test="true", a fingerprint no real alert has) and names a made-up target unless
     /// --target is given.
     NotifyTest {
-        /// The channel (a `[[channels]]` name).
+        /// The channel to test: a `[[channels]]` name from the config.
         #[arg(long)]
         channel: String,
         /// Use this configured target's labels in the message instead of a made-up one.
@@ -109,13 +113,16 @@ pub enum Command {
         /// At most this many rows (the latest ones).
         #[arg(long)]
         limit: Option<u32>,
+        /// Output format: an aligned table for people, JSON (an array, DESIGN.md's field names) or CSV for tools.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// Show alerts: pending and firing ones, or with --all every alert ever raised.
     Alerts {
+        /// Every alert ever raised, resolved ones included, not only pending and firing.
         #[arg(long)]
         all: bool,
+        /// Output format: an aligned table for people, JSON (an array, DESIGN.md's field names) or CSV for tools.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -127,12 +134,15 @@ pub enum Command {
         /// From this long ago (`24h`) or this time (RFC 3339).
         #[arg(long)]
         since: Option<String>,
+        /// Output format: an aligned table for people, JSON (an array, DESIGN.md's field names) or CSV for tools.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// Acknowledge a firing alert: no reminders until it resolves.
     Ack {
+        /// The alert's fingerprint (the first column of `scanwatch alerts`).
         fingerprint: String,
+        /// Why, or who is on it (shown in `alerts`).
         #[arg(long)]
         comment: Option<String>,
     },
@@ -146,8 +156,10 @@ pub enum Command {
         /// How far back to start (`7d`) or a time (RFC 3339).
         #[arg(long)]
         since: String,
+        /// Only this target.
         #[arg(long)]
         target: Option<String>,
+        /// Output format: an aligned table for people, JSON (an array, DESIGN.md's field names) or CSV for tools.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -169,6 +181,7 @@ pub enum Command {
         /// List this task's resources instead of the tasks.
         #[arg(long)]
         task: Option<String>,
+        /// Output format: an aligned table for people, JSON (an array, DESIGN.md's field names) or CSV for tools.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -178,6 +191,14 @@ pub enum Command {
         #[arg(long, default_value = "55s", value_parser = parse_duration)]
         duration: Duration,
     },
+    /// Print a shell completion script (e.g. `scanwatch completions bash > /etc/bash_completion.d/scanwatch`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `scanwatch man > scanwatch.1`.
+    Man,
     /// Run the HSS simulator: a real HTTP server speaking the task-statistics API and IAM login.
     Simulate {
         /// Address to listen on, e.g. 127.0.0.1:8080.
@@ -225,19 +246,25 @@ pub enum SilenceCommand {
     },
     /// List silences in force (or, with --all, every one).
     List {
+        /// Ended and expired silences too.
         #[arg(long)]
         all: bool,
+        /// Output format: an aligned table for people, JSON (an array, DESIGN.md's field names) or CSV for tools.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// End a silence now.
-    Expire { id: i64 },
+    Expire {
+        /// The silence's id (the first column of `silence list`).
+        id: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print the effective configuration (file + environment), secrets redacted.
     Show {
+        /// TOML (as the file is written) or JSON.
         #[arg(long, value_enum, default_value_t = ShowFormat::Toml)]
         format: ShowFormat,
     },
@@ -507,6 +534,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 format,
             };
             print!("{}", tasks::run(&config, clock.as_ref(), &q).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "scanwatch", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut page)
+                .context("cannot render the man page")?;
+            use std::io::Write;
+            std::io::stdout().write_all(&page).context("cannot write the man page")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { duration } => {

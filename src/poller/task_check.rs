@@ -149,7 +149,7 @@ pub async fn check(
 }
 
 /// How long fetching an alert's context may take before the alert goes out without it.
-pub const CONTEXT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const CONTEXT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A finished task's failed clusters or files, cached by task id: they no longer change, and a reminder every few
 /// hours about the same task needs no new call.
