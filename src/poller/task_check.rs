@@ -16,7 +16,7 @@ use crate::hss::budget::RateBudget;
 use crate::hss::client::{Account, HssClient};
 use crate::hss::task_resources::{ScanStatus, TaskResourcesRequest};
 use crate::hss::tasks::{ListTasksRequest, SortDir, TaskStatus};
-use crate::model::{AlertContext, TaskStats};
+use crate::model::{AlertContext, TaskInfo, TaskStats};
 use crate::store::{Store, StoreError};
 
 use super::PolledSeries;
@@ -98,6 +98,26 @@ pub async fn check(
     if !take(&mine.tasks, &host.tasks) {
         return AlertContext { unavailable: Some(NOT_CHECKED.into()), ..AlertContext::default() };
     }
+    let task = match latest_task(client, account, s, Some(TaskStatus::Finished), now).await {
+        Ok(Some(task)) => task,
+        // Nothing has finished yet: nothing has failed.
+        Ok(None) => return AlertContext::default(),
+        Err(e) => {
+            tracing::warn!(series = %s.key, error = %e, "task check failed");
+            return AlertContext { unavailable: Some(e), ..AlertContext::default() };
+        }
+    };
+    with_failures(client, account, s, budgets, task, None, now).await
+}
+
+/// The newest task of `s` (in `status`, if given): ListTasks sorted by start time, newest first.
+async fn latest_task(
+    client: &HssClient,
+    account: &Account,
+    s: &PolledSeries,
+    status: Option<TaskStatus>,
+    now: DateTime<Utc>,
+) -> Result<Option<TaskInfo>, String> {
     let req = ListTasksRequest {
         endpoint: &s.endpoint,
         project_id: &s.key.project_id,
@@ -105,23 +125,35 @@ pub async fn check(
         offset: 0,
         limit: 10,
         task_type: s.key.task_type,
-        task_status: Some(TaskStatus::Finished),
+        task_status: status,
         sort: Some(SortDir::Desc),
         task_id: None,
     };
-    let tasks = match client.list_tasks(account, &req, now).await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(series = %s.key, error = %e, "task check failed");
-            return AlertContext { unavailable: Some(format!("ListTasks: {e}")), ..AlertContext::default() };
-        }
-    };
-    let Some(task) = tasks.tasks.into_iter().next() else {
-        // Nothing has finished yet: nothing has failed.
-        return AlertContext::default();
-    };
+    match client.list_tasks(account, &req, now).await {
+        Ok(t) => Ok(t.tasks.into_iter().next()),
+        Err(e) => Err(format!("ListTasks: {e}")),
+    }
+}
+
+/// `task` with its failed clusters or files (ListTaskResources, within the budgets), from `cache` for a finished
+/// task seen before, and kept there.
+async fn with_failures(
+    client: &HssClient,
+    account: &Account,
+    s: &PolledSeries,
+    (mine, host): (&TaskApiBudgets, &TaskApiBudgets),
+    task: TaskInfo,
+    cache: Option<&ResourceCache>,
+    now: DateTime<Utc>,
+) -> AlertContext {
     let mut context = AlertContext { failed_total: task.failed, ..AlertContext::default() };
-    if task.failed > 0 {
+    let finished = task.task_status == "finished";
+    let cached = cache
+        .filter(|_| finished)
+        .and_then(|c| c.finished.lock().unwrap_or_else(|p| p.into_inner()).get(&task.task_id).cloned());
+    if let Some((failed, total)) = cached {
+        (context.failed, context.failed_total) = (failed, total);
+    } else if task.failed > 0 {
         if take(&mine.resources, &host.resources) {
             let req = TaskResourcesRequest {
                 endpoint: &s.endpoint,
@@ -137,11 +169,19 @@ pub async fn check(
                 Ok(r) => {
                     context.failed_total = r.total_num.max(task.failed);
                     context.failed = r.resources.into_iter().map(|r| r.resource).collect();
+                    if let Some(cache) = cache.filter(|_| finished) {
+                        cache
+                            .finished
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(task.task_id.clone(), (context.failed.clone(), context.failed_total));
+                    }
                 }
                 Err(e) => context.unavailable = Some(format!("ListTaskResources: {e}")),
             }
         } else {
-            context.unavailable = Some("the failed clusters or files were not fetched: API budget exhausted".into());
+            context.unavailable =
+                Some("the failed clusters or files were not fetched: the task APIs' budget is spent".into());
         }
     }
     context.task = Some(task);
@@ -202,79 +242,24 @@ async fn task_behind(
     client: &HssClient,
     account: &Account,
     s: &PolledSeries,
-    (mine, host): (&TaskApiBudgets, &TaskApiBudgets),
+    budgets: (&TaskApiBudgets, &TaskApiBudgets),
     running: bool,
     cache: &ResourceCache,
     now: DateTime<Utc>,
 ) -> AlertContext {
+    let (mine, host) = budgets;
     if !take(&mine.tasks, &host.tasks) {
         return AlertContext {
             unavailable: Some("the task APIs' budget (5 calls a minute) is spent".into()),
             ..AlertContext::default()
         };
     }
-    let req = ListTasksRequest {
-        endpoint: &s.endpoint,
-        project_id: &s.key.project_id,
-        enterprise_project_id: s.key.enterprise_project_id.as_deref(),
-        offset: 0,
-        limit: 10,
-        task_type: s.key.task_type,
-        task_status: running.then_some(TaskStatus::Running),
-        sort: Some(SortDir::Desc),
-        task_id: None,
-    };
-    let task = match client.list_tasks(account, &req, now).await {
-        Ok(t) => match t.tasks.into_iter().next() {
-            Some(task) => task,
-            None => {
-                let what = if running { "no task is running" } else { "HSS lists no task" };
-                return AlertContext { unavailable: Some(what.into()), ..AlertContext::default() };
-            }
-        },
-        Err(e) => return AlertContext { unavailable: Some(format!("ListTasks: {e}")), ..AlertContext::default() },
-    };
-    let mut context = AlertContext { failed_total: task.failed, ..AlertContext::default() };
-    let finished = task.task_status == "finished";
-    let cached = finished.then(|| cache.finished.lock().unwrap_or_else(|p| p.into_inner()).get(&task.task_id).cloned());
-    match cached.flatten() {
-        Some((failed, total)) => {
-            context.failed = failed;
-            context.failed_total = total;
+    match latest_task(client, account, s, running.then_some(TaskStatus::Running), now).await {
+        Ok(Some(task)) => with_failures(client, account, s, budgets, task, Some(cache), now).await,
+        Ok(None) => {
+            let what = if running { "no task is running" } else { "HSS lists no task" };
+            AlertContext { unavailable: Some(what.into()), ..AlertContext::default() }
         }
-        None if task.failed > 0 => {
-            if take(&mine.resources, &host.resources) {
-                let req = TaskResourcesRequest {
-                    endpoint: &s.endpoint,
-                    project_id: &s.key.project_id,
-                    enterprise_project_id: s.key.enterprise_project_id.as_deref(),
-                    task_id: &task.task_id,
-                    task_type: s.key.task_type,
-                    scan_status: Some(ScanStatus::Failed),
-                    offset: 0,
-                    limit: FAILED_LISTED,
-                };
-                match client.list_task_resources(account, &req, now).await {
-                    Ok(r) => {
-                        context.failed_total = r.total_num.max(task.failed);
-                        context.failed = r.resources.into_iter().map(|r| r.resource).collect();
-                        if finished {
-                            cache
-                                .finished
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .insert(task.task_id.clone(), (context.failed.clone(), context.failed_total));
-                        }
-                    }
-                    Err(e) => context.unavailable = Some(format!("ListTaskResources: {e}")),
-                }
-            } else {
-                context.unavailable =
-                    Some("the failed clusters or files were not fetched: the task APIs' budget is spent".into());
-            }
-        }
-        None => {}
+        Err(e) => AlertContext { unavailable: Some(e), ..AlertContext::default() },
     }
-    context.task = Some(task);
-    context
 }
