@@ -9,10 +9,11 @@ use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::hss::Page;
 use crate::hss::budget::RateBudget;
 use crate::hss::task_resources::{ScanStatus, TaskResource, TaskResourcesRequest};
 use crate::hss::tasks::{LIMIT_RANGE, ListTasksRequest, SortDir, TaskStatus};
-use crate::model::{TaskInfo, TaskType};
+use crate::model::{PollError, TaskInfo, TaskType};
 use crate::output::{self, Format};
 
 /// What `tasks` was asked for.
@@ -138,15 +139,12 @@ pub async fn run(config: &Config, clock: &dyn Clock, q: &TasksQuery) -> anyhow::
     let hss_account = crate::poller::hss_account(account, &target.region);
     let eps = target.enterprise_project_id.as_deref();
 
+    let limit = q.limit as usize;
     if let Some(task_id) = &q.task {
         // One task's resources; the task's type decides which list HSS answers with.
-        let budgets = Budgets::new(config, account.calls_per_minute);
-        let mut rows = Vec::new();
         let task_type = task_types.first().copied().unwrap_or(TaskType::ClusterScan);
-        let mut offset = 0;
-        while rows.len() < q.limit as usize {
-            budgets.admit("ListTaskResources").await;
-            let page = page_size(q.limit as usize - rows.len());
+        let budgets = Budgets::new(config, account.calls_per_minute);
+        let resources = all_pages(limit, &budgets, "ListTaskResources", async |offset, size| {
             let req = TaskResourcesRequest {
                 endpoint: &target.endpoint,
                 project_id: &target.project_id,
@@ -155,20 +153,13 @@ pub async fn run(config: &Config, clock: &dyn Clock, q: &TasksQuery) -> anyhow::
                 task_type,
                 scan_status: None::<ScanStatus>,
                 offset,
-                limit: page,
+                limit: size,
             };
-            let answer = client
-                .list_task_resources(&hss_account, &req, clock.now())
-                .await
-                .map_err(|e| anyhow::anyhow!("ListTaskResources for task {task_id}: {e}"))?;
-            let got = answer.resources.len();
-            rows.extend(answer.resources.iter().map(ResourceJson::from));
-            offset += u32::try_from(got).unwrap_or(u32::MAX);
-            if got < page as usize || u64::from(offset) >= answer.total_num {
-                break;
-            }
-        }
-        rows.truncate(q.limit as usize);
+            client.list_task_resources(&hss_account, &req, clock.now()).await
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("ListTaskResources for task {task_id}: {e}"))?;
+        let rows: Vec<ResourceJson> = resources.iter().map(ResourceJson::from).collect();
         let headers = ["name", "id", "kind", "scan_status", "failed_reason"];
         return Ok(match q.format {
             Format::Table => output::render(q.format, &["NAME", "ID", "KIND", "STATUS", "FAILED_REASON"], &rows, |r| {
@@ -187,35 +178,23 @@ pub async fn run(config: &Config, clock: &dyn Clock, q: &TasksQuery) -> anyhow::
     let budgets = Budgets::new(config, account.calls_per_minute);
     let mut rows: Vec<TaskJson> = Vec::new();
     for task_type in task_types {
-        let mut offset = 0;
-        let mut got_here = 0usize;
-        while got_here < q.limit as usize {
-            budgets.admit("ListTasks").await;
-            let page = page_size(q.limit as usize - got_here);
+        let tasks = all_pages(limit, &budgets, "ListTasks", async |offset, size| {
             let req = ListTasksRequest {
                 endpoint: &target.endpoint,
                 project_id: &target.project_id,
                 enterprise_project_id: eps,
                 offset,
-                limit: page,
+                limit: size,
                 task_type,
                 task_status: q.status,
                 sort: Some(SortDir::Desc),
                 task_id: None,
             };
-            let answer = client
-                .list_tasks(&hss_account, &req, clock.now())
-                .await
-                .map_err(|e| anyhow::anyhow!("ListTasks ({task_type}) for target `{}`: {e}", target.name))?;
-            let got = answer.tasks.len();
-            let take = got.min(q.limit as usize - got_here);
-            rows.extend(answer.tasks.iter().take(take).map(TaskJson::from));
-            got_here += take;
-            offset += u32::try_from(got).unwrap_or(u32::MAX);
-            if got < page as usize || u64::from(offset) >= answer.total_num {
-                break;
-            }
-        }
+            client.list_tasks(&hss_account, &req, clock.now()).await
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("ListTasks ({task_type}) for target `{}`: {e}", target.name))?;
+        rows.extend(tasks.iter().map(TaskJson::from));
     }
     let headers = [
         "task_id",
@@ -253,6 +232,30 @@ pub async fn run(config: &Config, clock: &dyn Clock, q: &TasksQuery) -> anyhow::
         ),
         _ => output::render(q.format, &headers, &rows, |_| Vec::new()),
     })
+}
+
+/// Up to `limit` items, a page at a time (HSS pages 10 to 200), each page within `budgets`.
+async fn all_pages<T>(
+    limit: usize,
+    budgets: &Budgets,
+    api: &str,
+    mut page: impl AsyncFnMut(u32, u32) -> Result<Page<T>, PollError>,
+) -> Result<Vec<T>, PollError> {
+    let mut items = Vec::new();
+    let mut offset = 0u32;
+    while items.len() < limit {
+        budgets.admit(api).await;
+        let size = page_size(limit - items.len());
+        let answer = page(offset, size).await?;
+        let got = answer.items.len();
+        offset = offset.saturating_add(u32::try_from(got).unwrap_or(u32::MAX));
+        items.extend(answer.items);
+        if got < size as usize || u64::from(offset) >= answer.total_num {
+            break;
+        }
+    }
+    items.truncate(limit);
+    Ok(items)
 }
 
 /// HSS's page size for `want` more rows: 10 to 200.

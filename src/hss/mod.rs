@@ -12,6 +12,17 @@
 //! - [`iam`]: password login to IAM and the per-account token cache.
 //! - [`budget`]: the per-account sliding-window rate budget, auth backoff and poll spreading.
 
+/// One page of a batch-query answer (ListTasks, ListTaskResources).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// How many match in all (more than `items` holds when there are more pages).
+    pub total_num: u64,
+    pub items: Vec<T>,
+    pub http_status: u16,
+    /// `X-Request-Id`, for Huawei support.
+    pub request_id: Option<String>,
+}
+
 pub mod budget;
 pub mod client;
 pub mod errors;

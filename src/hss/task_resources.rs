@@ -60,15 +60,7 @@ pub struct TaskResource {
 }
 
 /// A successful ListTaskResources call: one page of resources.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskResourcesResponse {
-    /// How many resources match in all (more than `resources` holds when there are more pages).
-    pub total_num: u64,
-    pub resources: Vec<TaskResource>,
-    pub http_status: u16,
-    /// `X-Request-Id`, for Huawei support.
-    pub request_id: Option<String>,
-}
+pub type TaskResourcesResponse = super::Page<TaskResource>;
 
 impl HssClient {
     /// `POST /v5/{project_id}/common/tasks/{task_id}/resources/batch-query`: one page of a task's clusters or
@@ -83,13 +75,8 @@ impl HssClient {
         let request = task_resources_request(req)?;
         let task_type = req.task_type;
         let answer = self.call(account, &request, now, &|body: &[u8]| parse_task_resources(body, task_type)).await?;
-        let (total_num, resources) = answer.value;
-        Ok(TaskResourcesResponse {
-            total_num,
-            resources,
-            http_status: answer.http_status,
-            request_id: answer.request_id,
-        })
+        let (total_num, items) = answer.value;
+        Ok(TaskResourcesResponse { total_num, items, http_status: answer.http_status, request_id: answer.request_id })
     }
 }
 
@@ -252,7 +239,7 @@ mod tests {
             got,
             Ok(TaskResourcesResponse {
                 total_num: 7,
-                resources: vec![TaskResource {
+                items: vec![TaskResource {
                     resource: FailedResource {
                         name: "prod-cce".into(),
                         id: Some("c-1".into()),
@@ -291,7 +278,7 @@ mod tests {
         let req = TaskResourcesRequest { task_type: TaskType::IacScan, scan_status: None, ..request(&server.url) };
         let got = test_client().list_task_resources(&aksk(SK, Some("tmp-token")), &req, t0()).await.unwrap();
         let rows: Vec<_> = got
-            .resources
+            .items
             .iter()
             .map(|r| {
                 let f = &r.resource;

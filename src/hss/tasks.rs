@@ -73,15 +73,7 @@ pub struct ListTasksRequest<'a> {
 }
 
 /// A successful ListTasks call: one page of tasks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListTasksResponse {
-    /// How many tasks match in all (more than `tasks` holds when there are more pages).
-    pub total_num: u64,
-    pub tasks: Vec<TaskInfo>,
-    pub http_status: u16,
-    /// `X-Request-Id`, for Huawei support.
-    pub request_id: Option<String>,
-}
+pub type ListTasksResponse = super::Page<TaskInfo>;
 
 impl HssClient {
     /// `POST /v5/{project_id}/common/tasks/batch-query`: one page of `req.task_type` tasks, signed (AK/SK) over
@@ -96,8 +88,8 @@ impl HssClient {
         let request = tasks_request(req)?;
         let task_type = req.task_type;
         let answer = self.call(account, &request, now, &|body: &[u8]| parse_tasks(body, task_type)).await?;
-        let (total_num, tasks) = answer.value;
-        Ok(ListTasksResponse { total_num, tasks, http_status: answer.http_status, request_id: answer.request_id })
+        let (total_num, items) = answer.value;
+        Ok(ListTasksResponse { total_num, items, http_status: answer.http_status, request_id: answer.request_id })
     }
 }
 
@@ -302,7 +294,7 @@ mod tests {
             got,
             Ok(ListTasksResponse {
                 total_num: 1,
-                tasks: vec![expected_cluster_task()],
+                items: vec![expected_cluster_task()],
                 http_status: 200,
                 request_id: Some("rid-t".into())
             })
@@ -335,7 +327,7 @@ mod tests {
             ..request(&server.url)
         };
         let got = test_client().list_tasks(&aksk(SK, Some("temporary-token")), &req, t0()).await;
-        assert_eq!(got.map(|r| (r.total_num, r.tasks)), Ok((0, vec![])));
+        assert_eq!(got.map(|r| (r.total_num, r.items)), Ok((0, vec![])));
         let sent = server.only_request();
         assert_eq!(sent.query.as_deref(), Some("limit=200&offset=20"));
         assert_eq!(sent.header("x-security-token"), Some("temporary-token"));

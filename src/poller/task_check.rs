@@ -130,7 +130,7 @@ async fn latest_task(
         task_id: None,
     };
     match client.list_tasks(account, &req, now).await {
-        Ok(t) => Ok(t.tasks.into_iter().next()),
+        Ok(t) => Ok(t.items.into_iter().next()),
         Err(e) => Err(format!("ListTasks: {e}")),
     }
 }
@@ -168,7 +168,7 @@ async fn with_failures(
             match client.list_task_resources(account, &req, now).await {
                 Ok(r) => {
                     context.failed_total = r.total_num.max(task.failed);
-                    context.failed = r.resources.into_iter().map(|r| r.resource).collect();
+                    context.failed = r.items.into_iter().map(|r| r.resource).collect();
                     if let Some(cache) = cache.filter(|_| finished) {
                         cache
                             .finished
