@@ -235,6 +235,21 @@ impl Snapshot {
     }
 }
 
+/// An error and its sources as one line, `a: b: c`, each cause once (libraries often repeat their source's text in
+/// their own message).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut chain = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if chain.last() != Some(&text) {
+            chain.push(text);
+        }
+        source = s.source();
+    }
+    chain.join(": ")
+}
+
 /// One line of at most `max` bytes (cut on a character boundary, the cut marked) with every run of whitespace
 /// folded to a space; used for every excerpt we store or print, so an HTML error page stays one readable line.
 pub fn excerpt(s: &str, max: usize) -> String {

@@ -5,7 +5,6 @@
 //! Nothing here knows an API: the per-API modules build an [`HssRequest`], and [`super::client::HssClient`] picks
 //! the credentials and parses the answer.
 
-use std::error::Error as _;
 use std::fmt;
 use std::time::Duration;
 
@@ -372,17 +371,7 @@ fn to_header_map(headers: &[(String, String)], sensitive: &[&str]) -> Result<Hea
 pub(crate) fn transport_error(err: reqwest::Error, service: &str, opts: &ClientOptions) -> PollError {
     let timed_out = err.is_timeout();
     let connect = err.is_connect();
-    let err = err.without_url();
-    let mut chain = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if chain.last() != Some(&text) {
-            chain.push(text);
-        }
-        source = s.source();
-    }
-    let chain = chain.join(": ");
+    let chain = crate::model::error_chain(&err.without_url());
     if timed_out {
         let limit = if connect { opts.connect_timeout } else { opts.timeout };
         PollError::new(

@@ -20,7 +20,6 @@ pub mod teams;
 pub mod webhook;
 pub mod wecom;
 
-use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,17 +188,7 @@ impl Common {
     fn transport_error(&self, service: &str, err: reqwest::Error, secrets: &[&str]) -> DeliveryError {
         let timed_out = err.is_timeout();
         let connect = err.is_connect();
-        let err = err.without_url();
-        let mut chain = vec![err.to_string()];
-        let mut source = err.source();
-        while let Some(s) = source {
-            let text = s.to_string();
-            if chain.last() != Some(&text) {
-                chain.push(text);
-            }
-            source = s.source();
-        }
-        let chain = self.scrub(&chain.join(": "), secrets);
+        let chain = self.scrub(&crate::model::error_chain(&err.without_url()), secrets);
         let host = redact_url(&self.url);
         let reason = if timed_out {
             format!("{service} ({host}) did not answer within {}: {chain}", humantime::format_duration(self.timeout))
