@@ -59,14 +59,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// Opens the configured database for a command that only reads; a missing database is an error naming the path,
 /// never created.
 pub async fn open_store_for_reading(config: &Config) -> anyhow::Result<Store> {
-    let path = &config.storage.path;
-    if !path.exists() {
-        anyhow::bail!(
-            "no database at {} (check [storage] path; scanwatch creates it on the first poll)",
-            path.display()
-        );
-    }
-    Ok(Store::open(path).await?)
+    Ok(Store::open_existing(&config.storage.path).await?)
 }
 
 /// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere).

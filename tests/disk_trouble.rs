@@ -1,6 +1,7 @@
 //! A database that stops taking writes (made immutable with `chattr +i`: as root, file modes do not stop writes):
 //! `poll` fails with an error naming the database, nothing panics, the daemon keeps running and says why, and both
-//! recover once the file is writable again.
+//! recover once the file is writable again. And a database on a read-only mount (a replica, a rescue shell) still
+//! answers the reading commands, while a writing one says why it cannot, once.
 
 mod common;
 
@@ -109,4 +110,44 @@ fn the_daemon_survives_its_database_turning_read_only_and_recovers() {
 fn skip_outside_ci(why: &str) {
     assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "CI must run this check, but {why}");
     eprintln!("skipped: {why}");
+}
+
+/// The sandbox's database, bind-mounted read-only inside a new mount namespace: `history` reads it (a read opens
+/// read-only when it must), `silence add` fails saying "Read-only file system" once, and nothing is created.
+#[test]
+fn a_database_on_a_read_only_mount_answers_reads_and_a_write_says_why_once() {
+    let sb = Sandbox::new();
+    let _sim = healthy_setup(&sb);
+    sb.run(&["poll"]).expect_code(0);
+    let _ = std::fs::remove_file(with_suffix(&sb.db_path(), ".lock"));
+    let mnt = sb.dir().join("ro");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let config = sb.dir().join("ro.toml");
+    std::fs::write(&config, format!("[storage]\npath = '{}'\n", mnt.join("scanwatch.db").display())).unwrap();
+    // `$1` the sandbox (holding the database), `$2` the mount point, `$3` the binary, `$4` the config.
+    let script = "mount --bind \"$1\" \"$2\" && mount -o remount,bind,ro \"$2\" || exit 99; \
+                  echo '== history'; \"$3\" --config \"$4\" history --format json 2>&1; echo \"== exit $?\"; \
+                  echo '== silence'; \"$3\" --config \"$4\" silence add --match target=t1 --for 1h --comment c 2>&1; \
+                  echo \"== exit $?\"";
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", script, "sh"])
+        .arg(sb.dir())
+        .arg(&mnt)
+        .arg(env!("CARGO_BIN_EXE_scanwatch"))
+        .arg(&config)
+        .output();
+    let out = match out {
+        Ok(o) if o.status.code() != Some(99) => o,
+        other => {
+            skip_outside_ci(&format!("no read-only bind mount in a new mount namespace here: {other:?}"));
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (history, silence) = stdout.split_once("== silence").unwrap_or_else(|| panic!("{stdout}"));
+    assert!(history.contains("== exit 0"), "history reads a read-only database:\n{stdout}");
+    let json = history.trim_start_matches("== history").split("== exit").next().unwrap_or_default();
+    assert_eq!(parse_rows(json).len(), 1, "{stdout}");
+    assert!(silence.contains("== exit 1"), "a write fails:\n{stdout}");
+    assert_eq!(silence.matches("Read-only file system").count(), 1, "says why, once:\n{stdout}");
 }
