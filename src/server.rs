@@ -1,6 +1,7 @@
 //! The HTTP API (axum), served only when `[server] listen` is set: `/healthz` for service monitors, `/metrics` in
 //! the Prometheus (OpenMetrics) text format, and read-only JSON under `/api/v1/` with exactly the fields of the CLI's
-//! `--format json`. A configured bearer token guards every route but `/healthz` and is compared in constant time.
+//! `--format json`, and a read-only web page at `/` ([`web`]). A configured bearer token guards every route but
+//! `/healthz` and is compared in constant time.
 //!
 //! The daemon owns the moving parts and tells this module about them: [`Health::record_cycle`] after every cycle,
 //! [`Metrics::poll`] after every poll and [`Metrics::delivery`] after every delivery attempt. Alert counts, the
@@ -334,6 +335,9 @@ pub struct ServerState {
 /// The routes. With `token`, every route but `/healthz` demands `Authorization: Bearer <token>`.
 pub fn router(state: ServerState, token: Option<Secret>) -> Router {
     let expected = Arc::new(token.filter(|t| !t.is_empty()).map(|t| digest(t.expose().as_bytes())));
+    let pages = web::routes()
+        .route_layer(middleware::from_fn_with_state(expected.clone(), require_token))
+        .layer(middleware::from_fn(web::security_headers));
     let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/targets", get(targets))
@@ -341,7 +345,7 @@ pub fn router(state: ServerState, token: Option<Secret>) -> Router {
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/notifications", get(notifications))
         .route_layer(middleware::from_fn_with_state(expected, require_token));
-    Router::new().route("/healthz", get(healthz)).merge(guarded).fallback(not_found).with_state(state)
+    Router::new().route("/healthz", get(healthz)).merge(guarded).merge(pages).fallback(not_found).with_state(state)
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then finishes the requests in flight.
@@ -415,7 +419,7 @@ impl IntoResponse for ApiError {
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "no such route; try /healthz, /metrics, /api/v1/targets, /api/v1/snapshots, /api/v1/alerts, /api/v1/notifications",
+        "no such route; try /, /healthz, /metrics, /api/v1/targets, /api/v1/snapshots, /api/v1/alerts, /api/v1/notifications",
     )
 }
 
@@ -579,6 +583,8 @@ async fn notifications(
     let limit = limit(q.limit, DEFAULT_NOTIFICATION_LIMIT)?;
     Ok(Json(s.store.notifications(status, limit).await?.iter().map(NotificationJson::from).collect()))
 }
+
+pub mod web;
 
 #[cfg(test)]
 mod tests;

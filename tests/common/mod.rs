@@ -5,7 +5,7 @@
 //! Every test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -228,19 +228,28 @@ impl std::fmt::Display for Run {
 /// HUAWEICLOUD_SDK_* / CLOUD_SDK_* / SCANWATCH_* / proxy variable of the developer's shell leaks in). Kills it and
 /// fails the test if it runs over [`CHILD_TIMEOUT`]; fails the test if it panicked.
 pub fn run_scanwatch(dir: &Path, args: &[&str], env: &[(String, String)]) -> Run {
-    let command = format!("scanwatch {}", args.join(" "));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scanwatch"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_scanwatch"));
+    command
         .args(args)
         .current_dir(dir)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("NO_COLOR", "1")
-        .env("RUST_BACKTRACE", "1")
+        .env("RUST_BACKTRACE", "1");
+    let run = run_command(format!("scanwatch {}", args.join(" ")), command);
+    assert!(!run.stderr.contains("panicked"), "`{}` panicked\n{run}", run.command);
+    run
+}
+
+/// Runs `command` (named `name` in messages) to its end with stdin closed and both outputs captured. Kills it and
+/// fails the test if it runs over [`CHILD_TIMEOUT`].
+pub fn run_command(name: String, mut command: Command) -> Run {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start `{name}`: {e}"));
 
     // Each pipe is drained on its own thread, which reports when it reaches EOF, i.e. when the child is gone.
     let (done, finished) = mpsc::channel::<()>();
@@ -267,15 +276,14 @@ pub fn run_scanwatch(dir: &Path, args: &[&str], env: &[(String, String)]) -> Run
             break;
         }
     }
-    let status = child.wait().unwrap_or_else(|e| panic!("cannot wait for `{command}`: {e}"));
+    let status = child.wait().unwrap_or_else(|e| panic!("cannot wait for `{name}`: {e}"));
     let run = Run {
-        command,
+        command: name,
         code: status.code(),
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
     };
     assert!(!timed_out, "`{}` ran over {CHILD_TIMEOUT:?} and was killed\n{run}", run.command);
-    assert!(!run.stderr.contains("panicked"), "`{}` panicked\n{run}", run.command);
     run
 }
 
@@ -615,4 +623,27 @@ pub fn wait_for_line(
         seen.push(line);
     }
     Ok(seen)
+}
+
+/// The full path of `tool` per `which`, or `None` after a loud note saying what is not being checked. Under CI
+/// (`CI=true`, where `.ci/run` installs every tool) a missing tool fails the test instead: a check that silently
+/// did not run must never pass.
+pub fn installed(tool: &str, what: &str) -> Option<PathBuf> {
+    let found = Command::new("which")
+        .arg(tool)
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if found.is_none() && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("`{tool}` is not installed, and CI must check: {what} (.ci/run installs it)");
+    }
+    if found.is_none() {
+        // Written to the stderr handle, not with `eprintln!`, so the test harness does not swallow it.
+        let bar = "!".repeat(100);
+        let _ =
+            writeln!(std::io::stderr(), "\n{bar}\n!!! NOTE: `{tool}` is not installed: NOT CHECKED: {what}\n{bar}\n");
+    }
+    found
 }
