@@ -149,11 +149,11 @@ pub fn build_channels(
     configs: &[config::ChannelConfig],
     tz: chrono_tz::Tz,
 ) -> anyhow::Result<Vec<std::sync::Arc<dyn Channel>>> {
-    let http = channels::http_client(Duration::from_secs(10), Duration::from_secs(60))?;
+    let http = channels::channel_client(None)?;
     configs
         .iter()
         .map(|c| match &c.settings {
-            config::ChannelSettings::Email { settings } => {
+            config::ChannelSettings::Email(settings) => {
                 channels::email::EmailChannel::new(c.name.clone(), settings.clone(), c.language, tz)
                     .map(|e| std::sync::Arc::new(e) as std::sync::Arc<dyn Channel>)
                     .map_err(|e| anyhow::anyhow!("channel `{}`: {e}", c.name))

@@ -3,8 +3,11 @@ use std::path::Path;
 use super::*;
 use crate::alerting::Event;
 use crate::alerting::silence::glob_match;
-use crate::config::secrets::Environment;
+use crate::notify::EmailTls;
+use crate::notify::channels::settings::KindConfig;
 use crate::notify::channels::testkit::{client, notice, one};
+use crate::notify::channels::webhook::WebhookSettings;
+use crate::secret::sources::Environment;
 
 const WHSEC: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
@@ -59,7 +62,8 @@ fn a_complete_webhook_channel_validates() {
     assert_eq!(cfg.min_severity, Severity::Warning);
     assert_eq!(cfg.rules, [RuleName::NoRecentScan, RuleName::PollFailing]);
     assert_eq!(cfg.timeout, Duration::from_secs(5));
-    let ChannelSettings::Webhook { auth: WebhookAuth::Bearer { .. }, signing: Some(signing), .. } = &cfg.settings
+    let ChannelSettings::Webhook(WebhookSettings { auth: WebhookAuth::Bearer { .. }, signing: Some(signing), .. }) =
+        &cfg.settings
     else {
         panic!("{:?}", cfg.settings)
     };
@@ -186,7 +190,10 @@ fn bearer_and_basic_auth_are_exclusive_and_basic_needs_both_halves() {
     assert!(problem(&problems, "channels[3].basic_user").contains("required"));
     let (cfg, problems, _) = validate(&format!("{base}basic_user = \"u\"\nbasic_password_env = \"TOKEN\""));
     assert!(problems.is_empty(), "{problems:?}");
-    assert!(matches!(cfg.unwrap().settings, ChannelSettings::Webhook { auth: WebhookAuth::Basic { .. }, .. }));
+    assert!(matches!(
+        cfg.unwrap().settings,
+        ChannelSettings::Webhook(WebhookSettings { auth: WebhookAuth::Basic { .. }, .. })
+    ));
 }
 
 #[test]
@@ -212,14 +219,14 @@ fn email_settings_get_defaults_by_tls_mode() {
         "#,
     );
     assert!(problems.is_empty(), "{problems:?}");
-    let ChannelSettings::Email { settings } = cfg.unwrap().settings else { panic!("email") };
+    let ChannelSettings::Email(settings) = cfg.unwrap().settings else { panic!("email") };
     assert_eq!((settings.smtp_port, settings.tls), (465, EmailTls::Implicit));
     assert_eq!(settings.password.unwrap().expose(), "pw");
-    assert_eq!(settings.timeout, EMAIL_TIMEOUT);
+    assert_eq!(settings.timeout, crate::notify::channels::email::EmailConfig::TIMEOUT);
     let (cfg, _, _) = validate(
         "name = \"m\"\nkind = \"email\"\nsmtp_host = \"s.example.com\"\nsmtp_port = 587\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]",
     );
-    let ChannelSettings::Email { settings } = cfg.unwrap().settings else { panic!("email") };
+    let ChannelSettings::Email(settings) = cfg.unwrap().settings else { panic!("email") };
     assert_eq!((settings.smtp_port, settings.tls), (587, EmailTls::Starttls));
 }
 
@@ -261,7 +268,7 @@ fn plain_smtp_is_allowed_to_a_loopback_relay() {
         "name = \"m\"\nkind = \"email\"\nsmtp_host = \"127.0.0.1\"\ntls = \"none\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]",
     );
     assert!(problems.is_empty(), "{problems:?}");
-    let ChannelSettings::Email { settings } = cfg.unwrap().settings else { panic!("email") };
+    let ChannelSettings::Email(settings) = cfg.unwrap().settings else { panic!("email") };
     assert_eq!(settings.smtp_port, 25);
 }
 
@@ -404,4 +411,52 @@ async fn a_built_channel_sends_in_its_language_and_zone_with_its_template() {
     let body: serde_json::Value = serde_json::from_slice(&server.only_request().body).unwrap();
     assert_eq!(body["attachments"][0]["text"], "集群扫描已 31h 未启动新任务(阈值 24h) @ 2025-04-22 09:04 CST");
     assert!(body["text"].as_str().unwrap().starts_with("【告警:1】"));
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_named_by_its_key_and_the_other_keys_are_still_checked() {
+    let (cfg, problems, _) = validate("name = \"s\"\nkind = \"slack\"\nurl = 3\ntimeout = 5\nlanguage = \"fr\"");
+    assert!(cfg.is_none());
+    assert_eq!(keys(&problems), ["channels[3].timeout", "channels[3].url", "channels[3].language"]);
+    assert!(problem(&problems, "channels[3].url").contains("invalid type: integer `3`"), "{problems:?}");
+    let (_, problems, _) = validate("name = \"m\"\nkind = \"email\"\nto = \"a@b.c\"\nsmtp_host = \"s.example.com\"");
+    assert!(problem(&problems, "channels[3].to").contains("expected a sequence"), "{problems:?}");
+}
+
+#[test]
+fn a_kind_that_is_not_text_is_named_as_written() {
+    let (_, problems, _) = validate("name = \"s\"\nkind = 7");
+    assert!(problem(&problems, "channels[3].kind").contains("`7` is not a channel kind"), "{problems:?}");
+}
+
+#[test]
+fn group_by_takes_label_names_once_each_and_defaults_to_one_group() {
+    assert!(routed("").group_by.is_empty());
+    assert_eq!(routed("group_by = [\"target\", \"env\"]").group_by, ["target", "env"]);
+    let (cfg, problems, _) = validate(
+        "name = \"s\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"\ngroup_by = [\"env\", \" \", \"env\"]",
+    );
+    assert!(cfg.is_none());
+    assert_eq!(keys(&problems), ["channels[3].group_by[1]", "channels[3].group_by[2]"]);
+    assert!(problem(&problems, "channels[3].group_by[2]").contains("`env` is listed twice"));
+    let shown = serde_json::to_string(&routed("group_by = [\"team\"]")).unwrap();
+    assert!(shown.contains(r#""group_by":["team"]"#), "{shown}");
+}
+
+#[test]
+fn a_proxy_is_an_http_url_whose_credentials_are_never_shown_and_not_for_email() {
+    let cfg = routed("proxy = \"http://alice:pr0xy-pass@127.0.0.1:3128\"");
+    assert_eq!(cfg.proxy.as_ref().unwrap().expose().port(), Some(3128));
+    let shown = format!("{} {cfg:?}", serde_json::to_string(&cfg).unwrap());
+    assert!(!shown.contains("pr0xy-pass") && !shown.contains("alice"), "{shown}");
+    assert!(shown.contains("http://[redacted]@127.0.0.1:3128"), "{shown}");
+    let (_, problems, _) = validate(
+        "name = \"s\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"\nproxy = \"socks5://u:pw@p:1080\"",
+    );
+    let msg = problem(&problems, "channels[3].proxy");
+    assert!(msg.contains("http:// or https://") && !msg.contains("pw"), "{msg}");
+    let (_, problems, _) = validate(
+        "name = \"m\"\nkind = \"email\"\nsmtp_host = \"s.example.com\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\nproxy = \"http://p.example.com:3128\"",
+    );
+    assert!(problem(&problems, "channels[3].proxy").contains("does not apply to kind = \"email\""));
 }
