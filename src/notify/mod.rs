@@ -6,7 +6,8 @@
 //!
 //! - [`message`]: titles and per-alert blocks in English and Chinese, each service's markup, user templates, and
 //!   [`message::fit`], which cuts a message to a service's size limit with "… and N more".
-//! - [`channels`]: email and the HTTP channels (webhook, Feishu, DingTalk, WeCom, Slack, Teams).
+//! - [`channels`]: email and the HTTP channels (webhook, Feishu, DingTalk, WeCom, Slack, Teams, PagerDuty,
+//!   Telegram, Discord, Google Chat), and each kind's config type beside its sender.
 //! - [`outbox`]: routing, sealing a cycle's notices into one message per channel, and the dispatcher.
 //! - [`config`]: `[[channels]]` validation, routing ([`config::ChannelConfig::matches`]) and [`config::build`].
 
@@ -99,7 +100,7 @@ pub enum DeliveryError {
 pub trait Channel: Send + Sync {
     /// The configured channel name.
     fn name(&self) -> &str;
-    /// `webhook`, `feishu`, `dingtalk`, `wecom`, `slack`, `teams` or `email`.
+    /// The `kind` as configured: one of `settings::KINDS` (`webhook`, `slack`, `telegram`, `email`, …).
     fn kind(&self) -> &'static str;
     /// Delivers one notification (one attempt; the dispatcher owns retries).
     async fn send(&self, n: &Notification) -> Result<Delivered, DeliveryError>;

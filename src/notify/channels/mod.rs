@@ -8,16 +8,25 @@
 //! - [`wecom`]: WeCom group-robot markdown (4096 bytes), `errcode` in the body.
 //! - [`slack`]: Slack incoming webhook, text + coloured attachment, body `ok`.
 //! - [`teams`]: Microsoft Teams Workflows, an Adaptive Card in a message envelope.
+//! - [`pagerduty`]: PagerDuty Events API v2, one event per alert, `dedup_key` = the fingerprint.
+//! - [`telegram`]: Telegram bot `sendMessage`, plain text, `parameters.retry_after` honoured.
+//! - [`discord`]: Discord webhook, an embed, no mentions, `retry_after` from the body honoured.
+//! - [`googlechat`]: Google Chat incoming webhook, plain text.
+//! - [`settings`]: each kind's keys and validated settings, and what their validation shares.
 //!
 //! Webhook URLs carry credentials (a token in the path or the query): no URL, secret or token ever goes into a log
 //! line or an error message — [`redact_url`] keeps scheme and host, and response excerpts are scrubbed.
 
 pub mod dingtalk;
+pub mod discord;
 pub mod email;
 pub mod feishu;
+pub mod googlechat;
+pub mod pagerduty;
 pub mod settings;
 pub mod slack;
 pub mod teams;
+pub mod telegram;
 pub mod webhook;
 pub mod wecom;
 

@@ -14,7 +14,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::{Common, dingtalk, email, feishu, redact_url, slack, teams, webhook, wecom};
+use super::{Common, dingtalk, discord, email, feishu, googlechat, pagerduty, redact_url, slack, teams, telegram};
+use super::{webhook, wecom};
 use crate::notify::Channel;
 use crate::secret::sources::{SecretContext, SecretKeys, SecretSource, SourcedSecret};
 
@@ -154,6 +155,10 @@ kinds! {
     Slack(slack::SlackConfig => slack::SlackSettings) = "slack",
     Teams(teams::TeamsConfig => teams::TeamsSettings) = "teams",
     Email(email::EmailConfig => crate::notify::EmailSettings) = "email",
+    PagerDuty(pagerduty::PagerDutyConfig => pagerduty::PagerDutySettings) = "pagerduty",
+    Telegram(telegram::TelegramConfig => telegram::TelegramSettings) = "telegram",
+    Discord(discord::DiscordConfig => discord::DiscordSettings) = "discord",
+    GoogleChat(googlechat::GoogleChatConfig => googlechat::GoogleChatSettings) = "googlechat",
 }
 
 /// Every kind-specific key, in kind order then struct order (so problems come in a stable, readable order).
@@ -493,6 +498,8 @@ mod tests {
     fn every_kind_knows_its_keys_and_no_key_is_a_routing_key() {
         assert_eq!(keys_of("slack"), ["url", "url_env", "url_file"]);
         assert!(keys_of("email").contains(&"smtp_host"));
+        assert!(keys_of("telegram").contains(&"bot_token_env") && keys_of("telegram").contains(&"chat_id"));
+        assert_eq!(keys_of("discord"), ["url", "url_env", "url_file"]);
         for key in all_kind_keys() {
             assert!(!crate::notify::config::routing_keys().contains(&key), "{key}");
         }

@@ -460,3 +460,132 @@ fn a_proxy_is_an_http_url_whose_credentials_are_never_shown_and_not_for_email() 
     );
     assert!(problem(&problems, "channels[3].proxy").contains("does not apply to kind = \"email\""));
 }
+
+const TG_TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+
+fn validate_with(toml_text: &str, pairs: &[(&str, &str)]) -> (Option<ChannelConfig>, Vec<Issue>, Vec<Issue>) {
+    let env = Environment::from_pairs(pairs.iter().copied());
+    check(&raw(toml_text), &env, Path::new("/nonexistent"))
+}
+
+#[test]
+fn a_pagerduty_channel_needs_a_routing_key_and_defaults_to_the_events_v2_endpoint() {
+    let (cfg, problems, warnings) = validate_with(
+        "name = \"pd\"\nkind = \"pagerduty\"\nrouting_key_env = \"PD_KEY\"",
+        &[("PD_KEY", "0123456789abcdef0123456789abcdef")],
+    );
+    assert!(problems.is_empty() && warnings.is_empty(), "{problems:?} {warnings:?}");
+    let cfg = cfg.unwrap();
+    let ChannelSettings::PagerDuty(pd) = &cfg.settings else { panic!("{:?}", cfg.settings) };
+    assert_eq!(pd.url.as_str(), "https://events.pagerduty.com/v2/enqueue");
+    let shown = serde_json::to_string(&cfg).unwrap();
+    assert!(!shown.contains("0123456789abcdef0123456789abcdef") && shown.contains("PD_KEY"), "{shown}");
+    let (_, problems, _) =
+        validate("name = \"pd\"\nkind = \"pagerduty\"\nurl = \"http://events.example.com/v2/enqueue\"");
+    assert_eq!(keys(&problems), ["channels[3].routing_key", "channels[3].url"]);
+    assert!(problem(&problems, "channels[3].routing_key").contains("routing_key_env"));
+    let (_, _, warnings) =
+        validate_with("name = \"pd\"\nkind = \"pagerduty\"\nrouting_key_env = \"K\"", &[("K", "short")]);
+    assert!(problem(&warnings, "channels[3].routing_key_env").contains("32 characters"));
+}
+
+#[test]
+fn a_telegram_channel_needs_a_token_shaped_like_one_and_a_chat() {
+    let base = "name = \"tg\"\nkind = \"telegram\"\nbot_token_env = \"TG\"\n";
+    let (cfg, problems, _) = validate_with(&format!("{base}chat_id = -1001234567890"), &[("TG", TG_TOKEN)]);
+    assert!(problems.is_empty(), "{problems:?}");
+    let cfg = cfg.unwrap();
+    let shown = format!("{} {cfg:?}", serde_json::to_string(&cfg).unwrap());
+    assert!(!shown.contains("AAHdqTcv") && shown.contains("api.telegram.org"), "{shown}");
+    let (cfg, _, _) = validate_with(&format!("{base}chat_id = \"@secops\""), &[("TG", TG_TOKEN)]);
+    let ChannelSettings::Telegram(tg) = cfg.unwrap().settings else { panic!("telegram") };
+    assert_eq!(tg.chat_id, crate::notify::channels::telegram::ChatId::Name("@secops".into()));
+    let (_, problems, _) = validate_with(&format!("{base}chat_id = \"secops\""), &[("TG", "not-a-token-AAHdq")]);
+    assert_eq!(keys(&problems), ["channels[3].bot_token_env", "channels[3].chat_id"]);
+    assert!(!problem(&problems, "channels[3].bot_token_env").contains("not-a-token"));
+    let (_, problems, _) = validate("name = \"tg\"\nkind = \"telegram\"\nurl = \"https://x.example.com\"");
+    assert_eq!(keys(&problems), ["channels[3].url", "channels[3].bot_token", "channels[3].chat_id"]);
+    assert!(problem(&problems, "channels[3].url").contains("does not apply to kind = \"telegram\""));
+}
+
+#[test]
+fn discord_and_google_chat_urls_must_be_https_and_are_shown_redacted() {
+    let (_, problems, _) = validate("name = \"d\"\nkind = \"discord\"\nurl = \"http://discord.com/api/webhooks/1/t\"");
+    assert!(problem(&problems, "channels[3].url").contains("https://discord.com/api/webhooks/"));
+    let (cfg, problems, _) = validate_with(
+        "name = \"g\"\nkind = \"googlechat\"\nurl_env = \"GC\"",
+        &[("GC", "https://chat.googleapis.com/v1/spaces/AAA/messages?key=k3y&token=t0ken-value")],
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    let shown = serde_json::to_string(&cfg.unwrap()).unwrap();
+    assert!(shown.contains("https://chat.googleapis.com/[redacted]") && !shown.contains("t0ken-value"), "{shown}");
+}
+
+#[tokio::test]
+async fn build_makes_the_new_kinds() {
+    let pairs = [("TG", TG_TOKEN), ("PD", "0123456789abcdef0123456789abcdef")];
+    for (kind, extra) in [
+        ("pagerduty", "routing_key_env = \"PD\""),
+        ("telegram", "bot_token_env = \"TG\"\nchat_id = 1"),
+        ("discord", "url = \"https://discord.com/api/webhooks/1/t\""),
+        ("googlechat", "url = \"https://chat.googleapis.com/v1/spaces/A/messages?key=k&token=t\""),
+    ] {
+        let (cfg, problems, _) = validate_with(&format!("name = \"c-{kind}\"\nkind = \"{kind}\"\n{extra}"), &pairs);
+        assert!(problems.is_empty(), "{kind}: {problems:?}");
+        let ch = build(&cfg.unwrap(), client(), chrono_tz::UTC).unwrap();
+        assert_eq!((ch.kind(), ch.name()), (kind, format!("c-{kind}").as_str()));
+    }
+}
+
+/// A forward proxy on 127.0.0.1 that records each request line and `Proxy-Authorization`, and answers `ok` itself.
+async fn recording_proxy() -> (url::Url, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let mut lines = head.lines();
+                let mut entry = lines.next().unwrap_or_default().to_string();
+                if let Some(auth) = lines.find(|l| l.to_ascii_lowercase().starts_with("proxy-authorization:")) {
+                    entry.push_str(&format!(" | {auth}"));
+                }
+                log.lock().unwrap().push(entry);
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+            });
+        }
+    });
+    (url::Url::parse(&format!("http://{addr}")).unwrap(), seen)
+}
+
+#[tokio::test]
+async fn a_channel_with_a_proxy_sends_through_it_with_the_proxys_credentials() {
+    let (proxy, seen) = recording_proxy().await;
+    // Nothing listens at the destination: only the proxy can have answered.
+    let dest = crate::notify::channels::testkit::refused_url().await;
+    let dest = dest.join("/services/T/B/X").unwrap();
+    let proxy_url = format!("http://alice:pr0xy@{}:{}", proxy.host_str().unwrap(), proxy.port().unwrap());
+    let (cfg, problems, _) =
+        validate(&format!("name = \"s\"\nkind = \"slack\"\nurl = \"{dest}\"\nproxy = \"{proxy_url}\""));
+    assert!(problems.is_empty(), "{problems:?}");
+    let ch = build(&cfg.unwrap(), client(), chrono_tz::UTC).unwrap();
+    let d = ch.send(&one()).await.unwrap();
+    assert_eq!(d.detail, "ok");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].starts_with(&format!("POST {dest} HTTP/1.1")), "{seen:?}");
+    // `alice:pr0xy` in base64.
+    assert!(seen[0].ends_with("Basic YWxpY2U6cHIweHk="), "{seen:?}");
+}
