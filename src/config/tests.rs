@@ -697,3 +697,22 @@ fn validate_checks_the_interval_against_the_per_ip_budget_of_each_endpoint_host_
     let config = load(&raised, &env()).unwrap();
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
+
+#[test]
+fn a_channel_key_no_kind_knows_is_an_unknown_key_and_a_key_of_another_kind_names_its_kind() {
+    let text = format!(
+        "{MINIMAL}[[channels]]\nname = \"s\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"\ncolour = \"red\"\n"
+    );
+    let e = load(&text, &env()).unwrap_err();
+    assert_eq!(keys(e.clone()), ["channels[0].colour"], "{e}");
+    assert!(e.problems[0].message.contains("unknown key"), "{e}");
+    let text = format!(
+        "{MINIMAL}[[channels]]\nname = \"s\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"\nsmtp_host = \"smtp.example.com\"\n"
+    );
+    let e = load(&text, &env()).unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert_eq!(
+        e.problems[0].to_string(),
+        "channels[0].smtp_host: does not apply to kind = \"slack\" (it is for email)"
+    );
+}
