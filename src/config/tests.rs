@@ -716,3 +716,29 @@ fn a_channel_key_no_kind_knows_is_an_unknown_key_and_a_key_of_another_kind_names
         "channels[0].smtp_host: does not apply to kind = \"slack\" (it is for email)"
     );
 }
+
+#[test]
+fn the_commented_channel_kinds_of_the_example_config_validate_when_uncommented() {
+    let text = include_str!("../../config/scanwatch.example.toml");
+    let start = text.find("# More channel kinds").unwrap();
+    let block: String = text[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.strip_prefix("# ").or(l.strip_prefix("#")).unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut vars = env().vars().clone();
+    for (k, v) in [
+        ("SCANWATCH_PAGERDUTY_KEY", "0123456789abcdef0123456789abcdef"),
+        ("SCANWATCH_TELEGRAM_TOKEN", "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"),
+        ("SCANWATCH_DISCORD_URL", "https://discord.com/api/webhooks/1/t"),
+        ("SCANWATCH_GOOGLECHAT_URL", "https://chat.googleapis.com/v1/spaces/A/messages?key=k&token=t"),
+    ] {
+        vars.insert(k.into(), v.into());
+    }
+    let c = load(&format!("{MINIMAL}{block}"), &Environment::from_pairs(vars)).unwrap();
+    let kinds: Vec<&str> = c.channels.iter().map(|ch| ch.kind()).collect();
+    assert_eq!(kinds, ["pagerduty", "telegram", "discord", "googlechat"]);
+    assert!(c.channels[1].proxy.is_some());
+}
