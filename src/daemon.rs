@@ -195,7 +195,7 @@ impl Daemon {
         let (interval, now) = (config.schedule.interval, clock.now());
         let liveness = Arc::new(Liveness::default());
         let app = App::build_with(config, &store, clock.clone(), liveness.clone()).await?;
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
             .build()

@@ -18,6 +18,7 @@
 //! - [`cli`], [`output`], [`app`], [`clock`]: the command line, its formats, the wiring every command builds from a
 //!   `Config` (poller, dispatcher, routes; opening the database), the injected clock and saturating time arithmetic.
 //! - [`liveness`]: work in flight, which the daemon's systemd watchdog checks.
+//! - [`tls`]: ring as rustls's crypto provider, and the builder every HTTP client starts from.
 
 pub mod alerting;
 pub mod app;
@@ -38,3 +39,4 @@ pub mod secret;
 pub mod server;
 pub mod simulator;
 pub mod store;
+pub mod tls;

@@ -48,7 +48,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// nobody configured), no automatic retries (the dispatcher owns them), bounded connect and idle times. Each request
 /// also carries its channel's own total timeout.
 pub fn http_client(connect_timeout: Duration, timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+    crate::tls::client_builder()
         .connect_timeout(connect_timeout)
         .timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(60))
