@@ -293,7 +293,14 @@ pub fn main() -> ExitCode {
         restore_sigpipe();
     }
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    crate::footprint::limit_malloc_arenas();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if matches!(cli.command, Command::Run) {
+        // The daemon waits on the network and SQLite's own threads; two workers keep up on any machine, and its
+        // footprint does not grow with the core count (a stack and an arena per worker).
+        builder.worker_threads(crate::footprint::DAEMON_WORKERS);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
