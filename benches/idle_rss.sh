@@ -8,6 +8,7 @@
 #   SMAPS=1        adds scanwatch's per-mapping breakdown (Rss by file, anonymous mappings summed)
 #   SCRAPE_MIN=N   then scrapes /metrics (and the JSON API) of both every 5 s for N minutes, printing RSS each minute
 #   NO_AM=1        skips Alertmanager
+#   WORKING_SET=1  adds what the daemon really touches in 20 s (smaps Referenced after clear_refs)
 # Environment of the daemon passes through (e.g. MALLOC_ARENA_MAX, TOKIO_WORKER_THREADS to try a setting).
 set -euo pipefail
 bin=$(realpath "${1:-target/release/scanwatch}")
@@ -61,6 +62,13 @@ echo "scanwatch:    $(rollup "$daemon")  threads $(ls "/proc/$daemon/task" | wc 
 [ -n "$am" ] && echo "alertmanager: $(rollup "$am")  threads $(ls "/proc/$am/task" | wc -l)  ($(prometheus-alertmanager --version 2>&1 | head -1))"
 if [ -n "${SMAPS:-}" ]; then
   awk '/^[0-9a-f]+-[0-9a-f]+ /{name=($6=="" ? "[anonymous]" : $6)} /^Rss:/{rss[name]+=$2} END{for(n in rss) if (rss[n]>=64) printf "%8d kB  %s\n", rss[n], n}' "/proc/$daemon/smaps" | sort -rn
+fi
+if [ -n "${WORKING_SET:-}" ]; then
+  # Pages the daemon actually touches in 20 s of steady state: clear the referenced bits, wait, read them back. RSS
+  # minus this is what the kernel mapped around them (fault-around) or what start-up left behind.
+  echo 1 > "/proc/$daemon/clear_refs"; sleep 20
+  echo "referenced in 20 s: $(awk '/^Referenced:/{r=$2} /^Anonymous:/{a=$2} END{printf "%d kB", r}' "/proc/$daemon/smaps_rollup") of $(rollup "$daemon")"
+  awk '/^[0-9a-f]+-[0-9a-f]+ /{name=($6=="" ? "[anonymous]" : $6)} /^Referenced:/{r[name]+=$2} END{for(n in r) if (r[n]>=64) printf "%8d kB referenced  %s\n", r[n], n}' "/proc/$daemon/smaps" | sort -rn
 fi
 if [ -n "${SCRAPE_MIN:-}" ]; then
   echo "scraping every 5 s for $SCRAPE_MIN min: minute, scanwatch RSS, alertmanager RSS"
