@@ -41,7 +41,9 @@ amport=$((port + 2))
 } > "$dir/scanwatch.toml"
 
 export BENCH_AK=HPUAEXAMPLEAK0000001 BENCH_SK=exampleSecretKey0000000000000000000000001
-"$bin" simulate --listen "127.0.0.1:$port" --scenario "$dir/scenario.toml" > "$dir/sim.log" 2>&1 & sim=$!
+# The simulator runs from a copy of the binary, so that the daemon's code pages are its own (Referenced, RSS).
+cp "$bin" "$dir/simulator"
+"$dir/simulator" simulate --listen "127.0.0.1:$port" --scenario "$dir/scenario.toml" > "$dir/sim.log" 2>&1 & sim=$!
 "$bin" --config "$dir/scanwatch.toml" validate
 "$bin" --config "$dir/scanwatch.toml" --log-level warn run > "$dir/run.log" 2>&1 & daemon=$!
 if [ -z "${NO_AM:-}" ]; then
@@ -61,7 +63,9 @@ echo "after ${secs}s: $("$bin" --config "$dir/scanwatch.toml" history --format c
 echo "scanwatch:    $(rollup "$daemon")  threads $(ls "/proc/$daemon/task" | wc -l)  VmHWM $(awk '/^VmHWM/{print $2}' "/proc/$daemon/status") kB"
 [ -n "$am" ] && echo "alertmanager: $(rollup "$am")  threads $(ls "/proc/$am/task" | wc -l)  ($(prometheus-alertmanager --version 2>&1 | head -1))"
 if [ -n "${SMAPS:-}" ]; then
-  awk '/^[0-9a-f]+-[0-9a-f]+ /{name=($6=="" ? "[anonymous]" : $6)} /^Rss:/{rss[name]+=$2} END{for(n in rss) if (rss[n]>=64) printf "%8d kB  %s\n", rss[n], n}' "/proc/$daemon/smaps" | sort -rn
+  awk '/^[0-9a-f]+-[0-9a-f]+ /{name=($6=="" ? "[anonymous]" : $6)} /^Rss:/{rss[name]+=$2} /^Anonymous:/{anon[name]+=$2}
+       END{for(n in rss) if (rss[n]>=64) printf "%8d kB  (%d kB anonymous)  %s\n", rss[n], anon[n], n}' "/proc/$daemon/smaps" | sort -rn
+  echo "threads: $(cat /proc/$daemon/task/*/comm | sort | uniq -c | tr -s ' ' | tr '\n' ',')"
 fi
 if [ -n "${WORKING_SET:-}" ]; then
   # Pages the daemon actually touches in 20 s of steady state: clear the referenced bits, wait, read them back. RSS

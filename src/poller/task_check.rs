@@ -234,27 +234,6 @@ impl ResourceCache {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_resource_cache_keeps_the_newest_tasks_up_to_its_capacity() {
-        let cache = ResourceCache::default();
-        let n = ResourceCache::CAPACITY + 10;
-        for i in 0..n {
-            cache.put(format!("task-{i}"), (Vec::new(), i as u64));
-            // The same task again neither grows it nor pushes another out.
-            cache.put(format!("task-{i}"), (Vec::new(), i as u64));
-        }
-        assert_eq!(cache.len(), ResourceCache::CAPACITY);
-        assert_eq!(cache.get("task-0"), None, "the oldest went first");
-        assert_eq!(cache.get("task-9"), None);
-        assert_eq!(cache.get("task-10").map(|f| f.1), Some(10));
-        assert_eq!(cache.get(&format!("task-{}", n - 1)).map(|f| f.1), Some(n as u64 - 1));
-    }
-}
-
 /// The task behind each of `rules`' alerts (`no_recent_scan`, `stuck_running`, `total_stalled` firing or
 /// reminding): the running tasks for `stuck_running`, otherwise the latest task, with its failed clusters or files.
 /// Best effort within the budgets and [`CONTEXT_TIMEOUT`]: without a slot, or on an error, the context says why.
@@ -318,5 +297,26 @@ async fn task_behind(
             AlertContext { unavailable: Some(what.into()), ..AlertContext::default() }
         }
         Err(e) => AlertContext { unavailable: Some(e), ..AlertContext::default() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resource_cache_keeps_the_newest_tasks_up_to_its_capacity() {
+        let cache = ResourceCache::default();
+        let n = ResourceCache::CAPACITY + 10;
+        for i in 0..n {
+            cache.put(format!("task-{i}"), (Vec::new(), i as u64));
+            // The same task again neither grows it nor pushes another out.
+            cache.put(format!("task-{i}"), (Vec::new(), i as u64));
+        }
+        assert_eq!(cache.len(), ResourceCache::CAPACITY);
+        assert_eq!(cache.get("task-0"), None, "the oldest went first");
+        assert_eq!(cache.get("task-9"), None);
+        assert_eq!(cache.get("task-10").map(|f| f.1), Some(10));
+        assert_eq!(cache.get(&format!("task-{}", n - 1)).map(|f| f.1), Some(n as u64 - 1));
     }
 }
