@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
         async move { axum::serve(hook, app).with_graceful_shutdown(stop.cancelled_owned()).await }
     });
 
-    let http = reqwest::Client::new();
+    let http = scanwatch::tls::client();
     let (mut base, mut full) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         // Baseline: the breaching GET, then the webhook POST, nothing in between.

@@ -154,7 +154,7 @@ async fn child(mode: &str, series: usize, accounts: usize, port: u16) -> anyhow:
     let setup_started = Instant::now();
     match mode {
         "baseline" => {
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+            let http = scanwatch::tls::client_builder().timeout(Duration::from_secs(60)).build()?;
             let per_account: Vec<Vec<usize>> = (0..accounts).map(|j| (j..series).step_by(accounts).collect()).collect();
             let setup = setup_started.elapsed();
             let (rss_before, cpu0, t0) = (support::rss_mib(), support::cpu_time(), Instant::now());

@@ -293,7 +293,14 @@ pub fn main() -> ExitCode {
         restore_sigpipe();
     }
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    crate::footprint::limit_malloc_arenas();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if matches!(cli.command, Command::Run) {
+        // The daemon waits on the network and SQLite's own threads; two workers keep up on any machine, and its
+        // footprint does not grow with the core count (a stack and an arena per worker).
+        builder.worker_threads(crate::footprint::DAEMON_WORKERS);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -321,14 +328,21 @@ fn restore_sigpipe() {
 }
 
 fn init_logging(cli: &Cli) {
+    use tracing_subscriber::filter::Targets;
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    use tracing_subscriber::prelude::*;
     // The demo tells its own story on stdout; its logs would interleave with it, so only errors show unless a
     // level is asked for.
     let level =
         if matches!(cli.command, Command::Demo { .. }) && cli.log_level == "info" { "error" } else { &cli.log_level };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // `Targets` (`info`, `scanwatch=debug,sqlx=warn`) rather than `EnvFilter`: the same directives minus span and
+    // field matching, without the regex engine EnvFilter links in (~1 MB of code in the daemon, BENCHMARKS.md).
+    let parse = |s: &str| s.parse::<Targets>().ok().filter(|_| !s.trim().is_empty());
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| parse(&s))
+        .or_else(|| parse(level))
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     // The daemon logs to stdout (DESIGN.md; journald takes both streams); the one-shot commands keep stdout for
     // their output (`history --format csv > file`) and log to stderr.
     let writer = if matches!(cli.command, Command::Run) {
@@ -336,10 +350,10 @@ fn init_logging(cli: &Cli) {
     } else {
         BoxMakeWriter::new(std::io::stderr)
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
     match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => tracing_subscriber::registry().with(layer.with_filter(filter)).init(),
+        LogFormat::Json => tracing_subscriber::registry().with(layer.json().with_filter(filter)).init(),
     }
 }
 

@@ -195,7 +195,7 @@ impl Daemon {
         let (interval, now) = (config.schedule.interval, clock.now());
         let liveness = Arc::new(Liveness::default());
         let app = App::build_with(config, &store, clock.clone(), liveness.clone()).await?;
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
             .build()
@@ -338,6 +338,8 @@ pub async fn run(
     let mut stall = stall_bound(&daemon.app.config);
 
     let mut cycle: Option<Running> = None;
+    // Until the first cycle ends: then the start-up code's pages are released (crate::footprint).
+    let mut started_up = false;
     let mut dispatching: Option<JoinHandle<()>> = None;
 
     notify(&[NotifyState::Ready, NotifyState::Status(&daemon.status_line(false).await)]);
@@ -381,6 +383,10 @@ pub async fn run(
                     cycle = Some(next);
                 }
                 notify(&[NotifyState::Status(&daemon.status_line(cycle.is_some()).await)]);
+                if !started_up {
+                    started_up = true;
+                    crate::footprint::release_startup_code();
+                }
             }
             _ = ticks.tick() => {
                 if let Some(c) = &cycle {

@@ -18,6 +18,8 @@
 //! - [`cli`], [`output`], [`app`], [`clock`]: the command line, its formats, the wiring every command builds from a
 //!   `Config` (poller, dispatcher, routes; opening the database), the injected clock and saturating time arithmetic.
 //! - [`liveness`]: work in flight, which the daemon's systemd watchdog checks.
+//! - [`footprint`]: the daemon's malloc arenas and worker count, kept small (BENCHMARKS.md, idle RSS).
+//! - [`tls`]: ring as rustls's crypto provider, and the builder every HTTP client starts from.
 
 pub mod alerting;
 pub mod app;
@@ -26,6 +28,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod footprint;
 pub mod hss;
 pub mod liveness;
 pub mod model;
@@ -38,3 +41,4 @@ pub mod secret;
 pub mod server;
 pub mod simulator;
 pub mod store;
+pub mod tls;

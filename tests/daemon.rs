@@ -117,7 +117,7 @@ fn the_daemon_fires_and_resolves_every_rule_and_stops_cleanly_on_sigterm() {
     // The HTTP API of the running daemon: healthy, and its metrics carry what was polled and delivered.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (health, metrics) = rt.block_on(async {
-        let get = |path: &str| reqwest::get(format!("http://{api}{path}"));
+        let get = |path: &str| scanwatch::tls::client().get(format!("http://{api}{path}")).send();
         let h = get("/healthz").await.unwrap();
         let m = get("/metrics").await.unwrap().text().await.unwrap();
         (h.status().as_u16(), m)

@@ -220,7 +220,7 @@ struct Answer {
 }
 
 async fn get(url: &str, token: Option<&str>) -> Answer {
-    let mut req = reqwest::Client::new().get(url);
+    let mut req = scanwatch::tls::client().get(url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }

@@ -220,7 +220,7 @@ impl Transport {
     /// off (a redirect would carry our token elsewhere), no automatic retries (every call counts against the
     /// 5/min budget).
     pub fn new(opts: ClientOptions) -> Result<Transport, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder()
             .connect_timeout(opts.connect_timeout)
             .timeout(opts.timeout)
             .pool_idle_timeout(Duration::from_secs(60))

@@ -148,9 +148,7 @@ async fn with_failures(
 ) -> AlertContext {
     let mut context = AlertContext { failed_total: task.failed, ..AlertContext::default() };
     let finished = task.task_status == "finished";
-    let cached = cache
-        .filter(|_| finished)
-        .and_then(|c| c.finished.lock().unwrap_or_else(|p| p.into_inner()).get(&task.task_id).cloned());
+    let cached = cache.filter(|_| finished).and_then(|c| c.get(&task.task_id));
     if let Some((failed, total)) = cached {
         (context.failed, context.failed_total) = (failed, total);
     } else if task.failed > 0 {
@@ -170,11 +168,7 @@ async fn with_failures(
                     context.failed_total = r.total_num.max(task.failed);
                     context.failed = r.items.into_iter().map(|r| r.resource).collect();
                     if let Some(cache) = cache.filter(|_| finished) {
-                        cache
-                            .finished
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(task.task_id.clone(), (context.failed.clone(), context.failed_total));
+                        cache.put(task.task_id.clone(), (context.failed.clone(), context.failed_total));
                     }
                 }
                 Err(e) => context.unavailable = Some(format!("ListTaskResources: {e}")),
@@ -192,10 +186,52 @@ async fn with_failures(
 pub const CONTEXT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A finished task's failed clusters or files, cached by task id: they no longer change, and a reminder every few
-/// hours about the same task needs no new call.
+/// hours about the same task needs no new call. Holds at most [`ResourceCache::CAPACITY`] tasks, dropping the
+/// oldest: every finished task with failures behind an alert adds one, so unbounded it grew for the life of the
+/// daemon (the soak benchmark, BENCHMARKS.md).
 #[derive(Debug, Default)]
 pub struct ResourceCache {
-    finished: Mutex<HashMap<String, (Vec<crate::model::FailedResource>, u64)>>,
+    finished: Mutex<FinishedTasks>,
+}
+
+type Failures = (Vec<crate::model::FailedResource>, u64);
+
+#[derive(Debug, Default)]
+struct FinishedTasks {
+    by_id: HashMap<String, Failures>,
+    /// Task ids, oldest first.
+    order: std::collections::VecDeque<String>,
+}
+
+impl ResourceCache {
+    /// A task per alerting series and then some: a reminder finds its task here unless hundreds of other
+    /// tasks with failures finished since.
+    pub const CAPACITY: usize = 512;
+
+    fn get(&self, task_id: &str) -> Option<Failures> {
+        self.finished.lock().unwrap_or_else(|p| p.into_inner()).by_id.get(task_id).cloned()
+    }
+
+    fn put(&self, task_id: String, failures: Failures) {
+        let mut f = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        if f.by_id.insert(task_id.clone(), failures).is_none() {
+            f.order.push_back(task_id);
+        }
+        while f.order.len() > Self::CAPACITY {
+            if let Some(oldest) = f.order.pop_front() {
+                f.by_id.remove(&oldest);
+            }
+        }
+    }
+
+    /// How many tasks are held.
+    pub fn len(&self) -> usize {
+        self.finished.lock().unwrap_or_else(|p| p.into_inner()).by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The task behind each of `rules`' alerts (`no_recent_scan`, `stuck_running`, `total_stalled` firing or
@@ -261,5 +297,26 @@ async fn task_behind(
             AlertContext { unavailable: Some(what.into()), ..AlertContext::default() }
         }
         Err(e) => AlertContext { unavailable: Some(e), ..AlertContext::default() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resource_cache_keeps_the_newest_tasks_up_to_its_capacity() {
+        let cache = ResourceCache::default();
+        let n = ResourceCache::CAPACITY + 10;
+        for i in 0..n {
+            cache.put(format!("task-{i}"), (Vec::new(), i as u64));
+            // The same task again neither grows it nor pushes another out.
+            cache.put(format!("task-{i}"), (Vec::new(), i as u64));
+        }
+        assert_eq!(cache.len(), ResourceCache::CAPACITY);
+        assert_eq!(cache.get("task-0"), None, "the oldest went first");
+        assert_eq!(cache.get("task-9"), None);
+        assert_eq!(cache.get("task-10").map(|f| f.1), Some(10));
+        assert_eq!(cache.get(&format!("task-{}", n - 1)).map(|f| f.1), Some(n as u64 - 1));
     }
 }

@@ -199,7 +199,7 @@ async fn spawn(token: Option<&str>, store: Option<Store>) -> App {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(serve(listener, router(state, token.map(Secret::new)), shutdown.clone()));
-    App { base, client: reqwest::Client::new(), clock, health, metrics, store, config, _dir: dir, shutdown, server }
+    App { base, client: crate::tls::client(), clock, health, metrics, store, config, _dir: dir, shutdown, server }
 }
 
 fn field_names(v: &Value) -> BTreeSet<String> {

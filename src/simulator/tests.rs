@@ -87,7 +87,7 @@ async fn spawn_with(toml: &str, options: SimulatorOptions) -> Harness {
         let (sim, shutdown) = (sim.clone(), shutdown.clone());
         async move { sim.serve(listener, shutdown).await }
     });
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = crate::tls::client_builder().no_proxy().build().unwrap();
     Harness { sim, base: format!("http://{host}"), host, client, shutdown, server }
 }
 

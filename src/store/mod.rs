@@ -219,6 +219,12 @@ fn reason(e: &StoreError) -> String {
 
 /// What every read-write connection of a store is opened with. No journal mode: [`Store::prepare`] sets WAL once,
 /// under its lock.
+/// How long a pooled reader stays open unused.
+const READER_IDLE: Duration = Duration::from_secs(60);
+
+/// A reader's page cache (`PRAGMA cache_size`, negative = KiB): enough for the index pages of the hot queries.
+const READER_CACHE: &str = "-512";
+
 fn connect_options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
     let opts = SqliteConnectOptions::from_str("sqlite:")
         .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: one_line(&e) })?;
@@ -332,9 +338,12 @@ impl Store {
         Store::prepare(path, &opts).await?;
         // No `test_before_acquire`: its ping is one more round trip to the connection's worker thread per
         // transaction, and a broken connection fails its statement anyway, which closes it (see `WriteTx`).
+        // Readers keep a smaller page cache than SQLite's 2 MB each and close a minute after their last use: the
+        // daemon between cycles then holds one reader (its scrapes'), not four full caches (BENCHMARKS.md, "Soak").
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(opts.clone())
+            .idle_timeout(READER_IDLE)
+            .connect_with(opts.clone().pragma("cache_size", READER_CACHE))
             .await
             .map_err(|e| OpenFailure::open(path, e))?;
         let write_pool = SqlitePoolOptions::new()

@@ -77,7 +77,7 @@ pub fn channel_client(proxy: Option<&Url>) -> reqwest::Result<reqwest::Client> {
 }
 
 fn client_builder(connect_timeout: Duration, timeout: Duration) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+    crate::tls::client_builder()
         .no_proxy()
         .connect_timeout(connect_timeout)
         .timeout(timeout)

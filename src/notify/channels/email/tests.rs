@@ -141,6 +141,7 @@ impl Pki {
     fn server_config(&self) -> Arc<rustls::ServerConfig> {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf_key_der.clone()));
+        crate::tls::install_crypto_provider();
         let config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(vec![CertificateDer::from(self.leaf_der.clone())], key)
@@ -236,6 +237,8 @@ fn start_mailin(recorder: &Recorder, starttls: Option<&Pki>, auth: bool) -> u16 
     let mut server = Server::new(recorder.clone());
     server.with_name("mx.test").with_num_threads(4).with_tcp_listener(listener);
     if let Some(pki) = starttls {
+        // mailin builds its rustls config from the process's provider: ring, as scanwatch's client side uses.
+        crate::tls::install_crypto_provider();
         server
             .with_ssl(SslConfig::SelfSigned {
                 cert_path: pki.path("server.pem").display().to_string(),
