@@ -25,13 +25,16 @@ use super::ServerState;
 use crate::config::format_duration;
 use crate::model::{AlertContext, Snapshot, excerpt};
 use crate::output::{AlertJson, rfc3339, rfc3339_millis};
-use crate::store::{NotificationRow, StoreError};
+use crate::store::{HistoryQuery, NotificationRow, StoreError};
 
 /// What a chart shows when no `since` is given.
 pub const DEFAULT_CHART_SPAN: TimeDelta = TimeDelta::days(7);
 /// The most points a chart line has: a longer history is bucketed down to this many, so a page stays small
 /// whatever the interval and the span.
 pub const MAX_CHART_POINTS: usize = 240;
+/// The most polls of one series a chart reads (the newest): bounds the memory of a page asking for years of a
+/// long retention at a short interval.
+pub const CHART_ROWS_PER_SERIES: u32 = 20_000;
 /// Deliveries the front page lists (the newest).
 pub const DELIVERY_LOG_ROWS: u32 = 50;
 /// Deliveries an alert page searches for its own (the newest); older ones are in `scanwatch notifications`.
@@ -431,12 +434,24 @@ async fn index_page(s: ServerState, query: Result<Query<IndexQuery>, QueryReject
 
     let mut charts = Vec::new();
     let stored = s.store.series().await?;
-    for (_, key) in s.config.series() {
-        let Some(row) = stored.iter().find(|r| r.key.target == key.target && r.key.task_type == key.task_type) else {
-            continue;
-        };
-        let snapshots = s.store.snapshots_since(row.id, since).await?;
-        charts.push(Chart::draw(&format!("{} / {}", key.target, key.task_type.as_str()), &snapshots, since, now));
+    for target in &s.config.targets {
+        let types = u32::try_from(target.task_types.len()).unwrap_or(u32::MAX);
+        let limit = CHART_ROWS_PER_SERIES.saturating_mul(types);
+        let query =
+            HistoryQuery { target: Some(target.name.clone()), since: Some(since), until: None, limit: Some(limit) };
+        let rows = s.store.history(&query).await?;
+        let truncated = u32::try_from(rows.len()).unwrap_or(u32::MAX) >= limit;
+        for key in target.series() {
+            if !stored.iter().any(|r| r.key == key) {
+                continue;
+            }
+            let snapshots: Vec<Snapshot> =
+                rows.iter().filter(|r| *r.series == key).map(|r| r.snapshot.clone()).collect();
+            let mut chart =
+                Chart::draw(&format!("{} / {}", key.target, key.task_type.as_str()), &snapshots, since, now);
+            chart.truncated = truncated;
+            charts.push(chart);
+        }
     }
 
     let deliveries = s
@@ -622,6 +637,8 @@ pub struct Chart {
     pub polls: usize,
     pub failed_polls: usize,
     pub points: usize,
+    /// The span held more polls than a chart reads ([`CHART_ROWS_PER_SERIES`]): it starts later than asked.
+    pub truncated: bool,
 }
 
 /// An axis label at `at` (x for the time axis, y for the value axes).
@@ -775,6 +792,7 @@ impl Chart {
             running_ticks: value_ticks(0, r_hi),
             polls: snapshots.len(),
             failed_polls: snapshots.iter().filter(|s| !s.ok()).count(),
+            truncated: false,
         }
     }
 }
