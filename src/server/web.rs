@@ -629,6 +629,8 @@ pub struct Chart {
     /// `x,y x,y …` per unbroken run of good polls; a failed stretch ends a run.
     pub total_lines: Vec<String>,
     pub running_lines: Vec<String>,
+    /// Good polls with no good neighbour to join: drawn as dots.
+    pub dots: Vec<Dot>,
     /// Where polls failed (x of each bucket with failures only).
     pub failures: Vec<f64>,
     pub x_ticks: Vec<Tick>,
@@ -639,6 +641,14 @@ pub struct Chart {
     pub points: usize,
     /// The span held more polls than a chart reads ([`CHART_ROWS_PER_SERIES`]): it starts later than asked.
     pub truncated: bool,
+}
+
+/// One point of both lines: its x and the y of total and of running.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Dot {
+    pub x: f64,
+    pub total: f64,
+    pub running: f64,
 }
 
 /// An axis label at `at` (x for the time axis, y for the value axes).
@@ -718,40 +728,41 @@ impl Chart {
             round1(f64::from(BOTTOM) - frac.min(1.0) * f64::from(BOTTOM - TOP))
         };
 
-        let (mut total_lines, mut running_lines, mut failures) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut t_run, mut r_run): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
-        let mut flush = |t_run: &mut Vec<String>, r_run: &mut Vec<String>| {
-            if t_run.len() == 1 {
-                // A lone point: a zero-length line, which the round line cap draws as a dot.
-                t_run.push(t_run[0].clone());
-                r_run.push(r_run[0].clone());
+        let (mut total_lines, mut running_lines, mut dots, mut failures) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut run: Vec<Dot> = Vec::new();
+        let mut flush = |run: &mut Vec<Dot>| {
+            match run.as_slice() {
+                [] => {}
+                // A lone good poll between failures (or a new series): a polyline of one point draws nothing.
+                [dot] => dots.push(*dot),
+                points => {
+                    total_lines
+                        .push(points.iter().map(|d| format!("{},{}", d.x, d.total)).collect::<Vec<_>>().join(" "));
+                    running_lines
+                        .push(points.iter().map(|d| format!("{},{}", d.x, d.running)).collect::<Vec<_>>().join(" "));
+                }
             }
-            if !t_run.is_empty() {
-                total_lines.push(t_run.join(" "));
-                running_lines.push(r_run.join(" "));
-            }
-            t_run.clear();
-            r_run.clear();
+            run.clear();
         };
         for (i, b) in buckets.iter().enumerate() {
             match b.at {
                 Some(at) => {
                     let x = x_of(at);
-                    t_run.push(format!("{x},{}", y_of(b.total, t_lo, t_hi)));
-                    r_run.push(format!("{x},{}", y_of(b.running, 0, r_hi)));
+                    run.push(Dot { x, total: y_of(b.total, t_lo, t_hi), running: y_of(b.running, 0, r_hi) });
                     if b.failed {
                         failures.push(x);
                     }
                 }
                 None if b.failed => {
-                    flush(&mut t_run, &mut r_run);
+                    flush(&mut run);
                     let ms = span_ms as i128 * i as i128 / (n as i128 - 1);
                     failures.push(x_of(from + TimeDelta::milliseconds(i64::try_from(ms).unwrap_or(0))));
                 }
                 None => {}
             }
         }
-        flush(&mut t_run, &mut r_run);
+        flush(&mut run);
 
         let x_ticks = (0..=4)
             .map(|k| {
@@ -786,6 +797,7 @@ impl Chart {
             points: good.len(),
             total_lines,
             running_lines,
+            dots,
             failures,
             x_ticks,
             total_ticks: value_ticks(t_lo, t_hi),
