@@ -174,8 +174,15 @@ fn alert_href(root: &str, fingerprint: &str) -> String {
 
 impl From<StoreError> for Page {
     fn from(e: StoreError) -> Self {
+        store_failed(FROM_INDEX)(e)
+    }
+}
+
+/// A 500 page for a store error on a page at `root`.
+fn store_failed(root: &str) -> impl Fn(StoreError) -> Page + '_ {
+    move |e| {
         tracing::warn!(error = %e, "web page: store error");
-        error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), FROM_INDEX)
+        error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), root)
     }
 }
 
@@ -551,7 +558,7 @@ async fn alert_page_of(s: ServerState, fingerprint: Option<String>) -> Result<Pa
     let unknown = || error_page(StatusCode::NOT_FOUND, "no alert has this fingerprint", FROM_ALERT);
     let fingerprint = fingerprint.filter(|f| !f.is_empty() && f.len() <= MAX_FINGERPRINT_BYTES).ok_or_else(unknown)?;
     let now = s.clock.now();
-    let (stored, rows) = active_alerts(&s, now, true).await?;
+    let (stored, rows) = active_alerts(&s, now, true).await.map_err(store_failed(FROM_ALERT))?;
     let Some((row, json)) = stored.iter().zip(&rows).find(|(r, _)| r.fingerprint == fingerprint) else {
         return Err(unknown());
     };
@@ -560,7 +567,8 @@ async fn alert_page_of(s: ServerState, fingerprint: Option<String>) -> Result<Pa
     let silences = s
         .store
         .silences(now, false)
-        .await?
+        .await
+        .map_err(store_failed(FROM_ALERT))?
         .into_iter()
         .filter(|x| crate::alerting::silence::matches_all(&x.matchers, &labels))
         .map(|x| SilenceView {
@@ -573,7 +581,7 @@ async fn alert_page_of(s: ServerState, fingerprint: Option<String>) -> Result<Pa
             comment: x.comment,
         })
         .collect();
-    let all_transitions = s.store.transitions(Some(&fingerprint), None).await?;
+    let all_transitions = s.store.transitions(Some(&fingerprint), None).await.map_err(store_failed(FROM_ALERT))?;
     let transitions_total = all_transitions.len();
     let transitions: Vec<TransitionView> = all_transitions
         .iter()
@@ -590,7 +598,8 @@ async fn alert_page_of(s: ServerState, fingerprint: Option<String>) -> Result<Pa
     let deliveries = s
         .store
         .notifications(None, ALERT_DELIVERY_SCAN)
-        .await?
+        .await
+        .map_err(store_failed(FROM_ALERT))?
         .iter()
         .filter(|n| n.notification.alerts.iter().any(|a| a.fingerprint == fingerprint))
         .map(|n| delivery_view(n, now, FROM_ALERT))
