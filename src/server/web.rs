@@ -25,13 +25,16 @@ use super::ServerState;
 use crate::config::format_duration;
 use crate::model::{AlertContext, Snapshot, excerpt};
 use crate::output::{AlertJson, rfc3339, rfc3339_millis};
-use crate::store::{NotificationRow, StoreError};
+use crate::store::{HistoryQuery, NotificationRow, StoreError};
 
 /// What a chart shows when no `since` is given.
 pub const DEFAULT_CHART_SPAN: TimeDelta = TimeDelta::days(7);
 /// The most points a chart line has: a longer history is bucketed down to this many, so a page stays small
 /// whatever the interval and the span.
 pub const MAX_CHART_POINTS: usize = 240;
+/// The most polls of one series a chart reads (the newest): bounds the memory of a page asking for years of a
+/// long retention at a short interval.
+pub const CHART_ROWS_PER_SERIES: u32 = 20_000;
 /// Deliveries the front page lists (the newest).
 pub const DELIVERY_LOG_ROWS: u32 = 50;
 /// Deliveries an alert page searches for its own (the newest); older ones are in `scanwatch notifications`.
@@ -171,8 +174,15 @@ fn alert_href(root: &str, fingerprint: &str) -> String {
 
 impl From<StoreError> for Page {
     fn from(e: StoreError) -> Self {
+        store_failed(FROM_INDEX)(e)
+    }
+}
+
+/// A 500 page for a store error on a page at `root`.
+fn store_failed(root: &str) -> impl Fn(StoreError) -> Page + '_ {
+    move |e| {
         tracing::warn!(error = %e, "web page: store error");
-        error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), FROM_INDEX)
+        error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), root)
     }
 }
 
@@ -431,12 +441,24 @@ async fn index_page(s: ServerState, query: Result<Query<IndexQuery>, QueryReject
 
     let mut charts = Vec::new();
     let stored = s.store.series().await?;
-    for (_, key) in s.config.series() {
-        let Some(row) = stored.iter().find(|r| r.key.target == key.target && r.key.task_type == key.task_type) else {
-            continue;
-        };
-        let snapshots = s.store.snapshots_since(row.id, since).await?;
-        charts.push(Chart::draw(&format!("{} / {}", key.target, key.task_type.as_str()), &snapshots, since, now));
+    for target in &s.config.targets {
+        let types = u32::try_from(target.task_types.len()).unwrap_or(u32::MAX);
+        let limit = CHART_ROWS_PER_SERIES.saturating_mul(types);
+        let query =
+            HistoryQuery { target: Some(target.name.clone()), since: Some(since), until: None, limit: Some(limit) };
+        let rows = s.store.history(&query).await?;
+        let truncated = u32::try_from(rows.len()).unwrap_or(u32::MAX) >= limit;
+        for key in target.series() {
+            if !stored.iter().any(|r| r.key == key) {
+                continue;
+            }
+            let snapshots: Vec<Snapshot> =
+                rows.iter().filter(|r| *r.series == key).map(|r| r.snapshot.clone()).collect();
+            let mut chart =
+                Chart::draw(&format!("{} / {}", key.target, key.task_type.as_str()), &snapshots, since, now);
+            chart.truncated = truncated;
+            charts.push(chart);
+        }
     }
 
     let deliveries = s
@@ -536,7 +558,7 @@ async fn alert_page_of(s: ServerState, fingerprint: Option<String>) -> Result<Pa
     let unknown = || error_page(StatusCode::NOT_FOUND, "no alert has this fingerprint", FROM_ALERT);
     let fingerprint = fingerprint.filter(|f| !f.is_empty() && f.len() <= MAX_FINGERPRINT_BYTES).ok_or_else(unknown)?;
     let now = s.clock.now();
-    let (stored, rows) = active_alerts(&s, now, true).await?;
+    let (stored, rows) = active_alerts(&s, now, true).await.map_err(store_failed(FROM_ALERT))?;
     let Some((row, json)) = stored.iter().zip(&rows).find(|(r, _)| r.fingerprint == fingerprint) else {
         return Err(unknown());
     };
@@ -545,7 +567,8 @@ async fn alert_page_of(s: ServerState, fingerprint: Option<String>) -> Result<Pa
     let silences = s
         .store
         .silences(now, false)
-        .await?
+        .await
+        .map_err(store_failed(FROM_ALERT))?
         .into_iter()
         .filter(|x| crate::alerting::silence::matches_all(&x.matchers, &labels))
         .map(|x| SilenceView {
@@ -558,7 +581,7 @@ async fn alert_page_of(s: ServerState, fingerprint: Option<String>) -> Result<Pa
             comment: x.comment,
         })
         .collect();
-    let all_transitions = s.store.transitions(Some(&fingerprint), None).await?;
+    let all_transitions = s.store.transitions(Some(&fingerprint), None).await.map_err(store_failed(FROM_ALERT))?;
     let transitions_total = all_transitions.len();
     let transitions: Vec<TransitionView> = all_transitions
         .iter()
@@ -575,7 +598,8 @@ async fn alert_page_of(s: ServerState, fingerprint: Option<String>) -> Result<Pa
     let deliveries = s
         .store
         .notifications(None, ALERT_DELIVERY_SCAN)
-        .await?
+        .await
+        .map_err(store_failed(FROM_ALERT))?
         .iter()
         .filter(|n| n.notification.alerts.iter().any(|a| a.fingerprint == fingerprint))
         .map(|n| delivery_view(n, now, FROM_ALERT))
@@ -614,6 +638,8 @@ pub struct Chart {
     /// `x,y x,y …` per unbroken run of good polls; a failed stretch ends a run.
     pub total_lines: Vec<String>,
     pub running_lines: Vec<String>,
+    /// Good polls with no good neighbour to join: drawn as dots.
+    pub dots: Vec<Dot>,
     /// Where polls failed (x of each bucket with failures only).
     pub failures: Vec<f64>,
     pub x_ticks: Vec<Tick>,
@@ -622,6 +648,16 @@ pub struct Chart {
     pub polls: usize,
     pub failed_polls: usize,
     pub points: usize,
+    /// The span held more polls than a chart reads ([`CHART_ROWS_PER_SERIES`]): it starts later than asked.
+    pub truncated: bool,
+}
+
+/// One point of both lines: its x and the y of total and of running.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Dot {
+    pub x: f64,
+    pub total: f64,
+    pub running: f64,
 }
 
 /// An axis label at `at` (x for the time axis, y for the value axes).
@@ -701,40 +737,41 @@ impl Chart {
             round1(f64::from(BOTTOM) - frac.min(1.0) * f64::from(BOTTOM - TOP))
         };
 
-        let (mut total_lines, mut running_lines, mut failures) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut t_run, mut r_run): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
-        let mut flush = |t_run: &mut Vec<String>, r_run: &mut Vec<String>| {
-            if t_run.len() == 1 {
-                // A lone point: a zero-length line, which the round line cap draws as a dot.
-                t_run.push(t_run[0].clone());
-                r_run.push(r_run[0].clone());
+        let (mut total_lines, mut running_lines, mut dots, mut failures) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut run: Vec<Dot> = Vec::new();
+        let mut flush = |run: &mut Vec<Dot>| {
+            match run.as_slice() {
+                [] => {}
+                // A lone good poll between failures (or a new series): a polyline of one point draws nothing.
+                [dot] => dots.push(*dot),
+                points => {
+                    total_lines
+                        .push(points.iter().map(|d| format!("{},{}", d.x, d.total)).collect::<Vec<_>>().join(" "));
+                    running_lines
+                        .push(points.iter().map(|d| format!("{},{}", d.x, d.running)).collect::<Vec<_>>().join(" "));
+                }
             }
-            if !t_run.is_empty() {
-                total_lines.push(t_run.join(" "));
-                running_lines.push(r_run.join(" "));
-            }
-            t_run.clear();
-            r_run.clear();
+            run.clear();
         };
         for (i, b) in buckets.iter().enumerate() {
             match b.at {
                 Some(at) => {
                     let x = x_of(at);
-                    t_run.push(format!("{x},{}", y_of(b.total, t_lo, t_hi)));
-                    r_run.push(format!("{x},{}", y_of(b.running, 0, r_hi)));
+                    run.push(Dot { x, total: y_of(b.total, t_lo, t_hi), running: y_of(b.running, 0, r_hi) });
                     if b.failed {
                         failures.push(x);
                     }
                 }
                 None if b.failed => {
-                    flush(&mut t_run, &mut r_run);
+                    flush(&mut run);
                     let ms = span_ms as i128 * i as i128 / (n as i128 - 1);
                     failures.push(x_of(from + TimeDelta::milliseconds(i64::try_from(ms).unwrap_or(0))));
                 }
                 None => {}
             }
         }
-        flush(&mut t_run, &mut r_run);
+        flush(&mut run);
 
         let x_ticks = (0..=4)
             .map(|k| {
@@ -769,12 +806,14 @@ impl Chart {
             points: good.len(),
             total_lines,
             running_lines,
+            dots,
             failures,
             x_ticks,
             total_ticks: value_ticks(t_lo, t_hi),
             running_ticks: value_ticks(0, r_hi),
             polls: snapshots.len(),
             failed_polls: snapshots.iter().filter(|s| !s.ok()).count(),
+            truncated: false,
         }
     }
 }

@@ -64,12 +64,13 @@ fn failed_polls_break_the_lines_and_are_marked() {
     let chart = Chart::draw("x", &polls, t0() - TimeDelta::days(7), t0() + TimeDelta::hours(4));
     assert_eq!(chart.failed_polls, 2);
     assert_eq!(chart.failures.len(), 2);
-    assert_eq!(chart.total_lines.len(), 2, "{:?}", chart.total_lines);
-    assert_eq!(chart.running_lines.len(), 2);
-    // The lone point after the gap is drawn as a dot (the same point twice).
-    let last: Vec<&str> = chart.total_lines[1].split(' ').collect();
-    assert_eq!(last.len(), 2);
-    assert_eq!(last[0], last[1]);
+    assert_eq!(chart.total_lines.len(), 1, "{:?}", chart.total_lines);
+    assert_eq!(chart.running_lines.len(), 1);
+    assert_eq!(chart.total_lines[0].split(' ').count(), 2, "the two polls before the outage");
+    // The lone point after the gap is a dot, at the right edge, total at the top (12) and running at the bottom (0).
+    assert_eq!(chart.dots.len(), 1, "{:?}", chart.dots);
+    let dot = chart.dots[0];
+    assert_eq!((dot.x, dot.total, dot.running), (f64::from(RIGHT), f64::from(TOP), f64::from(BOTTOM)));
     // The chart starts at the first poll, not seven days earlier.
     assert_eq!(chart.x_ticks[0].at, f64::from(LEFT));
     assert!(chart.x_ticks[0].label.ends_with(&t0().format("%H:%M").to_string()), "{:?}", chart.x_ticks[0]);
@@ -82,7 +83,7 @@ fn failed_polls_break_the_lines_and_are_marked() {
 fn a_series_without_a_good_poll_draws_no_line_and_does_not_panic() {
     for polls in [vec![], vec![snap(t0(), None)], vec![snap(DateTime::<Utc>::MIN_UTC, None)]] {
         let chart = Chart::draw("x", &polls, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
-        assert!(chart.total_lines.is_empty());
+        assert!(chart.total_lines.is_empty() && chart.dots.is_empty());
         assert_eq!(chart.points, 0);
         assert_eq!(chart.failures.len(), polls.len());
     }
