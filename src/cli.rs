@@ -425,7 +425,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Some((key, target.labels.clone()))
                 }
             };
-            let built = notify::build_channels(std::slice::from_ref(cfg), config.schedule.timezone)?;
+            let built = notify::build_channels(
+                std::slice::from_ref(cfg),
+                config.schedule.timezone,
+                crate::app::external_url(&config),
+            )?;
             let mut sample = notify::message::test_notification(series, clock.now());
             sample.channel = channel.clone();
             sample.id = notify::outbox::new_uid();

@@ -286,7 +286,7 @@ impl WebhookChannel {
                 "groupLabels": {},
                 "commonLabels": common_labels,
                 "commonAnnotations": common_annotations,
-                "externalURL": "",
+                "externalURL": self.common.external_url.as_ref().map(crate::notify::external_url_text).unwrap_or_default(),
                 "title": title,
                 "message": message,
                 "alerts": alerts,
@@ -309,6 +309,22 @@ impl WebhookChannel {
 }
 
 fn alert_json(a: &AlertNotice, common: &Common) -> Value {
+    let resolved = a.event == Event::Resolved;
+    json!({
+        "status": if resolved { "resolved" } else { "firing" },
+        "labels": alert_labels(a),
+        "annotations": alert_annotations(a, common.language),
+        "startsAt": a.since.to_rfc3339_opts(SecondsFormat::Secs, true),
+        "endsAt": if resolved { a.at.to_rfc3339_opts(SecondsFormat::Secs, true) } else { "0001-01-01T00:00:00Z".to_string() },
+        "generatorURL": common.alert_page(&a.fingerprint).unwrap_or_default(),
+        "fingerprint": a.fingerprint,
+    })
+}
+
+/// An alert's labels as Alertmanager sees them: the target's user labels, then `alertname` (= `rule`), `target`,
+/// `account`, `region`, `project_id`, `enterprise_project_id` (when set), `task_type` and `severity`, which win over
+/// a user label of the same name. The webhook body and the Alertmanager push both use these.
+pub(crate) fn alert_labels(a: &AlertNotice) -> BTreeMap<String, String> {
     let s = &a.series;
     let mut labels: BTreeMap<String, String> = a.labels.clone();
     let builtin = [
@@ -325,8 +341,13 @@ fn alert_json(a: &AlertNotice, common: &Common) -> Value {
     if let Some(eps) = &s.enterprise_project_id {
         labels.insert("enterprise_project_id".to_string(), eps.clone());
     }
-    let resolved = a.event == Event::Resolved;
-    let description = crate::notify::message::describe(a, common.language);
+    labels
+}
+
+/// An alert's annotations: `summary`, `value`, `description` (in `language`), `event`, and the task context's
+/// annotations (see [`context_annotations`]).
+pub(crate) fn alert_annotations(a: &AlertNotice, language: Language) -> BTreeMap<String, String> {
+    let description = crate::notify::message::describe(a, language);
     let mut annotations: BTreeMap<String, String> = [
         ("summary", a.summary.clone()),
         ("value", a.value.clone()),
@@ -337,17 +358,9 @@ fn alert_json(a: &AlertNotice, common: &Common) -> Value {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     if let Some(ctx) = &a.context {
-        annotations.extend(context_annotations(ctx, common.language));
+        annotations.extend(context_annotations(ctx, language));
     }
-    json!({
-        "status": if resolved { "resolved" } else { "firing" },
-        "labels": labels,
-        "annotations": annotations,
-        "startsAt": a.since.to_rfc3339_opts(SecondsFormat::Secs, true),
-        "endsAt": if resolved { a.at.to_rfc3339_opts(SecondsFormat::Secs, true) } else { "0001-01-01T00:00:00Z".to_string() },
-        "generatorURL": "",
-        "fingerprint": a.fingerprint,
-    })
+    annotations
 }
 
 /// Longest failed reason quoted in the `failed_resources` annotation: it is a one-line overview.
@@ -741,6 +754,22 @@ mod tests {
             for (k, v) in ann.as_object().unwrap() {
                 assert!(v.is_string(), "annotation {k} is a string: {v}");
             }
+        }
+    }
+
+    #[test]
+    fn external_url_links_the_body_and_each_alert_to_its_page_and_is_empty_without_it() {
+        let mut ch = channel(url::Url::parse("http://127.0.0.1:9/").unwrap(), Auth::None, None);
+        let n = notification(vec![notice(0, Event::Firing), notice(1, Event::Resolved)]);
+        let body = ch.payload(&n);
+        assert_eq!(body["externalURL"], "");
+        assert_eq!(body["alerts"][0]["generatorURL"], "");
+        ch.common.external_url = Some(url::Url::parse("https://ops.example.com/scanwatch/").unwrap());
+        let body = ch.payload(&n);
+        assert_eq!(body["externalURL"], "https://ops.example.com/scanwatch");
+        for (i, a) in n.alerts.iter().enumerate() {
+            let want = format!("https://ops.example.com/scanwatch/alerts/{}", a.fingerprint);
+            assert_eq!(body["alerts"][i]["generatorURL"], want.as_str());
         }
     }
 

@@ -390,12 +390,12 @@ async fn build_makes_every_chat_kind_and_leaves_email_to_the_app() {
     for (kind, url) in kinds {
         let (cfg, problems, _) = validate(&format!("name = \"c-{kind}\"\nkind = \"{kind}\"\nurl = \"{url}\""));
         assert!(problems.is_empty(), "{kind}: {problems:?}");
-        let ch = build(&cfg.unwrap(), client(), chrono_tz::Asia::Shanghai).unwrap();
+        let ch = build(&cfg.unwrap(), client(), chrono_tz::Asia::Shanghai, None).unwrap();
         assert_eq!((ch.kind(), ch.name()), (kind, format!("c-{kind}").as_str()));
     }
     let (cfg, _, _) =
         validate("name = \"m\"\nkind = \"email\"\nsmtp_host = \"s.example.com\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]");
-    assert!(build(&cfg.unwrap(), client(), chrono_tz::UTC).is_none());
+    assert!(build(&cfg.unwrap(), client(), chrono_tz::UTC, None).is_none());
 }
 
 #[tokio::test]
@@ -406,7 +406,7 @@ async fn a_built_channel_sends_in_its_language_and_zone_with_its_template() {
         "name = \"s\"\nkind = \"slack\"\nurl = \"{url}\"\nlanguage = \"zh-CN\"\ntemplate = \"{{{{ alerts[0].description }}}} @ {{{{ alerts[0].since }}}}\""
     ));
     assert!(problems.is_empty(), "{problems:?}");
-    let ch = build(&cfg.unwrap(), client(), chrono_tz::Asia::Shanghai).unwrap();
+    let ch = build(&cfg.unwrap(), client(), chrono_tz::Asia::Shanghai, None).unwrap();
     ch.send(&one()).await.unwrap();
     let body: serde_json::Value = serde_json::from_slice(&server.only_request().body).unwrap();
     assert_eq!(body["attachments"][0]["text"], "集群扫描已 31h 未启动新任务(阈值 24h) @ 2025-04-22 09:04 CST");
@@ -532,7 +532,7 @@ async fn build_makes_the_new_kinds() {
     ] {
         let (cfg, problems, _) = validate_with(&format!("name = \"c-{kind}\"\nkind = \"{kind}\"\n{extra}"), &pairs);
         assert!(problems.is_empty(), "{kind}: {problems:?}");
-        let ch = build(&cfg.unwrap(), client(), chrono_tz::UTC).unwrap();
+        let ch = build(&cfg.unwrap(), client(), chrono_tz::UTC, None).unwrap();
         assert_eq!((ch.kind(), ch.name()), (kind, format!("c-{kind}").as_str()));
     }
 }
@@ -580,7 +580,7 @@ async fn a_channel_with_a_proxy_sends_through_it_with_the_proxys_credentials() {
     let (cfg, problems, _) =
         validate(&format!("name = \"s\"\nkind = \"slack\"\nurl = \"{dest}\"\nproxy = \"{proxy_url}\""));
     assert!(problems.is_empty(), "{problems:?}");
-    let ch = build(&cfg.unwrap(), client(), chrono_tz::UTC).unwrap();
+    let ch = build(&cfg.unwrap(), client(), chrono_tz::UTC, None).unwrap();
     let d = ch.send(&one()).await.unwrap();
     assert_eq!(d.detail, "ok");
     let seen = seen.lock().unwrap().clone();
