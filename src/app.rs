@@ -40,8 +40,12 @@ impl App {
         let routes: Vec<Arc<dyn Route>> =
             config.channels.iter().map(|c| Arc::new(c.clone()) as Arc<dyn Route>).collect();
         let channels = notify::build_channels(&config.channels, config.schedule.timezone, external_url(&config))?;
-        let dispatcher =
-            Arc::new(Dispatcher::new(channels, config.alerting.max_delivery_age).with_routes(routes.clone()));
+        let labels = config.targets.iter().map(|t| (t.name.clone(), t.labels.clone())).collect();
+        let dispatcher = Arc::new(
+            Dispatcher::new(channels, config.alerting.max_delivery_age)
+                .with_routes(routes.clone())
+                .with_target_labels(labels),
+        );
         let poller = Poller::new(&config, store.clone(), clock).await?.with_routes(routes).with_liveness(liveness);
         Ok(App { config: Arc::new(config), poller, dispatcher })
     }

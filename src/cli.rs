@@ -935,6 +935,8 @@ async fn deliver_until(
         }
         tokio::time::sleep(wait).await;
     }
+    // After the resolutions above: what still fires is re-sent (Alertmanager forgets an alert it stops hearing of).
+    dispatcher.resend_due(store, clock.now(), deadline).await?;
     Ok(total)
 }
 
