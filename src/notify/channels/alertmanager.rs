@@ -17,10 +17,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, SecondsFormat, Utc};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use url::Url;
 
@@ -83,31 +81,10 @@ impl AlertmanagerChannel {
         alert
     }
 
-    fn headers(&self) -> Result<(HeaderMap, Vec<&str>), DeliveryError> {
-        let mut headers = HeaderMap::new();
-        let mut secrets = Vec::new();
-        let value = match &self.auth {
-            Auth::None => return Ok((headers, secrets)),
-            Auth::Bearer(token) => {
-                secrets.push(token.expose());
-                format!("Bearer {}", token.expose())
-            }
-            Auth::Basic { user, password } => {
-                secrets.push(password.expose());
-                format!("Basic {}", B64.encode(format!("{user}:{}", password.expose())))
-            }
-        };
-        let mut v = HeaderValue::from_str(&value).map_err(|_| DeliveryError::Permanent {
-            reason: "the Alertmanager credentials have characters HTTP headers do not allow (a line break?)".into(),
-        })?;
-        v.set_sensitive(true);
-        headers.insert(AUTHORIZATION, v);
-        Ok((headers, secrets))
-    }
-
     /// One member's answer, classified.
     async fn post(&self, member: &Common, body: Vec<u8>) -> Result<Answer, DeliveryError> {
-        let (headers, secrets) = self.headers()?;
+        let mut headers = HeaderMap::new();
+        let secrets: Vec<&str> = self.auth.apply(&mut headers)?.into_iter().collect();
         let service = format!("Alertmanager {}", redact_url(&member.url));
         let answer = member.post_json(&service, &api_url(&member.url), headers, body, &secrets).await?;
         let excerpt = answer.excerpt();

@@ -49,6 +49,26 @@ pub enum Auth {
     Basic { user: String, password: Secret },
 }
 
+impl Auth {
+    /// Adds the `Authorization` header (marked sensitive, so it is never logged) and returns the secret it carries,
+    /// for scrubbing answers.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) -> Result<Option<&str>, DeliveryError> {
+        let (value, secret) = match self {
+            Auth::None => return Ok(None),
+            Auth::Bearer(token) => (format!("Bearer {}", token.expose()), token.expose()),
+            Auth::Basic { user, password } => {
+                (format!("Basic {}", B64.encode(format!("{user}:{}", password.expose()))), password.expose())
+            }
+        };
+        let mut v = HeaderValue::from_str(&value).map_err(|_| DeliveryError::Permanent {
+            reason: "the credentials have characters HTTP headers do not allow (a line break?)".to_string(),
+        })?;
+        v.set_sensitive(true);
+        headers.insert(AUTHORIZATION, v);
+        Ok(Some(secret))
+    }
+}
+
 /// A Standard Webhooks signing key: the base64-decoded part of a `whsec_…` secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SigningKey(Vec<u8>);
@@ -466,23 +486,7 @@ impl Channel for WebhookChannel {
             let signature = standard_webhooks_signature(key, &id, timestamp, &body);
             headers.insert(HeaderName::from_static("webhook-signature"), header(&signature)?);
         }
-        let mut secrets: Vec<&str> = Vec::new();
-        match &self.auth {
-            Auth::None => {}
-            Auth::Bearer(token) => {
-                let mut v = header(&format!("Bearer {}", token.expose()))?;
-                v.set_sensitive(true);
-                headers.insert(AUTHORIZATION, v);
-                secrets.push(token.expose());
-            }
-            Auth::Basic { user, password } => {
-                let encoded = B64.encode(format!("{user}:{}", password.expose()));
-                let mut v = header(&format!("Basic {encoded}"))?;
-                v.set_sensitive(true);
-                headers.insert(AUTHORIZATION, v);
-                secrets.push(password.expose());
-            }
-        }
+        let secrets: Vec<&str> = self.auth.apply(&mut headers)?.into_iter().collect();
         let answer = self.common.post_json("the webhook receiver", &self.common.url, headers, body, &secrets).await?;
         answer.classify_status("the webhook receiver")?;
         Ok(Delivered { status: answer.status, detail: answer.excerpt() })
