@@ -49,7 +49,8 @@ fn the_example_config_parses_and_validates() {
     let AccountAuth::Aksk { sk, .. } = &c.accounts[0].auth else { panic!("aksk") };
     assert_eq!(sk.value.expose(), "SKFILE");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-    assert_eq!(c.channels.len(), 3);
+    assert_eq!(c.channels.len(), 4);
+    assert_eq!(c.channels[3].kind(), "alertmanager");
     assert!(c.heartbeat.is_some());
 }
 

@@ -11,21 +11,28 @@
 //! member accepted it: the others gossip it, and the next resend reaches a member that was down. The members that
 //! failed are logged and named in the delivery log's detail.
 //!
+//! Configuration ([`AlertmanagerConfig`]): `url` (one Alertmanager's base URL) or `urls` (a cluster's members),
+//! bearer or basic auth as for the webhook, and `resend_interval`.
+//!
 //! Answers: 2xx delivered; 400 is Alertmanager's validation error (permanent, with its body); 404 means the URL is
 //! not an Alertmanager's base URL; 408, 429 (with `Retry-After`), 5xx and network failures are retried.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::header::HeaderMap;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::webhook::{Auth, alert_annotations, alert_labels};
+use super::settings::{Checker, KindConfig, KindSettings, is_loopback_host};
+use super::webhook::{Auth, WebhookAuth, WebhookConfig, alert_annotations, alert_labels};
 use super::{Answer, Common, redact_url, to_bytes};
 use crate::alerting::Event;
 use crate::notify::{AlertNotice, Channel, Delivered, DeliveryError, Notification};
+use crate::secret::sources::SecretContext;
 
 /// Prometheus's default `resend_delay` is 1m, and Alertmanager's default `resolve_timeout` 5m: resending every
 /// minute keeps an alert alive with room for a few lost resends.
@@ -36,6 +43,151 @@ pub const ENDS_AT_RESENDS: u32 = 4;
 
 /// Alertmanager's API under a base URL.
 const API_PATH: &str = "api/v2/alerts";
+
+/// The shortest and longest `resend_interval`: more often only loads Alertmanager; a firing alert stays valid for
+/// [`ENDS_AT_RESENDS`] intervals, so much longer would keep an alert of a dead scanwatch alive for hours.
+const RESEND_RANGE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(3600));
+
+const EXAMPLE_URL: &str = "http://alertmanager.internal:9093";
+
+/// The keys of a `kind = "alertmanager"` channel. Alertmanager URLs are not secrets (no `_env` / `_file`); the
+/// credentials are.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// One Alertmanager's base URL (with its route prefix, if any).
+    pub url: Option<String>,
+    /// The members of an HA cluster, each posted to.
+    pub urls: Option<Vec<String>>,
+    pub bearer_token: Option<String>,
+    pub bearer_token_env: Option<String>,
+    pub bearer_token_file: Option<String>,
+    pub basic_user: Option<String>,
+    pub basic_password: Option<String>,
+    pub basic_password_env: Option<String>,
+    pub basic_password_file: Option<String>,
+    /// How often firing alerts are re-sent (humantime); default [`DEFAULT_RESEND_INTERVAL`].
+    pub resend_interval: Option<String>,
+}
+
+/// A validated `alertmanager` channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertmanagerSettings {
+    /// Base URLs; shown without user info or query, which may carry credentials.
+    #[serde(serialize_with = "shown_urls")]
+    pub urls: Vec<Url>,
+    pub auth: WebhookAuth,
+    #[serde(serialize_with = "humantime_str")]
+    pub resend_interval: Duration,
+}
+
+fn shown_urls<S: serde::Serializer>(urls: &[Url], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(urls.iter().map(|u| format!("{}{}", redact_url(u), u.path())))
+}
+
+fn humantime_str<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+impl KindConfig for AlertmanagerConfig {
+    type Settings = AlertmanagerSettings;
+
+    fn validate(&self, c: &mut Checker<'_>, ctx: &SecretContext<'_>, _: Duration) -> Option<AlertmanagerSettings> {
+        let written: Vec<(String, &str)> = match (&self.url, &self.urls) {
+            (Some(_), Some(_)) => {
+                c.problem(
+                    "urls",
+                    "give either `url` (one Alertmanager) or `urls` (the members of a cluster), not both",
+                );
+                Vec::new()
+            }
+            (Some(u), None) => vec![("url".to_string(), u.as_str())],
+            (None, Some(list)) if list.is_empty() => {
+                c.problem("urls", format!("lists no Alertmanager, e.g. [\"{EXAMPLE_URL}\"]"));
+                Vec::new()
+            }
+            (None, Some(list)) => list.iter().enumerate().map(|(i, u)| (format!("urls[{i}]"), u.as_str())).collect(),
+            (None, None) => {
+                c.problem("url", format!("is required: the Alertmanager's base URL, e.g. `{EXAMPLE_URL}`, or `urls`"));
+                Vec::new()
+            }
+        };
+        let mut urls: Vec<Url> = Vec::new();
+        for (key, text) in written {
+            if let Some(url) = base_url(c, &key, text) {
+                if urls.contains(&url) {
+                    c.problem(&key, "is listed twice");
+                } else {
+                    urls.push(url);
+                }
+            }
+        }
+        let resend_interval = match self.resend_interval.as_deref() {
+            None => DEFAULT_RESEND_INTERVAL,
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(d) if (RESEND_RANGE.0..=RESEND_RANGE.1).contains(&d) => d,
+                Ok(_) => {
+                    c.problem(
+                        "resend_interval",
+                        format!(
+                            "`{text}` is out of range: 5s to 1h (firing alerts stay valid for {ENDS_AT_RESENDS} \
+                             intervals; the default, 1m, is Prometheus's)"
+                        ),
+                    );
+                    DEFAULT_RESEND_INTERVAL
+                }
+                Err(e) => {
+                    c.problem("resend_interval", format!("`{text}` is not a duration ({e}); write e.g. `1m`"));
+                    DEFAULT_RESEND_INTERVAL
+                }
+            },
+        };
+        let auth = WebhookConfig {
+            bearer_token: self.bearer_token.clone(),
+            bearer_token_env: self.bearer_token_env.clone(),
+            bearer_token_file: self.bearer_token_file.clone(),
+            basic_user: self.basic_user.clone(),
+            basic_password: self.basic_password.clone(),
+            basic_password_env: self.basic_password_env.clone(),
+            basic_password_file: self.basic_password_file.clone(),
+            ..WebhookConfig::default()
+        }
+        .auth(c, ctx);
+        if urls.is_empty() {
+            return None;
+        }
+        Some(AlertmanagerSettings { urls, auth: auth?, resend_interval })
+    }
+}
+
+/// One base URL at `key`: http(s) with a host, not the API path itself; plain http off this host is a warning
+/// (Alertmanagers often listen on plain http inside a network).
+fn base_url(c: &mut Checker<'_>, key: &str, text: &str) -> Option<Url> {
+    let hint = format!("give the Alertmanager's base URL, e.g. `{EXAMPLE_URL}`; scanwatch appends /{API_PATH}");
+    let url = match Url::parse(text.trim()) {
+        Ok(u) if u.host_str().is_some() && matches!(u.scheme(), "http" | "https") => u,
+        _ => {
+            c.problem(key, format!("is not an http(s) URL with a host; {hint}"));
+            return None;
+        }
+    };
+    let path = url.path().trim_end_matches('/');
+    if path.ends_with("/api/v2/alerts") || path.contains("/api/v1/") {
+        c.problem(key, hint);
+        return None;
+    }
+    if url.scheme() == "http" && !is_loopback_host(url.host_str().unwrap_or("")) {
+        c.warning(key, "plain http to a non-loopback host sends alerts (and any auth header) unencrypted");
+    }
+    Some(url)
+}
+
+impl KindSettings for AlertmanagerSettings {
+    fn build(&self, common: &dyn Fn(&Url) -> Common) -> Option<Arc<dyn Channel>> {
+        let first = common(self.urls.first()?);
+        Some(Arc::new(AlertmanagerChannel::new(first, self.urls.clone(), self.auth.to_auth(), self.resend_interval)))
+    }
+}
 
 /// One Alertmanager, or the members of one HA cluster.
 #[derive(Debug, Clone)]

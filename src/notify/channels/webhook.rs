@@ -158,6 +158,19 @@ pub struct WebhookSigning {
     pub key: SigningKey,
 }
 
+impl WebhookAuth {
+    /// The credentials a sender uses.
+    pub(crate) fn to_auth(&self) -> Auth {
+        match self {
+            WebhookAuth::None => Auth::None,
+            WebhookAuth::Bearer { token } => Auth::Bearer(token.value.clone()),
+            WebhookAuth::Basic { user, password } => {
+                Auth::Basic { user: user.clone(), password: password.value.clone() }
+            }
+        }
+    }
+}
+
 impl KindConfig for WebhookConfig {
     type Settings = WebhookSettings;
 
@@ -199,7 +212,8 @@ impl KindConfig for WebhookConfig {
 }
 
 impl WebhookConfig {
-    fn auth(&self, c: &mut Checker<'_>, ctx: &SecretContext<'_>) -> Option<WebhookAuth> {
+    /// `bearer_token*` or `basic_user` + `basic_password*` (also the Alertmanager push's keys).
+    pub(crate) fn auth(&self, c: &mut Checker<'_>, ctx: &SecretContext<'_>) -> Option<WebhookAuth> {
         let bearer = c.optional_secret(
             ctx,
             SecretKeys::of(
@@ -256,15 +270,8 @@ impl WebhookConfig {
 
 impl KindSettings for WebhookSettings {
     fn build(&self, common: &dyn Fn(&Url) -> Common) -> Option<Arc<dyn Channel>> {
-        let auth = match &self.auth {
-            WebhookAuth::None => Auth::None,
-            WebhookAuth::Bearer { token } => Auth::Bearer(token.value.clone()),
-            WebhookAuth::Basic { user, password } => {
-                Auth::Basic { user: user.clone(), password: password.value.clone() }
-            }
-        };
         let key = self.signing.as_ref().map(|s| s.key.clone());
-        Some(Arc::new(WebhookChannel::new(common(self.url.expose()), auth, key)))
+        Some(Arc::new(WebhookChannel::new(common(self.url.expose()), self.auth.to_auth(), key)))
     }
 }
 
