@@ -39,12 +39,21 @@ impl App {
     ) -> anyhow::Result<App> {
         let routes: Vec<Arc<dyn Route>> =
             config.channels.iter().map(|c| Arc::new(c.clone()) as Arc<dyn Route>).collect();
-        let channels = notify::build_channels(&config.channels, config.schedule.timezone)?;
-        let dispatcher =
-            Arc::new(Dispatcher::new(channels, config.alerting.max_delivery_age).with_routes(routes.clone()));
+        let channels = notify::build_channels(&config.channels, config.schedule.timezone, external_url(&config))?;
+        let labels = config.targets.iter().map(|t| (t.name.clone(), t.labels.clone())).collect();
+        let dispatcher = Arc::new(
+            Dispatcher::new(channels, config.alerting.max_delivery_age)
+                .with_routes(routes.clone())
+                .with_target_labels(labels),
+        );
         let poller = Poller::new(&config, store.clone(), clock).await?.with_routes(routes).with_liveness(liveness);
         Ok(App { config: Arc::new(config), poller, dispatcher })
     }
+}
+
+/// `[server] external_url`, the base of the links channels send.
+pub fn external_url(config: &Config) -> Option<&url::Url> {
+    config.server.as_ref().and_then(|s| s.external_url.as_ref())
 }
 
 /// Opens (and creates, and migrates) the configured database for a command that writes: `run`, `poll`, `ack`,

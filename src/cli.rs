@@ -439,7 +439,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Some((key, target.labels.clone()))
                 }
             };
-            let built = notify::build_channels(std::slice::from_ref(cfg), config.schedule.timezone)?;
+            let built = notify::build_channels(
+                std::slice::from_ref(cfg),
+                config.schedule.timezone,
+                crate::app::external_url(&config),
+            )?;
             let mut sample = notify::message::test_notification(series, clock.now());
             sample.channel = channel.clone();
             sample.id = notify::outbox::new_uid();
@@ -945,6 +949,8 @@ async fn deliver_until(
         }
         tokio::time::sleep(wait).await;
     }
+    // After the resolutions above: what still fires is re-sent (Alertmanager forgets an alert it stops hearing of).
+    dispatcher.resend_due(store, clock.now(), deadline).await?;
     Ok(total)
 }
 

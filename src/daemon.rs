@@ -159,7 +159,8 @@ impl Cycle {
     }
 }
 
-/// One dispatch pass (registered with the watchdog), its outcomes counted in the metrics.
+/// One dispatch pass (registered with the watchdog), its outcomes counted in the metrics, then the resends that are
+/// due (Alertmanager's still-firing alerts).
 async fn dispatch_pass(app: &App, shared: &Shared) -> anyhow::Result<DispatchReport> {
     let _busy = shared.liveness.busy("dispatch");
     let deadline = Instant::now() + DISPATCH_BUDGET;
@@ -167,6 +168,7 @@ async fn dispatch_pass(app: &App, shared: &Shared) -> anyhow::Result<DispatchRep
     for (channel, outcome) in &d.outcomes {
         shared.metrics.delivery(channel, outcome);
     }
+    app.dispatcher.resend_due(&shared.store, shared.clock.now(), deadline).await?;
     Ok(d)
 }
 

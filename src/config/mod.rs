@@ -132,6 +132,26 @@ pub struct Server {
     pub listen: SocketAddr,
     /// Required on every route but `/healthz` when set; mandatory for a non-loopback `listen`.
     pub token: Option<SourcedSecret>,
+    /// Where users reach this server (behind a proxy, by its public name): the base of the links in notifications
+    /// (`externalURL`, each alert's `generatorURL` = `{external_url}/alerts/{fingerprint}`). `None`: no links.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_url: Option<url::Url>,
+}
+
+/// `[server] external_url`: an absolute http(s) URL with a host and no query or fragment (alert pages are
+/// appended to its path).
+pub fn parse_external_url(text: &str) -> Result<url::Url, String> {
+    let example = "e.g. `https://scanwatch.example.com` or `https://ops.example.com/scanwatch`";
+    let url = url::Url::parse(text.trim()).map_err(|e| format!("`{text}` is not an absolute URL ({e}); {example}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{text}` is not an http(s) URL with a host; {example}"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "`{text}` has a query, a fragment or credentials; give only the base the alert pages live under, {example}"
+        ));
+    }
+    Ok(url)
 }
 
 /// Whether listening on `addr` exposes the API beyond this host, so that it must demand a bearer token.
@@ -786,7 +806,14 @@ impl Validator {
             );
             return None;
         }
-        Some(Server { listen, token })
+        let external_url = raw.external_url.as_deref().and_then(|text| match parse_external_url(text) {
+            Ok(url) => Some(url),
+            Err(why) => {
+                self.problem("server.external_url", why);
+                None
+            }
+        });
+        Some(Server { listen, token, external_url })
     }
 
     fn storage(&mut self, raw: &RawStorage, env: &Environment) -> Storage {

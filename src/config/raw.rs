@@ -163,6 +163,7 @@ pub struct RawAlerting {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawServer {
     pub listen: Option<String>,
+    pub external_url: Option<String>,
     pub token: Option<String>,
     pub token_env: Option<String>,
     pub token_file: Option<String>,

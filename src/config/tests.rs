@@ -49,7 +49,8 @@ fn the_example_config_parses_and_validates() {
     let AccountAuth::Aksk { sk, .. } = &c.accounts[0].auth else { panic!("aksk") };
     assert_eq!(sk.value.expose(), "SKFILE");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-    assert_eq!(c.channels.len(), 3);
+    assert_eq!(c.channels.len(), 4);
+    assert_eq!(c.channels[3].kind(), "alertmanager");
     assert!(c.heartbeat.is_some());
 }
 
@@ -741,4 +742,23 @@ fn the_commented_channel_kinds_of_the_example_config_validate_when_uncommented()
     let kinds: Vec<&str> = c.channels.iter().map(|ch| ch.kind()).collect();
     assert_eq!(kinds, ["pagerduty", "telegram", "discord", "googlechat"]);
     assert!(c.channels[1].proxy.is_some());
+}
+
+#[test]
+fn a_server_external_url_must_be_an_absolute_http_url_and_is_shown() {
+    let with = |url: &str| format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:9464\"\nexternal_url = \"{url}\"\n");
+    let c = load(&with("https://ops.example.com/scanwatch/"), &env()).unwrap();
+    let external = c.server.as_ref().unwrap().external_url.as_ref().unwrap();
+    assert_eq!(external.as_str(), "https://ops.example.com/scanwatch/");
+    let shown = serde_json::to_value(c.server.as_ref().unwrap()).unwrap();
+    assert_eq!(shown["external_url"], "https://ops.example.com/scanwatch/");
+    for bad in
+        ["scanwatch.example.com", "ftp://example.com", "https://example.com/?a=1", "https://u:p@example.com", "/alerts"]
+    {
+        let e = load(&with(bad), &env()).unwrap_err();
+        assert_eq!(keys(e.clone()), vec!["server.external_url"], "{bad}");
+        assert!(e.problems[0].message.contains("e.g. `https://scanwatch.example.com`"), "{bad}: {e:?}");
+    }
+    let none = load(&format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:9464\"\n"), &env()).unwrap();
+    assert!(none.server.unwrap().external_url.is_none());
 }

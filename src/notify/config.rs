@@ -366,7 +366,13 @@ fn template(c: &mut Checker<'_>, raw: &RawRouting, config_dir: &Path) -> Option<
 /// The channel for a validated config, sending through `http` (or, with `proxy`, a client of its own), showing times
 /// in `tz`. `None` for email, which the application builds from its `EmailSettings`, and when the proxied client
 /// cannot be made.
-pub fn build(cfg: &ChannelConfig, http: reqwest::Client, tz: Tz) -> Option<Arc<dyn Channel>> {
+/// `external_url` (`[server] external_url`) is the base of the links the channel sends.
+pub fn build(
+    cfg: &ChannelConfig,
+    http: reqwest::Client,
+    tz: Tz,
+    external_url: Option<&url::Url>,
+) -> Option<Arc<dyn Channel>> {
     let http = match &cfg.proxy {
         Some(proxy) => channels::channel_client(Some(proxy.expose())).ok()?,
         None => http,
@@ -375,6 +381,7 @@ pub fn build(cfg: &ChannelConfig, http: reqwest::Client, tz: Tz) -> Option<Arc<d
         let mut c = Common::new(cfg.name.clone(), url.clone(), http.clone());
         c.language = cfg.language;
         c.tz = tz;
+        c.external_url = external_url.cloned();
         c.template = cfg.template.clone();
         c.timeout = cfg.timeout;
         c

@@ -145,6 +145,11 @@ pub trait Channel: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Delivers one notification (one attempt; the dispatcher owns retries).
     async fn send(&self, n: &Notification) -> Result<Delivered, DeliveryError>;
+    /// How often the alerts that still fire are sent again, for a receiver that forgets an alert it stops hearing
+    /// about (Alertmanager resolves one whose `endsAt` passed). `None`: only changes are sent.
+    fn resend_interval(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Message language, per channel.
@@ -186,10 +191,25 @@ pub enum EmailTls {
     None,
 }
 
+/// `{external_url}/alerts/{fingerprint}`: the alert's own page on scanwatch's web page, the `generatorURL` receivers
+/// link to. `None` without `[server] external_url`. A path in the external URL is kept (a reverse proxy's prefix).
+pub fn alert_page_url(external: Option<&url::Url>, fingerprint: &str) -> Option<String> {
+    let base = external_url_text(external?);
+    let fingerprint = percent_encoding::utf8_percent_encode(fingerprint, percent_encoding::NON_ALPHANUMERIC);
+    Some(format!("{base}/alerts/{fingerprint}"))
+}
+
+/// The external URL as Alertmanager's `externalURL` shows it: without a trailing slash.
+pub fn external_url_text(external: &url::Url) -> String {
+    external.as_str().trim_end_matches('/').to_string()
+}
+
 /// Builds every configured channel, sharing one HTTP client (per-channel timeouts are applied per request).
+/// `external_url` (`[server] external_url`) is the base of the links the channels send.
 pub fn build_channels(
     configs: &[config::ChannelConfig],
     tz: chrono_tz::Tz,
+    external_url: Option<&url::Url>,
 ) -> anyhow::Result<Vec<std::sync::Arc<dyn Channel>>> {
     let http = channels::channel_client(None)?;
     configs
@@ -200,7 +220,7 @@ pub fn build_channels(
                     .map(|e| std::sync::Arc::new(e) as std::sync::Arc<dyn Channel>)
                     .map_err(|e| anyhow::anyhow!("channel `{}`: {e}", c.name))
             }
-            _ => config::build(c, http.clone(), tz)
+            _ => config::build(c, http.clone(), tz, external_url)
                 .ok_or_else(|| anyhow::anyhow!("channel `{}` cannot be built", c.name)),
         })
         .collect()
@@ -209,6 +229,22 @@ pub fn build_channels(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_alerts_page_is_under_the_external_url_with_or_without_a_path_prefix() {
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        assert_eq!(alert_page_url(None, "0123abcd"), None);
+        let root = url("https://scanwatch.example.com");
+        assert_eq!(alert_page_url(Some(&root), "0123abcd").unwrap(), "https://scanwatch.example.com/alerts/0123abcd");
+        assert_eq!(external_url_text(&root), "https://scanwatch.example.com");
+        let prefixed = url("https://ops.example.com/scanwatch/");
+        assert_eq!(
+            alert_page_url(Some(&prefixed), "0123abcd").unwrap(),
+            "https://ops.example.com/scanwatch/alerts/0123abcd"
+        );
+        assert_eq!(external_url_text(&prefixed), "https://ops.example.com/scanwatch");
+        assert_eq!(alert_page_url(Some(&root), "a/b").unwrap(), "https://scanwatch.example.com/alerts/a%2Fb");
+    }
 
     #[test]
     fn a_notice_stored_before_context_existed_still_loads_and_one_without_context_is_stored_as_before() {

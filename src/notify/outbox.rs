@@ -3,7 +3,8 @@
 //! delivering due notifications at least once with backoff, channel rate limits and expiry.
 //!
 //! One pass of the dispatcher is [`Dispatcher::dispatch_due`]: the daemon calls it on a timer, `poll` once after
-//! its cycle, tests step by step. Every attempt is recorded before the next one starts, so a kill at any moment
+//! its cycle, tests step by step. [`Dispatcher::resend_due`] follows it: channels that forget alerts they stop
+//! hearing about (Alertmanager) get the still-firing alerts again every `resend_interval`. Every attempt is recorded before the next one starts, so a kill at any moment
 //! leaves each notification either delivered or still pending (at least once: a kill between the service's answer
 //! and the commit repeats the delivery, with the same `webhook-id`).
 //!
@@ -166,6 +167,19 @@ pub struct Dispatcher {
     failing_raised: Mutex<HashMap<String, Instant>>,
     /// Which channels want which alerts: `channel_failing` is routed like any alert.
     routes: Vec<Arc<dyn Route>>,
+    /// When each resending channel was last given its firing alerts (see [`Dispatcher::resend_due`]).
+    resent_at: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Each target's user labels, for alerts re-sent from the alerts table (which keeps only the series).
+    target_labels: HashMap<String, BTreeMap<String, String>>,
+}
+
+/// What one resend pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ResendReport {
+    /// (channel, how many alerts) of every resend a channel accepted.
+    pub sent: Vec<(String, usize)>,
+    /// (channel, why) of every resend that failed; it is tried again after the channel's interval.
+    pub failed: Vec<(String, String)>,
 }
 
 /// How often one broken channel may raise `channel_failing` on the others.
@@ -183,7 +197,15 @@ impl Dispatcher {
             max_delivery_age,
             failing_raised: Mutex::new(HashMap::new()),
             routes: Vec::new(),
+            resent_at: Mutex::new(HashMap::new()),
+            target_labels: HashMap::new(),
         }
+    }
+
+    /// The targets' user labels (by target name), which re-sent alerts carry like the first notice did.
+    pub fn with_target_labels(mut self, labels: HashMap<String, BTreeMap<String, String>>) -> Self {
+        self.target_labels = labels;
+        self
     }
 
     /// Claims notifications as `claimant` instead of as this process (tests put two "processes" in one).
@@ -302,6 +324,104 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
+    /// Sends every alert that still fires again to each channel with a [`Channel::resend_interval`] whose interval
+    /// has passed since its last resend (at once after a start), as its route selects them. Call it after
+    /// [`Dispatcher::dispatch_due`] in the same task, so that a resolution sealed meanwhile goes out after, never
+    /// before, a resend that still calls the alert firing.
+    ///
+    /// Re-sent: alerts firing whose firing the receivers were told (not `firing_suppressed`). A silence or an ack
+    /// that came later does not stop resends: they keep Alertmanager from taking a live alert for resolved, and
+    /// Alertmanager does not notify again for an alert it already knows. Nothing is written to the delivery log; a
+    /// failure is logged and the next interval tries again (Alertmanager keeps an alert for
+    /// [`super::channels::alertmanager::ENDS_AT_RESENDS`] intervals).
+    pub async fn resend_due(
+        &self,
+        store: &Store,
+        now: DateTime<Utc>,
+        deadline: Instant,
+    ) -> Result<ResendReport, StoreError> {
+        let mut report = ResendReport::default();
+        let mut due: Vec<(&String, &Arc<dyn Channel>)> = {
+            let resent = self.resent_at.lock().unwrap_or_else(|p| p.into_inner());
+            self.channels
+                .iter()
+                .filter_map(|(name, (channel, _))| {
+                    let every = TimeDelta::from_std(channel.resend_interval()?).unwrap_or(TimeDelta::MAX);
+                    // A clock that went back counts as due, so a step back cannot hold resends for that long.
+                    let is_due = resent.get(name).is_none_or(|last| now < *last || now - *last >= every);
+                    is_due.then_some((name, channel))
+                })
+                .collect()
+        };
+        if due.is_empty() {
+            return Ok(report);
+        }
+        due.sort_by_key(|(name, _)| name.as_str());
+        let firing: Vec<_> = store
+            .alerts(false)
+            .await?
+            .into_iter()
+            .filter(|r| r.alert.state == crate::alerting::AlertState::Firing && !r.firing_suppressed)
+            .collect();
+        let contexts = if firing.is_empty() { HashMap::new() } else { store.alert_contexts().await? };
+        let notices: Vec<AlertNotice> = firing
+            .into_iter()
+            .map(|r| AlertNotice {
+                labels: self.target_labels.get(&r.series.target).cloned().unwrap_or_default(),
+                context: contexts.get(&r.fingerprint).cloned(),
+                fingerprint: r.fingerprint,
+                rule: r.rule,
+                severity: r.severity,
+                event: Event::Repeat,
+                series: r.series,
+                summary: r.alert.summary,
+                value: r.alert.value,
+                since: r.alert.since.unwrap_or(now),
+                at: now,
+            })
+            .collect();
+        for (name, channel) in due {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            self.resent_at.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), now);
+            let mut alerts: Vec<AlertNotice> = notices
+                .iter()
+                .filter(|n| self.routes.is_empty() || route(&self.routes, n).contains(&name.as_str()))
+                .cloned()
+                .collect();
+            if alerts.is_empty() {
+                continue;
+            }
+            order_alerts(&mut alerts);
+            let count = alerts.len();
+            let n = super::Notification {
+                id: new_uid(),
+                channel: name.clone(),
+                created_at: now,
+                alerts,
+                group_labels: Default::default(),
+            };
+            let outcome = match tokio::time::timeout(remaining.min(MAX_SEND), channel.send(&n)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(DeliveryError::Retryable { reason, .. } | DeliveryError::Permanent { reason })) => Err(reason),
+                Err(_) => Err("no answer before the resend's deadline".to_string()),
+            };
+            match outcome {
+                Ok(()) => {
+                    tracing::debug!(channel = %name, alerts = count, "re-sent the alerts still firing");
+                    report.sent.push((name.clone(), count));
+                }
+                Err(reason) => {
+                    tracing::warn!(channel = %name, alerts = count, error = %reason, "re-sending the alerts still firing failed; trying again after the resend interval");
+                    report.failed.push((name.clone(), reason));
+                }
+            }
+        }
+        Ok(report)
+    }
+
     /// Queues a `channel_failing` alert about `channel` (at most once per [`CHANNEL_FAILING_EVERY`] per channel); it
     /// goes out with the next dispatch pass. It is routed and silenced like any alert — its labels carry
     /// `channel=<name>` and `rule=channel_failing` — on every channel whose route accepts it except the failing one

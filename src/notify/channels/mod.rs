@@ -3,6 +3,7 @@
 //!
 //! - [`email`]: SMTP with lettre over rustls, multipart text + HTML, one thread per alert.
 //! - [`webhook`]: Alertmanager-v4 JSON, bearer/basic auth, Standard Webhooks signing.
+//! - [`alertmanager`]: push to Alertmanager's v2 API (one, or each member of an HA cluster), re-sent while firing.
 //! - [`feishu`]: Feishu/Lark interactive card, optional signing, `code` in the body.
 //! - [`dingtalk`]: DingTalk markdown, signing in the query, `errcode` in the body.
 //! - [`wecom`]: WeCom group-robot markdown (4096 bytes), `errcode` in the body.
@@ -17,6 +18,7 @@
 //! Webhook URLs carry credentials (a token in the path or the query): no URL, secret or token ever goes into a log
 //! line or an error message — [`redact_url`] keeps scheme and host, and response excerpts are scrubbed.
 
+pub mod alertmanager;
 pub mod dingtalk;
 pub mod discord;
 pub mod email;
@@ -104,6 +106,8 @@ pub struct Common {
     pub http: reqwest::Client,
     /// Signing timestamps and `Retry-After` dates.
     pub clock: Arc<dyn Clock>,
+    /// `[server] external_url`: links to scanwatch's pages (`externalURL`, `generatorURL`); `None` sends none.
+    pub external_url: Option<Url>,
 }
 
 impl std::fmt::Debug for Common {
@@ -130,6 +134,7 @@ impl Common {
             timeout: Duration::from_secs(10),
             http,
             clock: Arc::new(SystemClock::default()),
+            external_url: None,
         }
     }
 
@@ -140,6 +145,11 @@ impl Common {
     /// The message body in `format`, cut to `budget`.
     pub(crate) fn body(&self, n: &Notification, format: Format, with_title: bool, budget: Budget) -> String {
         message::body(n, &self.style(format), self.template.as_deref(), with_title, budget, &self.name)
+    }
+
+    /// The alert's page (`generatorURL`), or `None` without `external_url`.
+    pub(crate) fn alert_page(&self, fingerprint: &str) -> Option<String> {
+        super::alert_page_url(self.external_url.as_ref(), fingerprint)
     }
 
     pub(crate) fn title(&self, n: &Notification) -> String {

@@ -14,8 +14,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::{Common, dingtalk, discord, email, feishu, googlechat, pagerduty, redact_url, slack, teams, telegram};
-use super::{webhook, wecom};
+use super::{Common, alertmanager, dingtalk, discord, email, feishu, googlechat, pagerduty, redact_url, slack, teams};
+use super::{telegram, webhook, wecom};
 use crate::notify::Channel;
 use crate::secret::sources::{SecretContext, SecretKeys, SecretSource, SourcedSecret};
 
@@ -159,6 +159,7 @@ kinds! {
     Telegram(telegram::TelegramConfig => telegram::TelegramSettings) = "telegram",
     Discord(discord::DiscordConfig => discord::DiscordSettings) = "discord",
     GoogleChat(googlechat::GoogleChatConfig => googlechat::GoogleChatSettings) = "googlechat",
+    Alertmanager(alertmanager::AlertmanagerConfig => alertmanager::AlertmanagerSettings) = "alertmanager",
 }
 
 /// Every kind-specific key, in kind order then struct order (so problems come in a stable, readable order).

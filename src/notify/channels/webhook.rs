@@ -49,6 +49,26 @@ pub enum Auth {
     Basic { user: String, password: Secret },
 }
 
+impl Auth {
+    /// Adds the `Authorization` header (marked sensitive, so it is never logged) and returns the secret it carries,
+    /// for scrubbing answers.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) -> Result<Option<&str>, DeliveryError> {
+        let (value, secret) = match self {
+            Auth::None => return Ok(None),
+            Auth::Bearer(token) => (format!("Bearer {}", token.expose()), token.expose()),
+            Auth::Basic { user, password } => {
+                (format!("Basic {}", B64.encode(format!("{user}:{}", password.expose()))), password.expose())
+            }
+        };
+        let mut v = HeaderValue::from_str(&value).map_err(|_| DeliveryError::Permanent {
+            reason: "the credentials have characters HTTP headers do not allow (a line break?)".to_string(),
+        })?;
+        v.set_sensitive(true);
+        headers.insert(AUTHORIZATION, v);
+        Ok(Some(secret))
+    }
+}
+
 /// A Standard Webhooks signing key: the base64-decoded part of a `whsec_…` secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SigningKey(Vec<u8>);
@@ -138,6 +158,19 @@ pub struct WebhookSigning {
     pub key: SigningKey,
 }
 
+impl WebhookAuth {
+    /// The credentials a sender uses.
+    pub(crate) fn to_auth(&self) -> Auth {
+        match self {
+            WebhookAuth::None => Auth::None,
+            WebhookAuth::Bearer { token } => Auth::Bearer(token.value.clone()),
+            WebhookAuth::Basic { user, password } => {
+                Auth::Basic { user: user.clone(), password: password.value.clone() }
+            }
+        }
+    }
+}
+
 impl KindConfig for WebhookConfig {
     type Settings = WebhookSettings;
 
@@ -179,7 +212,8 @@ impl KindConfig for WebhookConfig {
 }
 
 impl WebhookConfig {
-    fn auth(&self, c: &mut Checker<'_>, ctx: &SecretContext<'_>) -> Option<WebhookAuth> {
+    /// `bearer_token*` or `basic_user` + `basic_password*` (also the Alertmanager push's keys).
+    pub(crate) fn auth(&self, c: &mut Checker<'_>, ctx: &SecretContext<'_>) -> Option<WebhookAuth> {
         let bearer = c.optional_secret(
             ctx,
             SecretKeys::of(
@@ -236,15 +270,8 @@ impl WebhookConfig {
 
 impl KindSettings for WebhookSettings {
     fn build(&self, common: &dyn Fn(&Url) -> Common) -> Option<Arc<dyn Channel>> {
-        let auth = match &self.auth {
-            WebhookAuth::None => Auth::None,
-            WebhookAuth::Bearer { token } => Auth::Bearer(token.value.clone()),
-            WebhookAuth::Basic { user, password } => {
-                Auth::Basic { user: user.clone(), password: password.value.clone() }
-            }
-        };
         let key = self.signing.as_ref().map(|s| s.key.clone());
-        Some(Arc::new(WebhookChannel::new(common(self.url.expose()), auth, key)))
+        Some(Arc::new(WebhookChannel::new(common(self.url.expose()), self.auth.to_auth(), key)))
     }
 }
 
@@ -286,7 +313,7 @@ impl WebhookChannel {
                 "groupLabels": n.group_labels,
                 "commonLabels": common_labels,
                 "commonAnnotations": common_annotations,
-                "externalURL": "",
+                "externalURL": self.common.external_url.as_ref().map(crate::notify::external_url_text).unwrap_or_default(),
                 "title": title,
                 "message": message,
                 "alerts": alerts,
@@ -309,6 +336,22 @@ impl WebhookChannel {
 }
 
 fn alert_json(a: &AlertNotice, common: &Common) -> Value {
+    let resolved = a.event == Event::Resolved;
+    json!({
+        "status": if resolved { "resolved" } else { "firing" },
+        "labels": alert_labels(a),
+        "annotations": alert_annotations(a, common.language),
+        "startsAt": a.since.to_rfc3339_opts(SecondsFormat::Secs, true),
+        "endsAt": if resolved { a.at.to_rfc3339_opts(SecondsFormat::Secs, true) } else { "0001-01-01T00:00:00Z".to_string() },
+        "generatorURL": common.alert_page(&a.fingerprint).unwrap_or_default(),
+        "fingerprint": a.fingerprint,
+    })
+}
+
+/// An alert's labels as Alertmanager sees them: the target's user labels, then `alertname` (= `rule`), `target`,
+/// `account`, `region`, `project_id`, `enterprise_project_id` (when set), `task_type` and `severity`, which win over
+/// a user label of the same name. The webhook body and the Alertmanager push both use these.
+pub(crate) fn alert_labels(a: &AlertNotice) -> BTreeMap<String, String> {
     let s = &a.series;
     let mut labels: BTreeMap<String, String> = a.labels.clone();
     let builtin = [
@@ -325,8 +368,13 @@ fn alert_json(a: &AlertNotice, common: &Common) -> Value {
     if let Some(eps) = &s.enterprise_project_id {
         labels.insert("enterprise_project_id".to_string(), eps.clone());
     }
-    let resolved = a.event == Event::Resolved;
-    let description = crate::notify::message::describe(a, common.language);
+    labels
+}
+
+/// An alert's annotations: `summary`, `value`, `description` (in `language`), `event`, and the task context's
+/// annotations (see [`context_annotations`]).
+pub(crate) fn alert_annotations(a: &AlertNotice, language: Language) -> BTreeMap<String, String> {
+    let description = crate::notify::message::describe(a, language);
     let mut annotations: BTreeMap<String, String> = [
         ("summary", a.summary.clone()),
         ("value", a.value.clone()),
@@ -337,17 +385,9 @@ fn alert_json(a: &AlertNotice, common: &Common) -> Value {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     if let Some(ctx) = &a.context {
-        annotations.extend(context_annotations(ctx, common.language));
+        annotations.extend(context_annotations(ctx, language));
     }
-    json!({
-        "status": if resolved { "resolved" } else { "firing" },
-        "labels": labels,
-        "annotations": annotations,
-        "startsAt": a.since.to_rfc3339_opts(SecondsFormat::Secs, true),
-        "endsAt": if resolved { a.at.to_rfc3339_opts(SecondsFormat::Secs, true) } else { "0001-01-01T00:00:00Z".to_string() },
-        "generatorURL": "",
-        "fingerprint": a.fingerprint,
-    })
+    annotations
 }
 
 /// Longest failed reason quoted in the `failed_resources` annotation: it is a one-line overview.
@@ -453,23 +493,7 @@ impl Channel for WebhookChannel {
             let signature = standard_webhooks_signature(key, &id, timestamp, &body);
             headers.insert(HeaderName::from_static("webhook-signature"), header(&signature)?);
         }
-        let mut secrets: Vec<&str> = Vec::new();
-        match &self.auth {
-            Auth::None => {}
-            Auth::Bearer(token) => {
-                let mut v = header(&format!("Bearer {}", token.expose()))?;
-                v.set_sensitive(true);
-                headers.insert(AUTHORIZATION, v);
-                secrets.push(token.expose());
-            }
-            Auth::Basic { user, password } => {
-                let encoded = B64.encode(format!("{user}:{}", password.expose()));
-                let mut v = header(&format!("Basic {encoded}"))?;
-                v.set_sensitive(true);
-                headers.insert(AUTHORIZATION, v);
-                secrets.push(password.expose());
-            }
-        }
+        let secrets: Vec<&str> = self.auth.apply(&mut headers)?.into_iter().collect();
         let answer = self.common.post_json("the webhook receiver", &self.common.url, headers, body, &secrets).await?;
         answer.classify_status("the webhook receiver")?;
         Ok(Delivered { status: answer.status, detail: answer.excerpt() })
@@ -765,6 +789,22 @@ mod tests {
             for (k, v) in ann.as_object().unwrap() {
                 assert!(v.is_string(), "annotation {k} is a string: {v}");
             }
+        }
+    }
+
+    #[test]
+    fn external_url_links_the_body_and_each_alert_to_its_page_and_is_empty_without_it() {
+        let mut ch = channel(url::Url::parse("http://127.0.0.1:9/").unwrap(), Auth::None, None);
+        let n = notification(vec![notice(0, Event::Firing), notice(1, Event::Resolved)]);
+        let body = ch.payload(&n);
+        assert_eq!(body["externalURL"], "");
+        assert_eq!(body["alerts"][0]["generatorURL"], "");
+        ch.common.external_url = Some(url::Url::parse("https://ops.example.com/scanwatch/").unwrap());
+        let body = ch.payload(&n);
+        assert_eq!(body["externalURL"], "https://ops.example.com/scanwatch");
+        for (i, a) in n.alerts.iter().enumerate() {
+            let want = format!("https://ops.example.com/scanwatch/alerts/{}", a.fingerprint);
+            assert_eq!(body["alerts"][i]["generatorURL"], want.as_str());
         }
     }
 

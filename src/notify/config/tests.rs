@@ -390,12 +390,12 @@ async fn build_makes_every_chat_kind_and_leaves_email_to_the_app() {
     for (kind, url) in kinds {
         let (cfg, problems, _) = validate(&format!("name = \"c-{kind}\"\nkind = \"{kind}\"\nurl = \"{url}\""));
         assert!(problems.is_empty(), "{kind}: {problems:?}");
-        let ch = build(&cfg.unwrap(), client(), chrono_tz::Asia::Shanghai).unwrap();
+        let ch = build(&cfg.unwrap(), client(), chrono_tz::Asia::Shanghai, None).unwrap();
         assert_eq!((ch.kind(), ch.name()), (kind, format!("c-{kind}").as_str()));
     }
     let (cfg, _, _) =
         validate("name = \"m\"\nkind = \"email\"\nsmtp_host = \"s.example.com\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]");
-    assert!(build(&cfg.unwrap(), client(), chrono_tz::UTC).is_none());
+    assert!(build(&cfg.unwrap(), client(), chrono_tz::UTC, None).is_none());
 }
 
 #[tokio::test]
@@ -406,7 +406,7 @@ async fn a_built_channel_sends_in_its_language_and_zone_with_its_template() {
         "name = \"s\"\nkind = \"slack\"\nurl = \"{url}\"\nlanguage = \"zh-CN\"\ntemplate = \"{{{{ alerts[0].description }}}} @ {{{{ alerts[0].since }}}}\""
     ));
     assert!(problems.is_empty(), "{problems:?}");
-    let ch = build(&cfg.unwrap(), client(), chrono_tz::Asia::Shanghai).unwrap();
+    let ch = build(&cfg.unwrap(), client(), chrono_tz::Asia::Shanghai, None).unwrap();
     ch.send(&one()).await.unwrap();
     let body: serde_json::Value = serde_json::from_slice(&server.only_request().body).unwrap();
     assert_eq!(body["attachments"][0]["text"], "集群扫描已 31h 未启动新任务(阈值 24h) @ 2025-04-22 09:04 CST");
@@ -545,7 +545,7 @@ async fn build_makes_the_new_kinds() {
     ] {
         let (cfg, problems, _) = validate_with(&format!("name = \"c-{kind}\"\nkind = \"{kind}\"\n{extra}"), &pairs);
         assert!(problems.is_empty(), "{kind}: {problems:?}");
-        let ch = build(&cfg.unwrap(), client(), chrono_tz::UTC).unwrap();
+        let ch = build(&cfg.unwrap(), client(), chrono_tz::UTC, None).unwrap();
         assert_eq!((ch.kind(), ch.name()), (kind, format!("c-{kind}").as_str()));
     }
 }
@@ -593,7 +593,7 @@ async fn a_channel_with_a_proxy_sends_through_it_with_the_proxys_credentials() {
     let (cfg, problems, _) =
         validate(&format!("name = \"s\"\nkind = \"slack\"\nurl = \"{dest}\"\nproxy = \"{proxy_url}\""));
     assert!(problems.is_empty(), "{problems:?}");
-    let ch = build(&cfg.unwrap(), client(), chrono_tz::UTC).unwrap();
+    let ch = build(&cfg.unwrap(), client(), chrono_tz::UTC, None).unwrap();
     let d = ch.send(&one()).await.unwrap();
     assert_eq!(d.detail, "ok");
     let seen = seen.lock().unwrap().clone();
@@ -601,4 +601,53 @@ async fn a_channel_with_a_proxy_sends_through_it_with_the_proxys_credentials() {
     assert!(seen[0].starts_with(&format!("POST {dest} HTTP/1.1")), "{seen:?}");
     // `alice:pr0xy` in base64.
     assert!(seen[0].ends_with("Basic YWxpY2U6cHIweHk="), "{seen:?}");
+}
+
+#[test]
+fn an_alertmanager_channel_takes_one_url_or_a_clusters_urls_auth_and_a_resend_interval() {
+    let (cfg, problems, warnings) = validate(
+        "name = \"am\"\nkind = \"alertmanager\"\nurls = [\"http://am-0.internal:9093\", \"https://am-1.internal/am/\"]\nbearer_token_env = \"TOKEN\"\nresend_interval = \"30s\"",
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(keys(&warnings), ["channels[3].urls[0]"], "plain http off-host is only a warning");
+    let cfg = cfg.unwrap();
+    let ChannelSettings::Alertmanager(am) = &cfg.settings else { panic!("{cfg:?}") };
+    assert_eq!(am.urls.len(), 2);
+    assert_eq!(am.resend_interval, Duration::from_secs(30));
+    assert!(matches!(am.auth, crate::notify::channels::webhook::WebhookAuth::Bearer { .. }));
+    let shown = serde_json::to_string(&cfg).unwrap();
+    assert!(shown.contains(r#""kind":"alertmanager""#) && shown.contains(r#""resend_interval":"30s""#), "{shown}");
+    assert!(shown.contains(r#""urls":["http://am-0.internal:9093/","https://am-1.internal/am/"]"#), "{shown}");
+    assert!(!shown.contains("\"tok\""), "{shown}");
+    let ch = build(&cfg, client(), chrono_tz::UTC, None).unwrap();
+    assert_eq!((ch.kind(), ch.resend_interval()), ("alertmanager", Some(Duration::from_secs(30))));
+
+    let (cfg, problems, _) = validate("name = \"am\"\nkind = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"");
+    assert!(problems.is_empty(), "{problems:?}");
+    let ch = build(&cfg.unwrap(), client(), chrono_tz::UTC, None).unwrap();
+    assert_eq!(ch.resend_interval(), Some(Duration::from_secs(60)), "the default: 1m");
+}
+
+#[test]
+fn alertmanager_mistakes_are_named_by_their_key() {
+    let cases: [(&str, &str, &str); 8] = [
+        ("urls = [\"http://am:9093\"]\nurl = \"http://am:9093\"", "channels[3].urls", "not both"),
+        ("urls = []", "channels[3].urls", "lists no Alertmanager"),
+        ("urls = [\"http://am:9093\", \"am-1:9093\"]", "channels[3].urls[1]", "base URL"),
+        ("urls = [\"http://am:9093\", \"http://am:9093\"]", "channels[3].urls[1]", "twice"),
+        ("url = \"http://am:9093/api/v2/alerts\"", "channels[3].url", "appends /api/v2/alerts"),
+        ("url = \"http://am:9093\"\nresend_interval = \"2h\"", "channels[3].resend_interval", "5s to 1h"),
+        ("url = \"http://am:9093\"\nresend_interval = \"soon\"", "channels[3].resend_interval", "e.g. `1m`"),
+        ("url = \"http://am:9093\"\nsecret_env = \"HOOK_SECRET\"", "channels[3].secret_env", "does not apply"),
+    ];
+    for (body, key, words) in cases {
+        let (cfg, problems, _) = validate(&format!("name = \"am\"\nkind = \"alertmanager\"\n{body}"));
+        assert!(cfg.is_none(), "{body}");
+        assert!(problem(&problems, key).contains(words), "{body}: {problems:?}");
+    }
+    let (_, problems, _) =
+        validate("name = \"w\"\nkind = \"webhook\"\nurl = \"https://h.example.com/x\"\nresend_interval = \"1m\"");
+    assert!(problem(&problems, "channels[3].resend_interval").contains("alertmanager"), "{problems:?}");
+    let (_, problems, _) = validate("name = \"am\"\nkind = \"alertmanager\"");
+    assert_eq!(keys(&problems), ["channels[3].url"]);
 }

@@ -480,3 +480,112 @@ async fn a_silenced_channel_failing_is_recorded_as_suppressed_and_not_sent() {
         assert_eq!((warning.notification.channel.as_str(), warning.status), ("good", DeliveryStatus::Suppressed));
     }
 }
+
+/// A receiver that forgets alerts it stops hearing about (like Alertmanager): resent every minute.
+struct Forgetful {
+    inner: Arc<Flaky>,
+}
+
+#[async_trait::async_trait]
+impl Channel for Forgetful {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn kind(&self) -> &'static str {
+        "alertmanager"
+    }
+    async fn send(&self, n: &Notification) -> Result<Delivered, DeliveryError> {
+        self.inner.send(n).await
+    }
+    fn resend_interval(&self) -> Option<Duration> {
+        Some(Duration::from_secs(60))
+    }
+}
+
+fn forgetful(name: &str, fail_first: usize) -> (Arc<Flaky>, Arc<dyn Channel>) {
+    let inner = Flaky::new(name, fail_first, retryable());
+    (inner.clone(), Arc::new(Forgetful { inner }))
+}
+
+/// Stores alert `i` (from [`notice`]) in `state`; `told = false` marks a firing whose notice a silence suppressed.
+async fn save_alert(store: &Store, i: usize, rule: RuleName, state: crate::alerting::AlertState, told: bool) -> String {
+    let n = notice(i, Event::Firing, Severity::Critical);
+    let series_id = store.ensure_series(&n.series).await.unwrap();
+    let fp = crate::alerting::fingerprint(rule, &n.series);
+    let alert = crate::alerting::Alert {
+        state,
+        since: Some(t0() - TimeDelta::hours(2)),
+        summary: n.summary.clone(),
+        value: n.value.clone(),
+        ..Default::default()
+    };
+    let mut tx = store.begin_write().await.unwrap();
+    tx.save_alert(&fp, series_id, rule, Severity::Critical, &alert, None, !told).await.unwrap();
+    tx.commit().await.unwrap();
+    fp
+}
+
+#[tokio::test]
+async fn alerts_still_firing_are_resent_each_interval_to_resending_channels_only() {
+    use crate::alerting::AlertState::{Firing, Resolved};
+    let (_d, store) = store_with(&[]).await;
+    let fp = save_alert(&store, 1, RuleName::NoRecentScan, Firing, true).await;
+    save_alert(&store, 2, RuleName::StuckRunning, Resolved, true).await;
+    save_alert(&store, 3, RuleName::TotalStalled, Firing, false).await;
+    let (am, am_channel) = forgetful("am", 0);
+    let hook = Flaky::new("hook", 0, retryable());
+    let labels = HashMap::from([("t01".to_string(), BTreeMap::from([("env".to_string(), "prod".to_string())]))]);
+    let d = Dispatcher::new(vec![am_channel, hook.clone()], Duration::from_secs(3600)).with_target_labels(labels);
+
+    let r = d.resend_due(&store, t0(), far()).await.unwrap();
+    assert_eq!(r, ResendReport { sent: vec![("am".into(), 1)], failed: vec![] }, "at once after a start");
+    let seen = am.seen.lock().unwrap().clone();
+    let a = &seen[0].alerts[0];
+    assert_eq!((a.fingerprint.as_str(), a.event, a.at), (fp.as_str(), Event::Repeat, t0()));
+    assert_eq!(a.since, t0() - TimeDelta::hours(2), "startsAt stays when it began");
+    assert_eq!(a.labels.get("env").map(String::as_str), Some("prod"));
+    assert_eq!(a.summary, "no cluster scan has started for 31h; limit 24h");
+    assert!(hook.seen.lock().unwrap().is_empty(), "a channel without a resend interval gets only changes");
+
+    for (secs, more) in [(30, 0), (59, 0), (60, 1), (90, 0), (121, 1)] {
+        let r = d.resend_due(&store, t0() + TimeDelta::seconds(secs), far()).await.unwrap();
+        assert_eq!(r.sent.len(), more, "at +{secs}s");
+    }
+    assert_eq!(am.seen.lock().unwrap().len(), 3);
+    assert!(store.notifications(None, 10).await.unwrap().is_empty(), "resends are not in the delivery log");
+
+    // Once it resolves, it is no longer re-sent.
+    save_alert(&store, 1, RuleName::NoRecentScan, Resolved, true).await;
+    let r = d.resend_due(&store, t0() + TimeDelta::seconds(300), far()).await.unwrap();
+    assert_eq!(r, ResendReport::default());
+    assert_eq!(am.seen.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn resends_follow_each_channels_route_and_a_failed_one_waits_for_the_next_interval() {
+    use crate::alerting::AlertState::Firing;
+    let (_d, store) = store_with(&[]).await;
+    save_alert(&store, 1, RuleName::NoRecentScan, Firing, true).await;
+    save_alert(&store, 2, RuleName::StuckRunning, Firing, true).await;
+    let (picky, picky_channel) = forgetful("picky", 0);
+    let (down, down_channel) = forgetful("down", 1);
+    fn only_stuck(n: &AlertNotice) -> bool {
+        n.rule == RuleName::StuckRunning
+    }
+    let routes: Vec<Arc<dyn Route>> =
+        vec![Arc::new(RouteTo("picky", only_stuck)), Arc::new(RouteTo("down", everything))];
+    let d = Dispatcher::new(vec![picky_channel, down_channel], Duration::from_secs(3600)).with_routes(routes);
+
+    let r = d.resend_due(&store, t0(), far()).await.unwrap();
+    assert_eq!(r.sent, vec![("picky".to_string(), 1)]);
+    assert_eq!(r.failed, vec![("down".to_string(), "HTTP 503".to_string())]);
+    assert_eq!(picky.seen.lock().unwrap()[0].alerts[0].rule, RuleName::StuckRunning);
+    assert_eq!(down.seen.lock().unwrap()[0].alerts.len(), 2);
+    // Not hammered every second while down: the next try is an interval later.
+    assert_eq!(d.resend_due(&store, t0() + TimeDelta::seconds(1), far()).await.unwrap(), ResendReport::default());
+    let r = d.resend_due(&store, t0() + TimeDelta::seconds(60), far()).await.unwrap();
+    assert_eq!(r.sent, vec![("down".to_string(), 2), ("picky".to_string(), 1)]);
+    // A clock stepped back does not hold resends until it catches up.
+    let r = d.resend_due(&store, t0() - TimeDelta::hours(1), far()).await.unwrap();
+    assert_eq!(r.sent.len(), 2);
+}
