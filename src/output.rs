@@ -187,6 +187,7 @@ pub struct NotificationJson {
     /// The notification's stable id (the `webhook-id`).
     pub id: String,
     pub channel: String,
+    /// The alerts it announces; a grouped message also lists its group's other alerts that still fire.
     pub fingerprints: Vec<String>,
     pub event: String,
     pub status: String,
@@ -201,7 +202,7 @@ impl From<&crate::store::NotificationRow> for NotificationJson {
         NotificationJson {
             id: r.notification.id.clone(),
             channel: r.notification.channel.clone(),
-            fingerprints: r.notification.alerts.iter().map(|a| a.fingerprint.clone()).collect(),
+            fingerprints: r.fingerprints.clone(),
             event: crate::store::alerts::event_str(r.event).to_string(),
             status: r.status.as_str().to_string(),
             attempts: r.attempts,

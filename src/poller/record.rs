@@ -378,6 +378,22 @@ mod tests {
             }
             let far = std::time::Instant::now() + std::time::Duration::from_secs(30);
             dispatcher.dispatch_due(&store, at(minute), far).await.unwrap();
+            // A notification announces what changed; what it only lists (still firing, as `Repeat`: these scripts
+            // are too short for reminders) is not among its fingerprints.
+            for row in store.notifications(None, 100).await.unwrap() {
+                let announced: Vec<&str> = row
+                    .notification
+                    .alerts
+                    .iter()
+                    .filter(|a| a.event != Event::Repeat)
+                    .map(|a| a.fingerprint.as_str())
+                    .collect();
+                let mut fps: Vec<&str> = row.fingerprints.iter().map(String::as_str).collect();
+                fps.sort_unstable();
+                let mut announced = announced;
+                announced.sort_unstable();
+                assert_eq!(fps, announced);
+            }
             let sent = std::mem::take(&mut *inbox.0.lock().unwrap());
             let mut this: Vec<(String, Vec<(String, Event)>)> = sent
                 .iter()

@@ -53,6 +53,9 @@ impl DeliveryStatus {
 pub struct NotificationRow {
     pub id: i64,
     pub notification: Notification,
+    /// The alerts it announces (fired, reminded, resolved); a grouped notification's payload also lists its
+    /// group's other alerts that still fire.
+    pub fingerprints: Vec<String>,
     pub event: Event,
     pub status: DeliveryStatus,
     pub attempts: u32,
@@ -121,6 +124,12 @@ fn notification_from_row(row: &SqliteRow) -> Result<NotificationRow, StoreError>
     .map_err(read)?;
     let alerts: Vec<AlertNotice> =
         serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload of notification {id}: {e}")))?;
+    let fingerprints: Vec<String> = match row.try_get::<String, _>("fingerprints") {
+        Ok(json) => {
+            serde_json::from_str(&json).map_err(|e| corrupt(format!("fingerprints of notification {id}: {e}")))?
+        }
+        Err(_) => alerts.iter().map(|a| a.fingerprint.clone()).collect(),
+    };
     let group_labels: BTreeMap<String, String> = match row.try_get::<Option<String>, _>("group_labels") {
         Ok(Some(json)) => {
             serde_json::from_str(&json).map_err(|e| corrupt(format!("group labels of notification {id}: {e}")))?
@@ -130,6 +139,7 @@ fn notification_from_row(row: &SqliteRow) -> Result<NotificationRow, StoreError>
     Ok(NotificationRow {
         id,
         notification: Notification { id: uid, channel, created_at: millis(created), alerts, group_labels },
+        fingerprints,
         event: event_of(&event)?,
         status: DeliveryStatus::parse(&status).ok_or_else(|| corrupt(format!("status `{status}`")))?,
         attempts: u32::try_from(attempts).unwrap_or(0),
@@ -337,12 +347,13 @@ impl Store {
             } else {
                 Event::Resolved
             };
+            // The alerts this notification announces; the ones only listed beside them are in its payload.
+            let fingerprints: Vec<String> = alerts.iter().map(|a| a.fingerprint.clone()).collect();
             if let (Some(grouper), false) = (grouper, suppressed) {
                 let others = still_firing.get(&channel).map(Vec::as_slice).unwrap_or_default();
                 alerts.extend(others.iter().filter(|a| grouper.group_labels(&channel, a) == group_labels).cloned());
             }
             order(&mut alerts);
-            let fingerprints: Vec<&str> = alerts.iter().map(|a| a.fingerprint.as_str()).collect();
             let status = if suppressed { DeliveryStatus::Suppressed } else { DeliveryStatus::Pending };
             let row = sqlx::query(
                 "INSERT INTO notifications
