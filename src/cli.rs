@@ -893,9 +893,8 @@ async fn replay(
         else {
             continue;
         };
-        // Twice the longest window: enough for every rule's view of the first replayed snapshot.
-        let lookback = crate::rules::lookback(&rule_set).saturating_mul(2);
-        let history = store.snapshots_since(series_id, crate::clock::earlier(from, lookback)).await?;
+        // Everything stored: the rule state is rebuilt from the first snapshot on, as the live path built it.
+        let history = store.snapshots_since(series_id, DateTime::<Utc>::MIN_UTC).await?;
         for rule in rule_set.enabled() {
             let fp = alerting::fingerprint(rule, &key);
             let (_, transitions) =

@@ -21,6 +21,7 @@ use sqlx::{Row, Sqlite};
 
 pub mod alerts;
 pub mod outbox;
+mod state;
 
 use crate::model::{ErrorKind, PollRecord, SeriesKey, Snapshot, TaskStats, TaskType};
 pub use alerts::{AlertRow, SilenceRow, TransitionRow};
@@ -755,8 +756,14 @@ impl WriteTx {
         row.try_get(0).map_err(sql("registering a series"))
     }
 
-    /// Inserts one snapshot; `sent` is false when scanwatch recorded the poll without calling HSS.
+    /// Inserts one snapshot and updates the series' rule state with it; `sent` is false when scanwatch recorded the
+    /// poll without calling HSS.
     pub async fn insert_snapshot(&mut self, series_id: i64, rec: &PollRecord, sent: bool) -> Result<i64, StoreError> {
+        Ok(self.record_snapshot(series_id, rec, sent).await?.0)
+    }
+
+    /// The snapshot row alone; every caller goes through [`WriteTx::record_snapshot`], which keeps the rule state.
+    async fn insert_snapshot_row(&mut self, series_id: i64, rec: &PollRecord, sent: bool) -> Result<i64, StoreError> {
         let s = rec.to_snapshot(0, series_id);
         let row = sqlx::query(
             "INSERT INTO snapshots (series_id, polled_at, ok, total_num, running_num, last_task_start_time, latency_ms,
