@@ -254,8 +254,6 @@ pub fn poll_failing_for(p: &PollFailing, project: &str, history: &[Snapshot], no
     Outcome::Ok
 }
 
-/// Formats a span the way messages show it: `45s`, `12m`, `3h`, `3h20m`, `48h`, `3d`, `3d4h` (hours up to 3 days,
-
 /// The snapshots at or before `now` (history is ascending, so a prefix).
 fn visible(history: &[Snapshot], now: DateTime<Utc>) -> &[Snapshot] {
     &history[..history.partition_point(|s| s.polled_at <= now)]

@@ -3,7 +3,7 @@
 //!
 //! A row is current when it has folded every stored snapshot of its series: its `last_polled_at` is the series'
 //! newest `polled_at` (`max_polled_at`). A new snapshot at or after that is folded into it. Otherwise — no row yet (a
-//! database from before migration 0009, or a series' first poll), or a clock that went back so the new snapshot
+//! database from before migration 0010, or a series' first poll), or a clock that went back so the new snapshot
 //! lands before stored ones — the state is rebuilt from the stored snapshots at or before the new one, which is
 //! what the rules would read from scratch. Retention pruning leaves the rows alone: they remember what was pruned.
 
