@@ -476,8 +476,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 until: until.map(|s| parse_time(&s, now)).transpose().context("--until")?,
                 limit,
             };
-            let rows: Vec<HistoryJson> = store.history(&q).await?.iter().map(HistoryJson::from).collect();
-            print!("{}", render_history(&rows, format));
+            print_history(&store, &q, format).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Alerts { all, format } => {
@@ -688,6 +687,53 @@ fn render_history(rows: &[HistoryJson], format: Format) -> String {
         });
     }
     output::render(format, &HISTORY_HEADERS, rows, |_| Vec::new())
+}
+
+/// Writes `history` to stdout as the rows come from the database: JSON and CSV row by row, exactly as
+/// [`render_history`] renders them; a table needs every row for its column widths, so it is rendered at the end.
+async fn print_history(store: &Store, q: &HistoryQuery, format: Format) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    write_history(store, q, format, &mut out).await?;
+    std::io::Write::flush(&mut out)?;
+    Ok(())
+}
+
+/// [`print_history`] to any writer.
+async fn write_history(
+    store: &Store,
+    q: &HistoryQuery,
+    format: Format,
+    mut out: impl std::io::Write,
+) -> anyhow::Result<()> {
+    use serde::ser::{SerializeSeq, Serializer};
+    match format {
+        Format::Table => {
+            let mut rows = Vec::new();
+            store
+                .history_each(q, |r| {
+                    rows.push(HistoryJson::from(&r));
+                    anyhow::Ok(())
+                })
+                .await?;
+            out.write_all(render_history(&rows, format).as_bytes())?;
+        }
+        Format::Json => {
+            let mut ser = serde_json::Serializer::pretty(&mut out);
+            let mut seq = ser.serialize_seq(None)?;
+            store
+                .history_each(q, |r| seq.serialize_element(&HistoryJson::from(&r)).map_err(anyhow::Error::from))
+                .await?;
+            seq.end()?;
+            out.write_all(b"\n")?;
+        }
+        Format::Csv => {
+            let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(&mut out);
+            w.write_record(HISTORY_HEADERS)?;
+            store.history_each(q, |r| w.serialize(HistoryJson::from(&r)).map_err(anyhow::Error::from)).await?;
+            w.flush()?;
+        }
+    }
+    Ok(())
 }
 
 fn error_cell(kind: Option<&str>, status: Option<u16>, code: Option<&str>, message: Option<&str>) -> String {
@@ -911,9 +957,8 @@ async fn replay(
         else {
             continue;
         };
-        // Twice the longest window: enough for every rule's view of the first replayed snapshot.
-        let lookback = crate::rules::lookback(&rule_set).saturating_mul(2);
-        let history = store.snapshots_since(series_id, crate::clock::earlier(from, lookback)).await?;
+        // Everything stored: the rule state is rebuilt from the first snapshot on, as the live path built it.
+        let history = store.snapshots_since(series_id, DateTime::<Utc>::MIN_UTC).await?;
         for rule in rule_set.enabled() {
             let fp = alerting::fingerprint(rule, &key);
             let (_, transitions) =
@@ -973,4 +1018,65 @@ fn render_notifications(rows: &[NotificationJson], format: Format) -> String {
             r.last_error.clone().map(|e| crate::model::excerpt(&e, 120)).unwrap_or_default(),
         ]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ErrorKind, PollError, PollRecord, SeriesKey, TaskStats, TaskType};
+
+    /// `history` streams JSON and CSV row by row; what it writes must be byte for byte what rendering the collected
+    /// rows gives (the format scripts rely on), for several rows, for none, and for text that needs escaping.
+    #[tokio::test]
+    async fn streamed_history_is_byte_for_byte_the_rendered_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        for (target, task_type) in
+            [("a", TaskType::ClusterScan), ("a", TaskType::IacScan), ("b", TaskType::ClusterScan)]
+        {
+            let key = SeriesKey {
+                target: target.into(),
+                account: "acc".into(),
+                region: "cn-north-4".into(),
+                project_id: "p".into(),
+                enterprise_project_id: Some("ep,\"1\"".into()),
+                task_type,
+            };
+            let id = store.ensure_series(&key).await.unwrap();
+            for min in 0..5i64 {
+                let polled_at = DateTime::from_timestamp(1_800_000_000 + min * 300, 0).unwrap();
+                let outcome = if min == 3 {
+                    Err(PollError::new(ErrorKind::Server, "bad \"gateway\",\nretry — later"))
+                } else {
+                    Ok(TaskStats { total_num: 10 + min as u64, running_num: 1, last_task_start_time: Some(5) })
+                };
+                let rec =
+                    PollRecord { task: None, polled_at, latency_ms: 7, outcome, http_status: None, request_id: None };
+                store.record_poll(id, &rec, true).await.unwrap();
+            }
+        }
+        let queries = [
+            HistoryQuery::default(),
+            HistoryQuery { target: Some("a".into()), ..HistoryQuery::default() },
+            HistoryQuery { target: Some("a".into()), limit: Some(3), ..HistoryQuery::default() },
+            HistoryQuery { target: Some("nobody".into()), ..HistoryQuery::default() },
+        ];
+        for q in queries {
+            let rows: Vec<HistoryJson> = store.history(&q).await.unwrap().iter().map(HistoryJson::from).collect();
+            for format in [Format::Json, Format::Csv, Format::Table] {
+                let mut streamed = Vec::new();
+                write_history(&store, &q, format, &mut streamed).await.unwrap();
+                assert_eq!(String::from_utf8(streamed).unwrap(), render_history(&rows, format), "{q:?} as {format:?}");
+            }
+        }
+        let all = store.history(&HistoryQuery::default()).await.unwrap();
+        assert_eq!(all.len(), 15);
+        assert!(all.windows(2).all(|w| w[0].snapshot.polled_at <= w[1].snapshot.polled_at), "oldest first");
+        let limited = store
+            .history(&HistoryQuery { target: Some("a".into()), limit: Some(3), ..HistoryQuery::default() })
+            .await
+            .unwrap();
+        let at: Vec<i64> = limited.iter().map(|r| r.snapshot.polled_at.timestamp()).collect();
+        assert_eq!(at, vec![1_800_001_200 - 300, 1_800_001_200, 1_800_001_200], "the latest 3, oldest first");
+    }
 }

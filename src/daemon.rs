@@ -193,7 +193,22 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(config_path: &Path, config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Daemon> {
-        let store = crate::app::open_store(&config).await?;
+        // Opening may migrate, and migrating a large database takes minutes (issue 13's in-place re-clustering of
+        // 10M snapshots: about 3 minutes), longer than systemd's start timeout (90 s by default). Until the store
+        // is open, ask systemd for another minute every 20 s, so an upgrade is not killed mid-migration and
+        // restarted into the same migration forever.
+        let extend = tokio::spawn(async {
+            loop {
+                notify(&[
+                    NotifyState::ExtendTimeoutUsec(60_000_000),
+                    NotifyState::Status("opening the database (migrating it if this version needs to)"),
+                ]);
+                tokio::time::sleep(Duration::from_secs(20)).await;
+            }
+        });
+        let store = crate::app::open_store(&config).await;
+        extend.abort();
+        let store = store?;
         let (interval, now) = (config.schedule.interval, clock.now());
         let liveness = Arc::new(Liveness::default());
         let app = App::build_with(config, &store, clock.clone(), liveness.clone()).await?;

@@ -38,12 +38,12 @@ pub fn fingerprint(rule: RuleName, series: &SeriesKey) -> String {
     hex::encode(&digest[..8])
 }
 
-/// Runs one rule over stored history exactly as the live service would have, starting from `initial`: for every
-/// snapshot polled at or after `from`, the rule is evaluated at that snapshot's `polled_at` over what the live path
-/// would have read then ([`rules::live_view`] of the snapshots up to and including it), and the outcome is stepped
-/// through the state machine. `history` is ascending and should start early enough for the rules' windows (see
-/// [`rules::lookback`]) and reach back to the last success before them. A disabled rule returns `initial` and
-/// nothing.
+/// Runs one rule over stored history exactly as the live service would have, starting from `initial`: the series'
+/// rule state ([`rules::SeriesState`]) is folded from the first snapshot on, as the live path keeps it, and for
+/// every snapshot polled at or after `from` the rule is evaluated at that snapshot's `polled_at` and the outcome is
+/// stepped through the state machine. `history` is ascending and should be all that is stored of the series: the
+/// state remembers how long a run, a flat total or a failure streak has lasted, however long ago it began. A disabled
+/// rule returns `initial` and nothing.
 pub fn replay(
     rule: RuleName,
     set: &RuleSet,
@@ -55,11 +55,14 @@ pub fn replay(
 ) -> (Alert, Vec<Transition>) {
     let mut alert = initial;
     let mut transitions = Vec::new();
-    let start = history.partition_point(|s| s.polled_at < from);
-    for end in start..history.len() {
-        let now = history[end].polled_at;
-        let view = rules::live_view(set, &history[..=end], now);
-        let Some(outcome) = rules::evaluate(rule, set, series, &view, now) else {
+    let mut state = rules::SeriesState::default();
+    for snapshot in history {
+        state.fold(snapshot);
+        let now = snapshot.polled_at;
+        if now < from {
+            continue;
+        }
+        let Some(outcome) = state.evaluate(rule, set, series, now) else {
             break;
         };
         let (next, transition) = step(&alert, &outcome, cfg, now);

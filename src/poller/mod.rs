@@ -138,16 +138,16 @@ impl Poller {
     pub async fn new(config: &Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Poller> {
         let client = hss_client(config)?;
         let now = clock.now();
+        // The budget window's calls, read once for every account and host.
+        let calls = store.calls_since(crate::clock::earlier(now, budget::WINDOW)).await?;
+        let mut account_ages: HashMap<&str, Vec<Duration>> = HashMap::new();
+        for c in &calls {
+            account_ages.entry(c.account.as_str()).or_default().extend((now - c.at).to_std().ok());
+        }
         let mut accounts = BTreeMap::new();
         for account in &config.accounts {
             let budget = RateBudget::new(account.calls_per_minute);
-            let ages: Vec<Duration> = store
-                .calls_since(&account.name, crate::clock::earlier(now, budget::WINDOW))
-                .await?
-                .into_iter()
-                .filter_map(|t| (now - t).to_std().ok())
-                .collect();
-            budget.prime(&ages);
+            budget.prime(account_ages.get(account.name.as_str()).map_or(&[], Vec::as_slice));
             accounts.insert(
                 account.name.clone(),
                 AccountRuntime {
@@ -169,15 +169,17 @@ impl Poller {
         }
         let mut hosts: BTreeMap<String, Arc<RateBudget>> = BTreeMap::new();
         let mut host_task_budgets: BTreeMap<String, Arc<task_check::TaskApiBudgets>> = BTreeMap::new();
-        for (host, ids) in &host_series {
+        let host_of_series: HashMap<i64, &String> =
+            host_series.iter().flat_map(|(host, ids)| ids.iter().map(move |id| (*id, host))).collect();
+        let mut host_ages: HashMap<&String, Vec<Duration>> = HashMap::new();
+        for c in &calls {
+            if let Some(host) = host_of_series.get(&c.series_id) {
+                host_ages.entry(host).or_default().extend((now - c.at).to_std().ok());
+            }
+        }
+        for host in host_series.keys() {
             let budget = RateBudget::new(config.schedule.host_calls_per_minute);
-            let ages: Vec<Duration> = store
-                .calls_since_of_series(ids, crate::clock::earlier(now, budget::WINDOW))
-                .await?
-                .into_iter()
-                .filter_map(|t| (now - t).to_std().ok())
-                .collect();
-            budget.prime(&ages);
+            budget.prime(host_ages.get(host).map_or(&[], Vec::as_slice));
             hosts.insert(host.clone(), Arc::new(budget));
             host_task_budgets
                 .insert(host.clone(), Arc::new(task_check::TaskApiBudgets::new(config.schedule.host_calls_per_minute)));
@@ -539,6 +541,12 @@ impl Poller {
     /// Whether the account is still backing off after consecutive rejected credentials (401: bad signature, unknown
     /// AK, expired token), read from the account's stored calls. A 403 ends the streak: the credentials worked.
     async fn credential_backoff(&self, account: &str) -> Result<Option<(ErrorKind, String)>, StoreError> {
+        // A backoff ends at most MAX_AUTH_BACKOFF after the rejected call that started its last step: without such a
+        // call since then (one short index range), none is running, and the account's latest calls need no reading.
+        let horizon = crate::clock::earlier(self.clock.now(), budget::MAX_AUTH_BACKOFF);
+        if !self.store.auth_failed_since(account, horizon).await? {
+            return Ok(None);
+        }
         let recent = self.store.latest_calls(account, 12).await?;
         let Some((failures, last, until)) = self.backoff_from(&recent, ErrorKind::Auth) else { return Ok(None) };
         Ok(Some((

@@ -56,14 +56,11 @@ pub async fn preview(
     record: &PollRecord,
 ) -> Result<Vec<RuleName>, StoreError> {
     let now = record.polled_at;
-    let window_start = crate::clock::earlier(now, rules::lookback(rule_set));
-    let min_polls = u32::try_from(rules::min_polls(rule_set)).unwrap_or(u32::MAX);
     let fingerprints: Vec<String> = rule_set.enabled().into_iter().map(|r| fingerprint(r, key)).collect();
-    let (alerts, mut history) =
-        store.alerts_and_rule_history(&fingerprints, series_id, window_start, min_polls).await?;
-    history.push(record.to_snapshot(0, series_id));
+    let alerts = store.alerts_among(&fingerprints).await?;
+    let state = store.rule_state_with(series_id, record).await?;
     let mut notifying = Vec::new();
-    for (rule, _, outcome) in rules::evaluate_all(rule_set, key, &history, now) {
+    for (rule, _, outcome) in state.evaluate_all(rule_set, key, now) {
         let fp = fingerprint(rule, key);
         let current = alerts.iter().find(|a| a.fingerprint == fp).map(|a| a.alert.clone()).unwrap_or_default();
         let (_, transition) = step(&current, &outcome, lifecycle, now);
@@ -88,18 +85,16 @@ pub async fn record_and_evaluate(
     outbox: Outbox<'_>,
 ) -> Result<Recorded, StoreError> {
     let mut tx = store.begin_write().await?;
-    let snapshot_id = tx.insert_snapshot(series_id, record, sent).await?;
+    // The snapshot and the series' rule state it leads to: one row read, however long the history.
+    let (snapshot_id, state) = tx.record_snapshot(series_id, record, sent).await?;
     let now = record.polled_at;
-    let window_start = crate::clock::earlier(now, rules::lookback(rule_set));
-    let min_polls = u32::try_from(rules::min_polls(rule_set)).unwrap_or(u32::MAX);
-    let history = tx.rule_history(series_id, window_start, min_polls).await?;
     // scan_failures' alerts carry what the latest task check found: which clusters or files failed, and why.
-    let latest_check = history.iter().rev().find_map(|s| s.task.clone());
-    if let Some(skew) = rules::future_start_skew(&history, now) {
+    let latest_check = state.task.clone();
+    if let Some(skew) = state.future_start_skew(now) {
         tracing::warn!(series = %key, ahead = %rules::human_duration(skew), "last_task_start_time is in the future (clock skew?); treating its age as 0");
     }
     let mut changes = Vec::new();
-    let outcomes = rules::evaluate_all(rule_set, key, &history, now);
+    let outcomes = state.evaluate_all(rule_set, key, now);
     let fingerprints: Vec<String> = outcomes.iter().map(|(rule, _, _)| fingerprint(*rule, key)).collect();
     let mut stored_alerts = tx.alerts(&fingerprints).await?;
     for ((rule, severity, outcome), fp) in outcomes.into_iter().zip(fingerprints) {
@@ -827,6 +822,85 @@ mod tests {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(assert_replay_matches_the_live_run(&lc, &polls));
         }
+    }
+
+    /// Records `polls` live, then after each one checks that the stored rule state — kept incrementally by each
+    /// poll's transaction — is the state rebuilt from scratch out of the stored snapshots at or before that poll,
+    /// that the preview saw that same state before the poll was recorded, and that both evaluate alike.
+    async fn assert_incremental_state_matches_a_rebuild(polls: &[PollRecord]) {
+        let (_dir, store, id) = fresh_store().await;
+        let set = short_windows();
+        for (i, rec) in polls.iter().enumerate() {
+            let previewed = store.rule_state_with(id, rec).await.unwrap();
+            record_and_evaluate(&store, id, &key(), &set, &Lifecycle::default(), rec, true, Outbox::default())
+                .await
+                .unwrap();
+            let (kept, _) = store.rule_state(id).await.unwrap().expect("a state row after a poll");
+            let rebuilt = store.rebuild_rule_state(id, rec.polled_at).await.unwrap();
+            assert_eq!(kept, rebuilt, "poll {i} at {}: incremental state differs from a rebuild", rec.polled_at);
+            assert_eq!(previewed, kept, "poll {i}: the preview saw another state than the recording");
+            let from_rows = rules::evaluate_all(
+                &set,
+                &key(),
+                &store.snapshots_since(id, DateTime::<Utc>::MIN_UTC).await.unwrap(),
+                rec.polled_at,
+            );
+            assert_eq!(kept.evaluate_all(&set, &key(), rec.polled_at), from_rows, "poll {i}: outcomes differ");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 6,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+        /// Long random histories with outages, downtime and the clock jumping back (NTP steps, a VM restored from a
+        /// snapshot): the state row always equals the fold of the stored snapshots the rules would read.
+        #[test]
+        fn the_stored_rule_state_is_always_the_fold_of_the_stored_snapshots(
+            phases in proptest::collection::vec(phase(), 1..10),
+            jumps in proptest::collection::vec((0usize..300, 1i64..400), 0..4),
+        ) {
+            let mut polls = history_of(&phases);
+            proptest::prop_assume!(!polls.is_empty());
+            for (at, back) in jumps {
+                for rec in polls.iter_mut().skip(at) {
+                    rec.polled_at -= chrono::TimeDelta::minutes(back);
+                }
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(assert_incremental_state_matches_a_rebuild(&polls));
+        }
+    }
+
+    /// A database from before the state table (or a row lost) rebuilds the state from the stored snapshots on the
+    /// next poll, and evaluation goes on as if the row had always been kept.
+    #[tokio::test]
+    async fn a_missing_state_row_is_rebuilt_from_the_stored_snapshots() {
+        let (_dir, store, id) = fresh_store().await;
+        let set = short_windows();
+        let polls = history_of(&[(Phase::Healthy, 10), (Phase::Stuck, 20), (Phase::Failing, 4)]);
+        let (before, after) = polls.split_at(polls.len() / 2);
+        for rec in before {
+            record_and_evaluate(&store, id, &key(), &set, &Lifecycle::default(), rec, true, Outbox::default())
+                .await
+                .unwrap();
+        }
+        let kept = store.rule_state(id).await.unwrap().unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        sqlx::query("DELETE FROM series_state").execute(tx.inner()).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(store.rule_state(id).await.unwrap().is_none());
+        for rec in after {
+            record_and_evaluate(&store, id, &key(), &set, &Lifecycle::default(), rec, true, Outbox::default())
+                .await
+                .unwrap();
+        }
+        let (state, max) = store.rule_state(id).await.unwrap().unwrap();
+        assert_eq!(state, store.rebuild_rule_state(id, max).await.unwrap());
+        assert!(state.running_since.is_some() && state.failures == 4, "{state:?}");
+        assert_eq!(kept.0.first_polled_at, state.first_polled_at, "rebuilt from the first stored snapshot");
     }
 
     #[tokio::test]

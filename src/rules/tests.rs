@@ -522,46 +522,111 @@ fn poll_failing_answers_every_edge_case() {
     );
 }
 
-#[test]
-fn lookback_is_the_longest_enabled_window() {
-    assert_eq!(lookback(&RuleSet::default()), Duration::from_secs(48 * 3600));
-    assert_eq!(lookback(&RuleSet::none()), Duration::ZERO);
-    let set = RuleSet { total_stalled: None, ..RuleSet::default() };
-    assert_eq!(lookback(&set), Duration::from_secs(2 * 3600));
-    let set = RuleSet {
-        poll_failing: Some((PollFailing { after: 3, for_: Duration::from_secs(5 * 3600) }, Severity::Info)),
-        ..set
-    };
-    assert_eq!(lookback(&set), Duration::from_secs(5 * 3600));
+/// One step of a random history: a poll `gap` minutes after the previous one.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A success: the total moves by `grow` (negative: a counter reset), `running` tasks, and a new task started
+    /// when `started`; `check` carries a task check that failed on that many of 3 clusters.
+    Ok { gap: i64, grow: i8, running: u8, started: bool, check: Option<u8> },
+    /// A failure of the given kind (index into a few kinds, auth and forbidden among them).
+    Fail { gap: i64, kind: u8 },
 }
 
-#[test]
-fn the_live_view_is_the_window_the_latest_polls_and_the_last_success_before_them() {
-    let failing = |after: u32| RuleSet {
-        poll_failing: Some((PollFailing { after, for_: Duration::from_secs(30 * 60) }, Severity::Critical)),
-        ..RuleSet::none()
-    };
-    let ids = |v: &[Snapshot]| v.iter().map(|s| s.id).collect::<Vec<_>>();
-    let now = at(120);
-    // A success at 0, failures every 10 minutes from 10 to 120, and a poll after `now` that is ignored.
-    let history = cat(vec![vec![ok(0, 9, 0, None)], every(10, 10, 130, |m| fail(m, ErrorKind::Server))]);
-    assert_eq!(ids(&live_view(&failing(3), &history, now)), vec![0, 90, 100, 110, 120], "window from 90");
-    assert_eq!(ids(&live_view(&failing(5), &history, now)), vec![0, 80, 90, 100, 110, 120], "the latest 5 polls");
-    // A success just before the window is simply where the view starts.
-    let history =
-        cat(vec![every(10, 0, 80, |m| ok(m, 9, 0, None)), every(10, 90, 120, |m| fail(m, ErrorKind::Server))]);
-    assert_eq!(ids(&live_view(&failing(3), &history, now)), vec![80, 90, 100, 110, 120]);
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    // Mostly 5-minute polls, sometimes an outage or scanwatch's own downtime of up to two days.
+    let gap = prop_oneof![8 => Just(5i64), 2 => 0i64..20, 1 => 20i64..3000];
+    prop_oneof![
+        4 => (gap.clone(), -3i8..4, 0u8..3, proptest::bool::weighted(0.2), proptest::option::weighted(0.1, 0u8..3))
+            .prop_map(|(gap, grow, running, started, check)| Step::Ok { gap, grow, running, started, check }),
+        1 => (gap, 0u8..6).prop_map(|(gap, kind)| Step::Fail { gap, kind }),
+    ]
 }
 
-#[test]
-fn min_polls_covers_the_failure_count_and_the_latest_poll() {
-    assert_eq!(min_polls(&RuleSet::default()), 3);
-    assert_eq!(min_polls(&RuleSet::none()), 1);
-    let set = RuleSet {
-        poll_failing: Some((PollFailing { after: 0, for_: Duration::ZERO }, Severity::Info)),
-        ..RuleSet::none()
-    };
-    assert_eq!(min_polls(&set), 1);
+fn history_from(steps: &[Step]) -> Vec<Snapshot> {
+    let kinds = [ErrorKind::Server, ErrorKind::Network, ErrorKind::Throttled, ErrorKind::Auth, ErrorKind::Forbidden];
+    let (mut min, mut total, mut start) = (0i64, 50u64, None::<i64>);
+    let mut out = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let mut s = match step {
+            Step::Ok { gap, grow, running, started, check } => {
+                min += gap;
+                total = total.saturating_add_signed(i64::from(*grow)).max(1);
+                if *started {
+                    start = Some(min);
+                }
+                let check = check.map(|failed| crate::model::AlertContext {
+                    task: Some(crate::model::TaskInfo {
+                        task_id: format!("t{i}"),
+                        task_name: "nightly".into(),
+                        task_type: TaskType::ClusterScan,
+                        trigger_type: "schedule".into(),
+                        task_status: "finished".into(),
+                        start_time: None,
+                        end_time: None,
+                        estimated_minutes: None,
+                        scanning: 0,
+                        success: 3 - u64::from(failed),
+                        failed: u64::from(failed),
+                    }),
+                    ..crate::model::AlertContext::default()
+                });
+                Snapshot { task: check, ..ok(min, total, u64::from(*running), start) }
+            }
+            Step::Fail { gap, kind } => {
+                min += gap;
+                kinds
+                    .get(usize::from(*kind))
+                    .map_or_else(|| Snapshot { error_kind: None, ..fail(min, ErrorKind::Server) }, |k| fail(min, *k))
+            }
+        };
+        s.id = i64::try_from(i).unwrap();
+        out.push(s);
+    }
+    out
+}
+
+fn rule_set() -> impl proptest::strategy::Strategy<Value = RuleSet> {
+    use proptest::prelude::*;
+    let minutes = |m: u64| Duration::from_secs(m * 60);
+    (1u64..600, 1u64..300, 1u64..900, 1u32..6, 1u64..120).prop_map(move |(age, stuck, window, after, silent)| RuleSet {
+        no_recent_scan: Some((NoRecentScan { max_age: minutes(age) }, Severity::Critical)),
+        stuck_running: Some((StuckRunning { for_: minutes(stuck) }, Severity::Warning)),
+        total_stalled: Some((TotalStalled { window: minutes(window) }, Severity::Warning)),
+        poll_failing: Some((PollFailing { after, for_: minutes(silent) }, Severity::Critical)),
+        scan_failures: Some((ScanFailures, Severity::Info)),
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, failure_persistence: None, ..Default::default() })]
+    /// The state folded one snapshot at a time (as the live path keeps it) answers exactly what the rules as written
+    /// over the whole history answer (`reference`), after every poll of a long random history — polls, failures of
+    /// every kind, counter resets, runs, task checks, outages and downtime — and also some time after the poll (a
+    /// later `now`, as between polls), every rule with every outcome, summary and value.
+    #[test]
+    fn incremental_evaluation_agrees_with_the_reference_over_random_histories(
+        steps in proptest::collection::vec(step(), 1..400),
+        set in rule_set(),
+        later in 0i64..600,
+    ) {
+        let history = history_from(&steps);
+        let key = series_key();
+        let mut state = SeriesState::default();
+        for (i, s) in history.iter().enumerate() {
+            state.fold(s);
+            for now in [s.polled_at, s.polled_at + TimeDelta::minutes(later)] {
+                let view = &history[..=i];
+                proptest::prop_assert_eq!(
+                    state.evaluate_all(&set, &key, now),
+                    super::reference::evaluate_all(&set, &key, view, now),
+                    "after poll {} at {}", i, now
+                );
+                proptest::prop_assert_eq!(state.future_start_skew(now), super::reference::future_start_skew(view, now));
+            }
+        }
+        proptest::prop_assert_eq!(&state, &SeriesState::of(&history, history[history.len() - 1].polled_at));
+    }
 }
 
 fn series_key() -> crate::model::SeriesKey {

@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::{Store, StoreError, WriteTx, millis, series_from_row, snapshot_from_row, sql};
+use super::{Store, StoreError, WriteTx, millis, series_from_row, sql};
 use crate::alerting::{Alert, AlertState, Event, Transition};
-use crate::model::{SeriesKey, Snapshot};
+use crate::model::SeriesKey;
 use crate::rules::{RuleName, Severity};
 
 /// A stored alert with its identity.
@@ -208,37 +208,7 @@ impl WriteTx {
         .map_err(self.failed("recording a transition"))?;
         Ok(())
     }
-
-    /// What the rules of one series read: every snapshot since `window_start`, the latest `min_polls` whatever their
-    /// age, and the newest successful one before the window — oldest first.
-    pub async fn rule_history(
-        &mut self,
-        series_id: i64,
-        window_start: DateTime<Utc>,
-        min_polls: u32,
-    ) -> Result<Vec<Snapshot>, StoreError> {
-        let rows = sqlx::query(RULE_HISTORY)
-            .bind(series_id)
-            .bind(window_start.timestamp_millis())
-            .bind(i64::from(min_polls))
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(self.failed("reading rule history"))?;
-        rows.iter().map(snapshot_from_row).collect()
-    }
 }
-
-/// A series' rule history: the window, the latest `?3` polls, and the last success before the window. Three index
-/// ranges of `snapshots_series_time`, united by id; written as `series_id = ?1 AND (... OR ...)` it walked every row
-/// the series ever had, on every poll (slower with each day of history). The plan is tested in store/tests.rs.
-pub(super) const RULE_HISTORY: &str = "SELECT * FROM snapshots WHERE id IN (
-                 SELECT id FROM snapshots WHERE series_id = ?1 AND polled_at >= ?2
-                 UNION ALL
-                 SELECT id FROM (SELECT id FROM snapshots WHERE series_id = ?1 ORDER BY polled_at DESC, id DESC LIMIT ?3)
-                 UNION ALL
-                 SELECT id FROM (SELECT id FROM snapshots WHERE series_id = ?1 AND ok AND polled_at < ?2
-                                 ORDER BY polled_at DESC, id DESC LIMIT 1))
-             ORDER BY polled_at, id";
 
 pub fn event_str(e: Event) -> &'static str {
     match e {
@@ -273,33 +243,18 @@ impl Store {
         Ok(out)
     }
 
-    /// [`WriteTx::alerts`] and [`WriteTx::rule_history`] outside a write transaction: what a poll's preview reads
-    /// to know, before it writes, which alerts it will notify about.
-    pub async fn alerts_and_rule_history(
-        &self,
-        fingerprints: &[String],
-        series_id: i64,
-        window_start: DateTime<Utc>,
-        min_polls: u32,
-    ) -> Result<(Vec<AlertRow>, Vec<Snapshot>), StoreError> {
-        let mut alerts = Vec::new();
-        if !fingerprints.is_empty() {
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(alerts_among(fingerprints.len())));
-            for fp in fingerprints {
-                query = query.bind(fp.as_str());
-            }
-            let rows = query.fetch_all(&self.pool).await.map_err(sql("reading alerts"))?;
-            alerts = rows.iter().map(alert_from_row).collect::<Result<_, _>>()?;
+    /// [`WriteTx::alerts`] outside a write transaction: what a poll's preview reads to know, before it writes,
+    /// which alerts it will notify about.
+    pub async fn alerts_among(&self, fingerprints: &[String]) -> Result<Vec<AlertRow>, StoreError> {
+        if fingerprints.is_empty() {
+            return Ok(Vec::new());
         }
-        let rows = sqlx::query(RULE_HISTORY)
-            .bind(series_id)
-            .bind(window_start.timestamp_millis())
-            .bind(i64::from(min_polls))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql("reading rule history"))?;
-        let history = rows.iter().map(snapshot_from_row).collect::<Result<_, _>>()?;
-        Ok((alerts, history))
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(alerts_among(fingerprints.len())));
+        for fp in fingerprints {
+            query = query.bind(fp.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(sql("reading alerts"))?;
+        rows.iter().map(alert_from_row).collect()
     }
 
     /// Alerts, with their series. `all = false` gives only pending and firing ones.

@@ -21,6 +21,7 @@ use sqlx::{Row, Sqlite};
 
 pub mod alerts;
 pub mod outbox;
+mod state;
 
 use crate::model::{ErrorKind, PollRecord, SeriesKey, Snapshot, TaskStats, TaskType};
 pub use alerts::{AlertRow, SilenceRow, TransitionRow};
@@ -126,28 +127,43 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pruning deletes in batches so that pollers never wait long for the write lock.
 const PRUNE_BATCH: i64 = 5_000;
 
-/// `history` for one target: `?1 <= polled_at < ?2`, `LIMIT ?3`, `target = ?4`. Plain comparisons only, so the plan
-/// is the target's series then a `snapshots_series_time` range each (tested in store/tests.rs). The series columns
-/// are read once per series, not once per row.
-const HISTORY_OF_TARGET: &str = "SELECT s.* FROM snapshots s
+/// `history` for one target: `?1 <= polled_at < ?2`, the latest `?3` (`-1`: all), `target = ?4`, oldest first.
+/// Plain comparisons only, so the plan is the target's series then a range of the primary key `(series_id,
+/// polled_at)` each, whose rows lie side by side (tested in store/tests.rs). The series columns are read once per
+/// series, not once per row.
+const HISTORY_OF_TARGET: &str = "SELECT * FROM (SELECT s.* FROM snapshots s
      WHERE s.series_id IN (SELECT id FROM series WHERE target = ?4) AND s.polled_at >= ?1 AND s.polled_at < ?2
-     ORDER BY s.polled_at DESC, s.id DESC LIMIT ?3";
+     ORDER BY s.polled_at DESC, s.id DESC LIMIT ?3) ORDER BY polled_at, id";
 /// `history` for every target: a `snapshots_time` range walked newest first, so `LIMIT` stops early.
-const HISTORY_OF_ALL: &str = "SELECT s.* FROM snapshots s
+const HISTORY_OF_ALL: &str = "SELECT * FROM (SELECT s.* FROM snapshots s
      WHERE s.polled_at >= ?1 AND s.polled_at < ?2
-     ORDER BY s.polled_at DESC, s.id DESC LIMIT ?3";
+     ORDER BY s.polled_at DESC, s.id DESC LIMIT ?3) ORDER BY polled_at, id";
 
-/// An account's calls since `?2`. CROSS JOIN keeps `series` (by `series_account`) as the outer loop, so each series
-/// is one `snapshots_series_time` range; the planner's own choice walked the time index through every account's calls.
-/// An account's latest `?2` calls: per series (by `series_account`) a walk of `snapshots_series_time` newest first
+/// An account's latest `?2` calls: per series (by `series_account`) a walk of its primary key newest first
 /// that stops after `?2`, merged. One join ordered by time walked the time index backwards through every other
-/// account's calls instead, and through the whole table for an account with none yet.
+/// account's calls instead, and through the whole table for an account with none yet. Only read when
+/// [`AUTH_FAILED_SINCE`] says a backoff may be running.
 const LATEST_CALLS: &str = "SELECT s.* FROM series r CROSS JOIN snapshots s
      WHERE r.account = ?1 AND s.id IN (SELECT l.id FROM snapshots l WHERE l.series_id = r.id AND l.sent
                                        ORDER BY l.polled_at DESC, l.id DESC LIMIT ?2)
      ORDER BY s.polled_at DESC, s.id DESC LIMIT ?2";
-const CALLS_SINCE: &str = "SELECT s.polled_at FROM series r CROSS JOIN snapshots s ON s.series_id = r.id
-     WHERE r.account = ?1 AND s.polled_at >= ?2 AND s.sent ORDER BY s.polled_at";
+/// Every call sent since `?1`, with its account: one range of `snapshots_time` (the budget window holds at most the
+/// fleet's calls per minute), read once at start for every account's and host's budget. Per account and per host it
+/// was one range per series: 1,000 index probes for an account of 1,000 series, however few calls it made.
+const CALLS_SINCE: &str = "SELECT r.account, s.series_id, s.polled_at FROM snapshots s CROSS JOIN series r
+     ON r.id = s.series_id WHERE s.polled_at >= ?1 AND s.sent ORDER BY s.polled_at";
+/// Whether the account has a rejected-credential call since `?2`: a range of the partial `snapshots_auth_failures`
+/// index, which holds only such calls.
+const AUTH_FAILED_SINCE: &str = "SELECT 1 FROM snapshots s CROSS JOIN series r ON r.id = s.series_id
+     WHERE s.error_kind = 'auth' AND s.sent AND s.polled_at >= ?2 AND r.account = ?1 LIMIT 1";
+
+/// A call sent to HSS, as the rate budgets count it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub account: String,
+    pub series_id: i64,
+    pub at: DateTime<Utc>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -538,19 +554,30 @@ impl Store {
     ///
     /// Every filter is a plain comparison the planner can use: an absent time bound becomes the widest one rather
     /// than `(?1 IS NULL OR ...)`, which SQLite cannot turn into an index range (it scanned the whole time index,
-    /// ~0.5 s on 3 million rows). With a target the plan is `series(target)` → `snapshots_series_time` ranges; for
+    /// ~0.5 s on 3 million rows). With a target the plan is `series(target)` → primary-key ranges, each series' rows side by side; for
     /// all targets it is a range of `snapshots_time`, walked newest first so `LIMIT` stops early. BENCHMARKS.md §5.
     pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryRow>, StoreError> {
+        let mut out = Vec::new();
+        self.history_each(q, |row| {
+            out.push(row);
+            Ok::<(), StoreError>(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// [`Store::history`] one row at a time, oldest first, as SQLite returns them: `history` writes each row out
+    /// before the next is read, instead of holding the whole selection (and its rendering) in memory.
+    pub async fn history_each<E: From<StoreError>>(
+        &self,
+        q: &HistoryQuery,
+        mut each: impl FnMut(HistoryRow) -> Result<(), E>,
+    ) -> Result<(), E> {
+        use futures_util::TryStreamExt;
         let since = q.since.map_or(i64::MIN, |t| t.timestamp_millis());
         let until = q.until.map_or(i64::MAX, |t| t.timestamp_millis());
         let limit = q.limit.map_or(-1, i64::from);
-        let text = if q.target.is_some() { HISTORY_OF_TARGET } else { HISTORY_OF_ALL };
-        let mut query = sqlx::query(text).bind(since).bind(until).bind(limit);
-        if let Some(target) = &q.target {
-            query = query.bind(target.as_str());
-        }
-        let rows = query.fetch_all(&self.pool).await.map_err(sql("reading history"))?;
-        // After the snapshots: series are never deleted, so every one they name is there.
+        // Before the snapshots: a series is never deleted, and one created meanwhile has no snapshot in this read.
         let series: HashMap<i64, Arc<SeriesKey>> = match &q.target {
             Some(target) => self.series_where_target(target).await?,
             None => self.series().await?,
@@ -558,33 +585,52 @@ impl Store {
         .into_iter()
         .map(|s| (s.id, Arc::new(s.key)))
         .collect();
-        let mut out = rows
-            .iter()
-            .map(|row| {
-                let snapshot = snapshot_from_row(row)?;
-                let series = series.get(&snapshot.series_id).cloned().ok_or_else(|| StoreError::Corrupt {
+        let text = if q.target.is_some() { HISTORY_OF_TARGET } else { HISTORY_OF_ALL };
+        let mut query = sqlx::query(text).bind(since).bind(until).bind(limit);
+        if let Some(target) = &q.target {
+            query = query.bind(target.as_str());
+        }
+        let mut rows = query.fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.map_err(sql("reading history"))? {
+            let snapshot = snapshot_from_row(&row)?;
+            let Some(series) = series.get(&snapshot.series_id).cloned() else {
+                return Err(StoreError::Corrupt {
                     table: "snapshots",
                     detail: format!(
                         "snapshot {} names series {}, which does not exist",
                         snapshot.id, snapshot.series_id
                     ),
-                })?;
-                Ok(HistoryRow { series, snapshot })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        out.reverse();
-        Ok(out)
+                }
+                .into());
+            };
+            each(HistoryRow { series, snapshot })?;
+        }
+        Ok(())
     }
 
-    /// When calls were sent for `account` since `since` (to prime the rate budget after a restart).
-    pub async fn calls_since(&self, account: &str, since: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>, StoreError> {
+    /// Every call sent since `since`, oldest first, with its account and series (to prime the rate budgets of
+    /// every account and endpoint host after a restart).
+    pub async fn calls_since(&self, since: DateTime<Utc>) -> Result<Vec<Call>, StoreError> {
         let rows = sqlx::query(CALLS_SINCE)
-            .bind(account)
             .bind(since.timestamp_millis())
             .fetch_all(&self.pool)
             .await
             .map_err(sql("reading recent calls"))?;
-        rows.iter().map(|r| r.try_get::<i64, _>(0).map(millis).map_err(sql("reading recent calls"))).collect()
+        let read = |r: &SqliteRow| -> Result<Call, sqlx::Error> {
+            Ok(Call { account: r.try_get(0)?, series_id: r.try_get(1)?, at: millis(r.try_get(2)?) })
+        };
+        rows.iter().map(|r| read(r).map_err(sql("reading recent calls"))).collect()
+    }
+
+    /// Whether `account` had a call rejected for its credentials (`auth`) since `since`.
+    pub async fn auth_failed_since(&self, account: &str, since: DateTime<Utc>) -> Result<bool, StoreError> {
+        let row = sqlx::query(AUTH_FAILED_SINCE)
+            .bind(account)
+            .bind(since.timestamp_millis())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql("reading recent calls"))?;
+        Ok(row.is_some())
     }
 
     /// The latest calls sent for `account`, newest first (to rebuild its auth backoff after a restart).
@@ -596,32 +642,6 @@ impl Store {
             .await
             .map_err(sql("reading recent calls"))?;
         rows.iter().map(snapshot_from_row).collect()
-    }
-
-    /// When calls were sent for any of `series` since `since` (to prime an endpoint host's budget after a restart):
-    /// one index range per series.
-    pub async fn calls_since_of_series(
-        &self,
-        series: &[i64],
-        since: DateTime<Utc>,
-    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in series.chunks(500) {
-            let marks = (2..chunk.len() + 2).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-            let text = format!(
-                "SELECT polled_at FROM snapshots WHERE series_id IN ({marks}) AND polled_at >= ?1 AND sent ORDER BY polled_at"
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(text)).bind(since.timestamp_millis());
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            let rows = query.fetch_all(&self.pool).await.map_err(sql("reading recent calls"))?;
-            for r in &rows {
-                out.push(r.try_get::<i64, _>(0).map(millis).map_err(sql("reading recent calls"))?);
-            }
-        }
-        out.sort();
-        Ok(out)
     }
 
     /// The latest successful snapshot of a series, and its latest task check (`scan_failures`), each by one index
@@ -764,13 +784,23 @@ impl WriteTx {
         row.try_get(0).map_err(sql("registering a series"))
     }
 
-    /// Inserts one snapshot; `sent` is false when scanwatch recorded the poll without calling HSS.
+    /// Inserts one snapshot and updates the series' rule state with it; `sent` is false when scanwatch recorded the
+    /// poll without calling HSS.
     pub async fn insert_snapshot(&mut self, series_id: i64, rec: &PollRecord, sent: bool) -> Result<i64, StoreError> {
+        Ok(self.record_snapshot(series_id, rec, sent).await?.0)
+    }
+
+    /// The snapshot row alone; every caller goes through [`WriteTx::record_snapshot`], which keeps the rule state.
+    async fn insert_snapshot_row(&mut self, series_id: i64, rec: &PollRecord, sent: bool) -> Result<i64, StoreError> {
         let s = rec.to_snapshot(0, series_id);
         let row = sqlx::query(
-            "INSERT INTO snapshots (series_id, polled_at, ok, total_num, running_num, last_task_start_time, latency_ms,
-                                    http_status, error_kind, error_code, error_message, request_id, sent, task_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) RETURNING id",
+            // The table has no rowid (it is clustered by series and time, migration 0012): the id is the largest + 1,
+            // read from `snapshots_id` under this transaction's write lock.
+            "INSERT INTO snapshots (id, series_id, polled_at, ok, total_num, running_num, last_task_start_time,
+                                    latency_ms, http_status, error_kind, error_code, error_message, request_id, sent,
+                                    task_json)
+             VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM snapshots), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
+                     ?12, ?13, ?14) RETURNING id",
         )
         .bind(series_id)
         .bind(s.polled_at.timestamp_millis())

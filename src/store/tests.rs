@@ -131,7 +131,7 @@ async fn plan(s: &Store, text: &str, params: usize) -> Vec<String> {
 }
 
 /// The hot queries must be index ranges: a filter the planner could not use made "one target, last 7 days" take
-/// ~0.5 s on 3 million rows (`?1 IS NULL OR ...`), and the rule history of every poll walk the series' whole past
+/// ~0.5 s on 3 million rows (`?1 IS NULL OR ...`), and the rule history of every poll walked the series' whole past
 /// (`... OR ...`). A scan of `snapshots` ("SCAN", or a "SEARCH" on `series_id` alone) fails here.
 #[tokio::test]
 async fn hot_queries_read_snapshots_by_index_ranges_only() {
@@ -139,19 +139,31 @@ async fn hot_queries_read_snapshots_by_index_ranges_only() {
     let cases = [
         ("history of one target", HISTORY_OF_TARGET, 4),
         ("history of all targets", HISTORY_OF_ALL, 3),
-        ("rule history", alerts::RULE_HISTORY, 3),
-        ("calls since", CALLS_SINCE, 2),
+        ("rule state", state::STATE_SELECT, 1),
+        ("rule state rebuilt", state::STATE_REBUILD, 2),
+        ("calls since", CALLS_SINCE, 1),
+        ("auth failed since", AUTH_FAILED_SINCE, 2),
         ("latest calls", LATEST_CALLS, 2),
     ];
+    // Each series' rows are stored together (migration 0012): a target's range is one walk of the primary key.
+    let target = plan(&s, HISTORY_OF_TARGET, 4).await;
+    assert!(
+        target.iter().any(|d| d.contains("USING PRIMARY KEY (series_id=? AND polled_at>? AND polled_at<?)")),
+        "{target:?}"
+    );
     for (what, text, params) in cases {
         let plan = plan(&s, text, params).await;
-        let on_snapshots: Vec<&String> =
-            plan.iter().filter(|d| [" snapshots ", " s ", " l "].iter().any(|t| d.contains(t))).collect();
+        let on_snapshots: Vec<&String> = plan
+            .iter()
+            .filter(|d| [" snapshots ", " s ", " l ", " series_state "].iter().any(|t| d.contains(t)))
+            .collect();
         assert!(!on_snapshots.is_empty(), "{what}: {plan:?}");
         for step in on_snapshots {
-            let ranged = ["polled_at>?", "polled_at<?", "rowid=?"].iter().any(|r| step.contains(r));
+            let ranged = ["polled_at>?", "polled_at<?", "(id=?)", "INTEGER PRIMARY KEY (rowid=?)"]
+                .iter()
+                .any(|r| step.contains(r));
             // The "latest N" subquery walks its series' index newest first and stops after N.
-            let latest_n = step.ends_with("INDEX snapshots_series_time (series_id=?)");
+            let latest_n = step.ends_with("USING PRIMARY KEY (series_id=?)");
             assert!(step.starts_with("SEARCH") && (ranged || latest_n), "{what}: {step} in {plan:?}");
         }
     }
@@ -180,8 +192,8 @@ async fn recent_calls_skip_polls_that_were_never_sent() {
     s.record_poll(a, &ok(0, 1), true).await.unwrap();
     s.record_poll(a, &failed(10), false).await.unwrap();
     s.record_poll(a, &failed(20), true).await.unwrap();
-    assert_eq!(s.calls_since("prod", at(0)).await.unwrap(), vec![at(0), at(20)]);
-    assert!(s.calls_since("other", at(0)).await.unwrap().is_empty());
+    let calls: Vec<_> = s.calls_since(at(0)).await.unwrap().into_iter().map(|c| (c.account, c.at)).collect();
+    assert_eq!(calls, vec![("prod".to_string(), at(0)), ("prod".to_string(), at(20))]);
     assert_eq!(s.latest_calls("prod", 5).await.unwrap().len(), 2);
 }
 
@@ -368,22 +380,49 @@ async fn a_write_that_fails_for_want_of_space_is_noted_until_the_next_commit() {
     assert_eq!(s.last_write_failure(), None);
 }
 
-/// What primes an endpoint host's budget after a restart: the calls sent for the host's series (of every account),
-/// since a time, oldest first; a poll that was never sent is no call.
+/// What primes the accounts' and endpoint hosts' budgets after a restart: every call sent since a time, oldest
+/// first, with its account and series; a poll that was never sent is no call.
 #[tokio::test]
-async fn a_hosts_recent_calls_are_those_sent_for_any_of_its_series() {
+async fn recent_calls_are_those_sent_with_their_account_and_series() {
     let (_d, s) = store().await;
     let a = s.ensure_series(&key("a", TaskType::ClusterScan)).await.unwrap();
     let mut of_other_account = key("b", TaskType::ClusterScan);
     of_other_account.account = "other".into();
     let b = s.ensure_series(&of_other_account).await.unwrap();
-    let elsewhere = s.ensure_series(&key("c", TaskType::ClusterScan)).await.unwrap();
     s.record_poll(a, &ok(0, 1), true).await.unwrap();
     s.record_poll(b, &ok(5, 1), true).await.unwrap();
     s.record_poll(a, &failed(10), false).await.unwrap();
-    s.record_poll(elsewhere, &ok(12, 1), true).await.unwrap();
     s.record_poll(b, &failed(20), true).await.unwrap();
-    assert_eq!(s.calls_since_of_series(&[a, b], at(0)).await.unwrap(), vec![at(0), at(5), at(20)]);
-    assert_eq!(s.calls_since_of_series(&[a, b], at(6)).await.unwrap(), vec![at(20)]);
-    assert!(s.calls_since_of_series(&[], at(0)).await.unwrap().is_empty());
+    let s = &s;
+    let calls = |since| async move {
+        s.calls_since(since).await.unwrap().into_iter().map(|c| (c.account, c.series_id, c.at)).collect::<Vec<_>>()
+    };
+    let prod = || "prod".to_string();
+    let other = || "other".to_string();
+    assert_eq!(calls(at(0)).await, vec![(prod(), a, at(0)), (other(), b, at(5)), (other(), b, at(20))]);
+    assert_eq!(calls(at(6)).await, vec![(other(), b, at(20))]);
+    assert!(calls(at(21)).await.is_empty());
+}
+
+/// The credential backoff reads the account's latest calls only when a rejected-credential call was sent since
+/// the longest backoff: one that was never sent, or another kind of failure, or another account's, does not count.
+#[tokio::test]
+async fn an_auth_failure_is_found_by_account_and_time() {
+    let (_d, s) = store().await;
+    let a = s.ensure_series(&key("a", TaskType::ClusterScan)).await.unwrap();
+    let mut of_other_account = key("b", TaskType::ClusterScan);
+    of_other_account.account = "other".into();
+    let b = s.ensure_series(&of_other_account).await.unwrap();
+    let auth = |min: i64| PollRecord {
+        outcome: Err(crate::model::PollError::new(ErrorKind::Auth, "APIGW.0301")),
+        ..failed(min)
+    };
+    s.record_poll(a, &failed(0), true).await.unwrap();
+    s.record_poll(a, &auth(5), false).await.unwrap();
+    s.record_poll(b, &auth(10), true).await.unwrap();
+    assert!(!s.auth_failed_since("prod", at(0)).await.unwrap(), "a 503 and an unsent record are no rejection");
+    assert!(s.auth_failed_since("other", at(10)).await.unwrap());
+    assert!(!s.auth_failed_since("other", at(11)).await.unwrap(), "too old");
+    s.record_poll(a, &auth(30), true).await.unwrap();
+    assert!(s.auth_failed_since("prod", at(0)).await.unwrap());
 }
