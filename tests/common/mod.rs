@@ -5,7 +5,7 @@
 //! Every test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -615,4 +615,27 @@ pub fn wait_for_line(
         seen.push(line);
     }
     Ok(seen)
+}
+
+/// The full path of `tool` per `which`, or `None` after a loud note saying what is not being checked. Under CI
+/// (`CI=true`, where `.ci/run` installs every tool) a missing tool fails the test instead: a check that silently
+/// did not run must never pass.
+pub fn installed(tool: &str, what: &str) -> Option<PathBuf> {
+    let found = Command::new("which")
+        .arg(tool)
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if found.is_none() && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("`{tool}` is not installed, and CI must check: {what} (.ci/run installs it)");
+    }
+    if found.is_none() {
+        // Written to the stderr handle, not with `eprintln!`, so the test harness does not swallow it.
+        let bar = "!".repeat(100);
+        let _ =
+            writeln!(std::io::stderr(), "\n{bar}\n!!! NOTE: `{tool}` is not installed: NOT CHECKED: {what}\n{bar}\n");
+    }
+    found
 }
