@@ -21,7 +21,9 @@ use scanwatch::clock::ManualClock;
 use scanwatch::config::{Config, Environment};
 use scanwatch::model::{ErrorKind, PollError, PollRecord, TaskStats};
 use scanwatch::secret::Secret;
-use scanwatch::server::{Health, Metrics, OPENMETRICS_CONTENT_TYPE, ServerState, TEXT_CONTENT_TYPE, router, serve};
+use scanwatch::server::{
+    Format, Health, Metrics, OPENMETRICS_CONTENT_TYPE, ScrapeValues, ServerState, TEXT_CONTENT_TYPE, router, serve,
+};
 use scanwatch::store::Store;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -157,6 +159,11 @@ async fn promtool_check_metrics_passes_the_text_format_without_a_complaint() {
         assert!(text.contains(&format!("# HELP {family} ")), "{family} has help:\n{text}");
     }
     assert!(text.contains(r#"target="t2 \"quoted\" \\ name""#), "label values are escaped:\n{text}");
+
+    // A daemon that has recorded nothing yet: families without samples are fine too.
+    let fresh = Metrics::new().render(&ScrapeValues::default(), Format::Text).unwrap();
+    let (ok, said) = promtool(&tool, &["check", "metrics"], &fresh);
+    assert!(ok && said.trim().is_empty(), "promtool check metrics:\n{said}\non:\n{fresh}");
 
     // The check has teeth: the OpenMetrics descriptors read as 0.0.4 are exactly what the issue saw.
     let (ct, om) = get_metrics(&app.addr, "application/openmetrics-text;version=1.0.0").await;
