@@ -1,12 +1,13 @@
 //! The HTTP API (axum), served only when `[server] listen` is set: `/healthz` for service monitors, `/metrics` in
-//! the Prometheus text or OpenMetrics format (see [`metrics`]), and read-only JSON under `/api/v1/` with exactly the fields of the CLI's
-//! `--format json`. A configured bearer token guards every route but `/healthz` and is compared in constant time.
+//! the Prometheus text or OpenMetrics format (see [`metrics`]), read-only JSON under `/api/v1/` with exactly the
+//! fields of the CLI's `--format json`, and a read-only web page at `/` ([`web`]). A configured bearer token guards
+//! every route but `/healthz` and is compared in constant time.
 //!
 //! The daemon owns the moving parts and tells this module about them: [`Health::record_cycle`] after every cycle,
-//! [`Metrics::declare`] at start and reload, [`Metrics::poll`] after every poll and [`Metrics::delivery`] after every delivery attempt. Alert counts, the
-//! outbox depth and whether the database is writable are read from the store when asked: writable means this
-//! process's latest write transaction did not fail for want of space or access ([`Store::last_write_failure`], so a
-//! failed commit shows at once) and a write lock can be taken now.
+//! [`Metrics::declare`] at start and reload, [`Metrics::poll`] after every poll and [`Metrics::delivery`] after
+//! every delivery attempt. Alert counts, the outbox depth and whether the database is writable are read from the
+//! store when asked: writable means this process's latest write transaction did not fail for want of space or access
+//! ([`Store::last_write_failure`], so a failed commit shows at once) and a write lock can be taken now.
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -135,6 +136,9 @@ pub struct ServerState {
 /// The routes. With `token`, every route but `/healthz` demands `Authorization: Bearer <token>`.
 pub fn router(state: ServerState, token: Option<Secret>) -> Router {
     let expected = Arc::new(token.filter(|t| !t.is_empty()).map(|t| digest(t.expose().as_bytes())));
+    let pages = web::routes()
+        .route_layer(middleware::from_fn_with_state(expected.clone(), require_token))
+        .layer(middleware::from_fn(web::security_headers));
     let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/targets", get(targets))
@@ -142,7 +146,7 @@ pub fn router(state: ServerState, token: Option<Secret>) -> Router {
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/notifications", get(notifications))
         .route_layer(middleware::from_fn_with_state(expected, require_token));
-    Router::new().route("/healthz", get(healthz)).merge(guarded).fallback(not_found).with_state(state)
+    Router::new().route("/healthz", get(healthz)).merge(guarded).merge(pages).fallback(not_found).with_state(state)
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then finishes the requests in flight.
@@ -216,7 +220,7 @@ impl IntoResponse for ApiError {
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "no such route; try /healthz, /metrics, /api/v1/targets, /api/v1/snapshots, /api/v1/alerts, /api/v1/notifications",
+        "no such route; try /, /healthz, /metrics, /api/v1/targets, /api/v1/snapshots, /api/v1/alerts, /api/v1/notifications",
     )
 }
 
@@ -387,6 +391,7 @@ mod metrics;
 pub use metrics::{
     DELIVERY_OUTCOMES, Format, Metrics, OPENMETRICS_CONTENT_TYPE, ProcessStats, ScrapeValues, TEXT_CONTENT_TYPE,
 };
+pub mod web;
 
 #[cfg(test)]
 mod tests;

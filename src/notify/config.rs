@@ -54,6 +54,7 @@ pub struct RawChannel {
     pub rules: Option<Vec<String>>,
     #[serde(rename = "match")]
     pub match_: Option<BTreeMap<String, String>>,
+    pub group_by: Option<Vec<String>>,
     pub template: Option<String>,
     pub template_file: Option<String>,
     pub timeout: Option<String>,
@@ -83,6 +84,10 @@ pub struct ChannelConfig {
     /// Label → glob pattern (`*`, `?`); every one must match.
     #[serde(rename = "match")]
     pub matchers: BTreeMap<String, String>,
+    /// Labels that split this channel's alerts into groups, one message per group (Alertmanager's `group_by`);
+    /// empty: one group for the channel.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub group_by: Vec<String>,
     /// The user's message template (the text of `template`, or of the file `template_file`), checked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
@@ -451,6 +456,18 @@ pub fn validate_channel(
             matchers.insert(label.clone(), pattern.clone());
         }
     }
+    let mut group_by: Vec<String> = Vec::new();
+    for (i, label) in raw.group_by.iter().flatten().enumerate() {
+        let valid = label.chars().next().is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
+            && label.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !valid {
+            c.problem(&format!("group_by[{i}]"), "label names are letters, digits and `_`, not starting with a digit");
+        } else if group_by.contains(label) {
+            c.problem(&format!("group_by[{i}]"), format!("`{label}` is listed twice"));
+        } else {
+            group_by.push(label.clone());
+        }
+    }
     let template = template(&mut c, raw, ctx.config_dir);
     let default_timeout = if kind == Some("email") { EMAIL_TIMEOUT } else { CHAT_TIMEOUT };
     let timeout = match raw.timeout.as_deref() {
@@ -479,7 +496,7 @@ pub fn validate_channel(
     };
     let config = match settings {
         Some(settings) if c.problems.is_empty() => {
-            Some(ChannelConfig { name, settings, language, min_severity, rules, matchers, template, timeout })
+            Some(ChannelConfig { name, settings, language, min_severity, rules, matchers, group_by, template, timeout })
         }
         _ => None,
     };
@@ -910,5 +927,9 @@ impl crate::notify::outbox::Route for ChannelConfig {
 
     fn accepts(&self, notice: &AlertNotice) -> bool {
         self.matches(notice)
+    }
+
+    fn group_by(&self) -> &[String] {
+        &self.group_by
     }
 }

@@ -1027,6 +1027,7 @@ pub fn sample_notification() -> Notification {
                 context: None,
             },
         ],
+        group_labels: Default::default(),
     }
 }
 
@@ -1099,6 +1100,7 @@ pub fn test_notification(series: Option<(SeriesKey, BTreeMap<String, String>)>, 
             at: now,
             context: None,
         }],
+        group_labels: Default::default(),
     }
 }
 

@@ -67,7 +67,48 @@ pub struct Notification {
     pub channel: String,
     pub created_at: DateTime<Utc>,
     /// Never empty. Ordered: firing first, then repeats, then resolved; within each by severity (critical first).
+    /// Besides the alerts that changed, a grouped notification lists its group's other alerts that still fire (as
+    /// [`Event::Repeat`]), as Alertmanager lists a group's current alerts.
     pub alerts: Vec<AlertNotice>,
+    /// The group's labels: the alerts' labels named by the channel's `group_by` (Alertmanager's `groupLabels`);
+    /// empty for one group per channel.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_labels: BTreeMap<String, String>,
+}
+
+impl Notification {
+    /// Alertmanager's `groupKey` of this notification's group: the channel as a route below the root route, then the
+    /// group's labels, rendered as Alertmanager renders them — `{}/{channel="ops"}:{env="prod", target="a"}`.
+    pub fn group_key(&self) -> String {
+        group_key(&self.channel, &self.group_labels)
+    }
+}
+
+/// See [`Notification::group_key`].
+pub fn group_key(channel: &str, labels: &BTreeMap<String, String>) -> String {
+    let set = labels.iter().map(|(k, v)| format!("{k}={}", go_quote(v))).collect::<Vec<_>>().join(", ");
+    format!("{{}}/{{channel={}}}:{{{set}}}", go_quote(channel))
+}
+
+/// A string quoted as Go's `%q` quotes it (Alertmanager renders label values so): printable characters as they are,
+/// `"` and `\` escaped, control characters as `\n`, `\t`, `\xNN` or `\uNNNN`.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A successful delivery, with what the service said (for `notify-test` and the delivery log).

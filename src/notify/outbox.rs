@@ -1,5 +1,6 @@
 //! The outbox: turning alert changes into notices (routing, silences), sealing them into one notification per
-//! channel per cycle, and delivering due notifications at least once with backoff, channel rate limits and expiry.
+//! channel and group per cycle (Alertmanager's `group_by`, listing each group's alerts that still fire), and
+//! delivering due notifications at least once with backoff, channel rate limits and expiry.
 //!
 //! One pass of the dispatcher is [`Dispatcher::dispatch_due`]: the daemon calls it on a timer, `poll` once after
 //! its cycle, tests step by step. Every attempt is recorded before the next one starts, so a kill at any moment
@@ -28,6 +29,32 @@ use crate::store::{AttemptResult, Claimant, DeliveryStatus, Store, StoreError};
 pub trait Route: Send + Sync {
     fn channel(&self) -> &str;
     fn accepts(&self, notice: &AlertNotice) -> bool;
+    /// The labels that split the channel's alerts into groups (Alertmanager's `group_by`); none: one group.
+    fn group_by(&self) -> &[String] {
+        &[]
+    }
+}
+
+/// One pass's grouping: each channel's `group_by` from its route, and the silences in force at the pass.
+struct PassGrouping<'a> {
+    routes: &'a [Arc<dyn Route>],
+    silences: Vec<crate::alerting::silence::Silence>,
+    now: DateTime<Utc>,
+}
+
+impl crate::store::Grouper for PassGrouping<'_> {
+    fn group_labels(&self, channel: &str, notice: &AlertNotice) -> BTreeMap<String, String> {
+        let Some(route) = self.routes.iter().find(|r| r.channel() == channel) else { return BTreeMap::new() };
+        if route.group_by().is_empty() {
+            return BTreeMap::new();
+        }
+        let labels = notice_labels(notice);
+        route.group_by().iter().filter_map(|k| labels.get(k).map(|v| (k.clone(), v.clone()))).collect()
+    }
+
+    fn silenced(&self, notice: &AlertNotice) -> bool {
+        crate::alerting::silence::silenced_by(&self.silences, &notice_labels(notice), self.now).is_some()
+    }
 }
 
 /// The first retry delay; it doubles per attempt up to [`MAX_BACKOFF`].
@@ -186,7 +213,8 @@ impl Dispatcher {
         now: DateTime<Utc>,
         deadline: Instant,
     ) -> Result<DispatchReport, StoreError> {
-        store.seal_notices(now, order_alerts, new_uid).await?;
+        let grouping = PassGrouping { routes: &self.routes, silences: store.silences(now, false).await?, now };
+        store.seal_grouped(now, order_alerts, new_uid, Some(&grouping)).await?;
         let mut report = DispatchReport::default();
         let max_age = TimeDelta::from_std(self.max_delivery_age).unwrap_or(TimeDelta::MAX);
         let pass_started = Instant::now();

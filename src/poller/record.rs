@@ -293,6 +293,196 @@ mod tests {
         }
     }
 
+    /// A channel that records what it is sent.
+    #[derive(Default)]
+    struct Inbox(std::sync::Mutex<Vec<crate::notify::Notification>>);
+
+    #[async_trait::async_trait]
+    impl crate::notify::Channel for Inbox {
+        fn name(&self) -> &str {
+            "hook"
+        }
+        fn kind(&self) -> &'static str {
+            "webhook"
+        }
+        async fn send(
+            &self,
+            n: &crate::notify::Notification,
+        ) -> Result<crate::notify::Delivered, crate::notify::DeliveryError> {
+            self.0.lock().unwrap().push(n.clone());
+            Ok(crate::notify::Delivered { status: 200, detail: "ok".into() })
+        }
+    }
+
+    /// Channel `hook`, taking every alert, grouped by `group_by`.
+    struct Grouped(Vec<String>);
+    impl Route for Grouped {
+        fn channel(&self) -> &str {
+            "hook"
+        }
+        fn accepts(&self, _: &AlertNotice) -> bool {
+            true
+        }
+        fn group_by(&self) -> &[String] {
+            &self.0
+        }
+    }
+
+    /// Three series — target `t` cluster and IaC scans, target `u` cluster scans — each polled by `poll_failing`
+    /// (after 1) through `lc`, dispatched after every minute's polls through the real dispatcher grouping by
+    /// `group_by`. `script[m]` says, per series, whether its poll at minute `m + 1` fails. Returns each minute's
+    /// messages as (group key, [(target/task type, event)]), plus the webhook body of the last one.
+    async fn grouped_messages(
+        group_by: &[&str],
+        lc: Lifecycle,
+        script: &[[bool; 3]],
+        silence_t_cluster_from: Option<i64>,
+    ) -> Vec<Vec<(String, Vec<(String, Event)>)>> {
+        use crate::model::TaskType;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("g.db")).await.unwrap();
+        let series = [("t", TaskType::ClusterScan), ("t", TaskType::IacScan), ("u", TaskType::ClusterScan)].map(
+            |(target, task_type)| SeriesKey {
+                target: target.into(),
+                project_id: if target == "t" { "p" } else { "q" }.into(),
+                task_type,
+                ..key()
+            },
+        );
+        let mut ids = Vec::new();
+        for k in &series {
+            ids.push(store.ensure_series(k).await.unwrap());
+        }
+        let set = poll_failing_after(1);
+        let route = Arc::new(Grouped(group_by.iter().map(|s| s.to_string()).collect()));
+        let routes: Vec<Arc<dyn Route>> = vec![route];
+        let inbox = Arc::new(Inbox::default());
+        let dispatcher =
+            crate::notify::outbox::Dispatcher::new(vec![inbox.clone()], std::time::Duration::from_secs(3600))
+                .with_routes(routes.clone());
+        if let Some(from) = silence_t_cluster_from {
+            let matchers = BTreeMap::from([
+                ("target".to_string(), "t".to_string()),
+                ("task_type".to_string(), "cluster_scan".to_string()),
+            ]);
+            store.add_silence(&matchers, at(from), at(1000), "me", "maintenance", at(from)).await.unwrap();
+        }
+        let mut minutes = Vec::new();
+        for (m, fails) in script.iter().enumerate() {
+            let minute = i64::try_from(m).unwrap() + 1;
+            let silences = store.silences(at(minute), false).await.unwrap();
+            let outbox = Outbox { labels: None, routes: &routes, silences: &silences, contexts: &[] };
+            for ((k, id), fail) in series.iter().zip(&ids).zip(fails) {
+                let rec = if *fail { failing(minute) } else { fresh(minute) };
+                record_and_evaluate(&store, *id, k, &set, &lc, &rec, true, outbox).await.unwrap();
+            }
+            let far = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            dispatcher.dispatch_due(&store, at(minute), far).await.unwrap();
+            let sent = std::mem::take(&mut *inbox.0.lock().unwrap());
+            let mut this: Vec<(String, Vec<(String, Event)>)> = sent
+                .iter()
+                .map(|n| {
+                    let alerts = n
+                        .alerts
+                        .iter()
+                        .map(|a| (format!("{}/{}", a.series.target, a.series.task_type), a.event))
+                        .collect();
+                    (n.group_key(), alerts)
+                })
+                .collect();
+            this.sort_by(|a, b| a.0.cmp(&b.0));
+            minutes.push(this);
+        }
+        minutes
+    }
+
+    const T: &str = "{}/{channel=\"hook\"}:{target=\"t\"}";
+    const U: &str = "{}/{channel=\"hook\"}:{target=\"u\"}";
+
+    fn listed(items: &[(&str, Event)]) -> Vec<(String, Event)> {
+        items.iter().map(|(s, e)| (s.to_string(), *e)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_grouped_channel_sends_one_message_per_group_listing_the_groups_alerts_that_still_fire() {
+        let minutes = grouped_messages(
+            &["target"],
+            Lifecycle::default(),
+            &[[true, true, true], [true, false, true], [true, true, true], [false, false, false]],
+            None,
+        )
+        .await;
+        // Minute 1: everything fires; one message per target.
+        assert_eq!(
+            minutes[0],
+            vec![
+                (T.to_string(), listed(&[("t/cluster_scan", Event::Firing), ("t/iac_scan", Event::Firing)])),
+                (U.to_string(), listed(&[("u/cluster_scan", Event::Firing)])),
+            ]
+        );
+        // Minute 2: t's IaC scans recover. t's message says so and lists t's cluster alert, still firing; u's group
+        // did not change and gets nothing.
+        assert_eq!(
+            minutes[1],
+            vec![(T.to_string(), listed(&[("t/cluster_scan", Event::Repeat), ("t/iac_scan", Event::Resolved)]))]
+        );
+        // Minute 3: it fires again.
+        assert_eq!(
+            minutes[2],
+            vec![(T.to_string(), listed(&[("t/iac_scan", Event::Firing), ("t/cluster_scan", Event::Repeat)]))]
+        );
+        // Minute 4: all resolve; each group's message holds only resolutions.
+        assert_eq!(
+            minutes[3],
+            vec![
+                (T.to_string(), listed(&[("t/cluster_scan", Event::Resolved), ("t/iac_scan", Event::Resolved)])),
+                (U.to_string(), listed(&[("u/cluster_scan", Event::Resolved)])),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn without_group_by_a_channel_is_one_group_and_every_message_lists_all_that_still_fires() {
+        let minutes =
+            grouped_messages(&[], Lifecycle::default(), &[[true, true, false], [true, true, true]], None).await;
+        let one = "{}/{channel=\"hook\"}:{}".to_string();
+        assert_eq!(
+            minutes[0],
+            vec![(one.clone(), listed(&[("t/cluster_scan", Event::Firing), ("t/iac_scan", Event::Firing)]))]
+        );
+        assert_eq!(
+            minutes[1],
+            vec![(
+                one,
+                listed(&[
+                    ("u/cluster_scan", Event::Firing),
+                    ("t/cluster_scan", Event::Repeat),
+                    ("t/iac_scan", Event::Repeat)
+                ])
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_group_never_lists_an_alert_that_resolved_without_a_message_or_is_silenced() {
+        // With send_resolved off, t's IaC alert resolves at minute 2 and nothing is sent. At minute 3 u fires: the
+        // one group's message lists t's cluster alert, still firing, and not the quietly resolved one.
+        let quiet = Lifecycle { send_resolved: false, ..Lifecycle::default() };
+        let script = [[true, true, false], [true, false, false], [true, false, true]];
+        let minutes = grouped_messages(&[], quiet, &script, None).await;
+        let one = "{}/{channel=\"hook\"}:{}".to_string();
+        assert_eq!(minutes[1], vec![], "a resolution without send_resolved sends nothing");
+        assert_eq!(
+            minutes[2],
+            vec![(one, listed(&[("u/cluster_scan", Event::Firing), ("t/cluster_scan", Event::Repeat)]))]
+        );
+        // t's cluster alert is silenced from minute 2: when t's IaC alert fires again at minute 3, t's message
+        // does not list it.
+        let script = [[true, true, false], [true, false, false], [true, true, false]];
+        let minutes = grouped_messages(&["target"], Lifecycle::default(), &script, Some(2)).await;
+        assert_eq!(minutes[2], vec![(T.to_string(), listed(&[("t/iac_scan", Event::Firing)]))]);
+    }
+
     #[tokio::test]
     async fn a_silenced_firing_is_recorded_suppressed_and_sent_when_the_silence_ends() {
         let (_dir, store, id) = fresh_store().await;

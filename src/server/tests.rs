@@ -598,8 +598,8 @@ fn extreme_value() -> impl proptest::strategy::Strategy<Value = String> {
     ]
 }
 
-/// Every `/api/v1/*` parameter, driven with extreme values: the answer is always a JSON 200 or 400, never a panic
-/// (axum does not catch one: the connection would drop) and never a 500.
+/// Every `/api/v1/*` parameter and the web page's, driven with extreme values: the answer is always a 200 or 400
+/// (404 for an alert page), never a panic (axum does not catch one: the connection would drop) and never a 500.
 #[tokio::test]
 async fn no_api_parameter_value_panics_the_server() {
     use proptest::strategy::{Strategy, ValueTree};
@@ -612,6 +612,7 @@ async fn no_api_parameter_value_panics_the_server() {
         ("/api/v1/alerts", "all"),
         ("/api/v1/notifications", "status"),
         ("/api/v1/notifications", "limit"),
+        ("/", "since"),
     ];
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     for _ in 0..40 {
@@ -623,7 +624,14 @@ async fn no_api_parameter_value_panics_the_server() {
             let status = app.status_of(&url, Some(TOKEN)).await;
             assert!(status == 200 || status == 400, "{url}: HTTP {status}");
         }
+        // The web page's path parameter: an alert's page or a 404 page, whatever the segment holds.
+        let value = extreme_value().new_tree(&mut runner).unwrap().current();
+        let segment = percent_encoding::utf8_percent_encode(&value, percent_encoding::NON_ALPHANUMERIC);
+        let url = format!("/alerts/{segment}");
+        let status = app.status_of(&url, Some(TOKEN)).await;
+        assert_eq!(status, 404, "{url}");
     }
+    assert_eq!(app.status_of("/alerts/fp-firing", Some(TOKEN)).await, 200);
     // The case: a duration far past chrono's range means "since ever".
     let (status, body) = app.get("/api/v1/snapshots?since=300000y").await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -24,7 +24,7 @@ pub mod outbox;
 
 use crate::model::{ErrorKind, PollRecord, SeriesKey, Snapshot, TaskStats, TaskType};
 pub use alerts::{AlertRow, SilenceRow, TransitionRow};
-pub use outbox::{AttemptResult, Claimant, DeliveryStatus, NotificationRow};
+pub use outbox::{AttemptResult, Claimant, DeliveryStatus, Grouper, NotificationRow};
 
 /// Errors from the store; all carry what failed.
 ///

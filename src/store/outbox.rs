@@ -1,5 +1,6 @@
 //! The outbox tables: notices written with their transition, notifications sealed from them, delivery attempts.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -60,6 +61,15 @@ pub struct NotificationRow {
     pub last_error: Option<String>,
 }
 
+/// How sealing groups a channel's notices, Alertmanager's way (the dispatcher implements it from the channels'
+/// routes and the silences in force).
+pub trait Grouper {
+    /// The group of `notice` on `channel`: its labels named by the channel's `group_by` (empty: one group).
+    fn group_labels(&self, channel: &str, notice: &AlertNotice) -> BTreeMap<String, String>;
+    /// Whether a silence covers this still-firing alert now (then it is not listed).
+    fn silenced(&self, notice: &AlertNotice) -> bool;
+}
+
 /// How one delivery attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptResult {
@@ -111,9 +121,15 @@ fn notification_from_row(row: &SqliteRow) -> Result<NotificationRow, StoreError>
     .map_err(read)?;
     let alerts: Vec<AlertNotice> =
         serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload of notification {id}: {e}")))?;
+    let group_labels: BTreeMap<String, String> = match row.try_get::<Option<String>, _>("group_labels") {
+        Ok(Some(json)) => {
+            serde_json::from_str(&json).map_err(|e| corrupt(format!("group labels of notification {id}: {e}")))?
+        }
+        _ => BTreeMap::new(),
+    };
     Ok(NotificationRow {
         id,
-        notification: Notification { id: uid, channel, created_at: millis(created), alerts },
+        notification: Notification { id: uid, channel, created_at: millis(created), alerts, group_labels },
         event: event_of(&event)?,
         status: DeliveryStatus::parse(&status).ok_or_else(|| corrupt(format!("status `{status}`")))?,
         attempts: u32::try_from(attempts).unwrap_or(0),
@@ -215,12 +231,31 @@ impl WriteTx {
 
 impl Store {
     /// Groups every unsealed notice into one notification per channel (suppressed ones into their own, recorded
-    /// as `suppressed`). `order` sorts a group's alerts; `uid` names a new notification. Returns the new ids.
+    /// as `suppressed`), without `group_by` and without listing unchanged alerts: [`Store::seal_grouped`] with no
+    /// [`Grouper`].
     pub async fn seal_notices(
         &self,
         now: DateTime<Utc>,
         order: impl Fn(&mut [AlertNotice]),
+        uid: impl FnMut() -> String,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.seal_grouped(now, order, uid, None).await
+    }
+
+    /// Seals every unsealed notice into notifications: one per (channel, group), the group being the notice's labels
+    /// named by the channel's `group_by` (as the `grouper` says). Suppressed notices go into their own
+    /// notifications, recorded as `suppressed` and never sent. With a `grouper`, each notification to be sent also
+    /// lists its group's other alerts that still fire on that channel — those whose latest unsuppressed notice
+    /// there was not a resolution, that the alerts table still has firing and that no silence covers now — as
+    /// [`Event::Repeat`] with their current summary and value, as Alertmanager lists a group's current alerts.
+    /// `order` sorts a notification's alerts; `uid` names a new notification. One transaction: two processes never
+    /// seal one notice twice. Returns the new ids.
+    pub async fn seal_grouped(
+        &self,
+        now: DateTime<Utc>,
+        order: impl Fn(&mut [AlertNotice]),
         mut uid: impl FnMut() -> String,
+        grouper: Option<&(dyn Grouper + Sync)>,
     ) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
@@ -229,21 +264,72 @@ impl Store {
         .fetch_all(&mut *tx.tx)
         .await
         .map_err(tx.failed("reading notices"))?;
-        // (channel, suppressed) -> (notice ids, notices)
-        let mut groups: std::collections::BTreeMap<(String, bool), (Vec<i64>, Vec<AlertNotice>)> = Default::default();
+        type Key = (String, bool, BTreeMap<String, String>);
+        let mut groups: BTreeMap<Key, (Vec<i64>, Vec<AlertNotice>)> = BTreeMap::new();
+        // Per channel, the alerts a notice of this pass is about: they are in their group already.
+        let mut changed: HashMap<String, BTreeSet<String>> = HashMap::new();
         for row in &rows {
             let (id, channel, payload, suppressed): (i64, String, String, bool) =
                 (|| Ok::<_, sqlx::Error>((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)))()
                     .map_err(sql("reading notices"))?;
             let notice: AlertNotice =
                 serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload of notice {id}: {e}")))?;
-            let g = groups.entry((channel, suppressed)).or_default();
+            let labels = grouper.map(|g| g.group_labels(&channel, &notice)).unwrap_or_default();
+            changed.entry(channel.clone()).or_default().insert(notice.fingerprint.clone());
+            let g = groups.entry((channel, suppressed, labels)).or_default();
             g.0.push(id);
             g.1.push(notice);
         }
+        // The alerts still firing on each channel that has a group to send, as that channel last heard of them.
+        let mut still_firing: HashMap<String, Vec<AlertNotice>> = HashMap::new();
+        if let Some(grouper) = grouper {
+            for (channel, _, _) in groups.keys().filter(|(_, suppressed, _)| !suppressed) {
+                if still_firing.contains_key(channel) {
+                    continue;
+                }
+                let listed = sqlx::query(
+                    "SELECT a.summary, a.value, n.event, n.payload
+                     FROM alerts a
+                     JOIN notices n ON n.id = (
+                         SELECT m.id FROM notices m
+                         WHERE m.channel = ?1 AND m.fingerprint = a.fingerprint AND m.suppressed = FALSE
+                         ORDER BY m.id DESC LIMIT 1)
+                     WHERE a.state = 'firing'",
+                )
+                .bind(channel)
+                .fetch_all(&mut *tx.tx)
+                .await
+                .map_err(tx.failed("reading the alerts still firing"))?;
+                let mut alerts = Vec::new();
+                for row in &listed {
+                    let (summary, value, event, payload): (String, String, String, String) = (|| {
+                        Ok::<_, sqlx::Error>((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
+                    })()
+                    .map_err(sql("reading the alerts still firing"))?;
+                    if event_of(&event)? == Event::Resolved {
+                        continue;
+                    }
+                    let mut notice: AlertNotice = serde_json::from_str(&payload)
+                        .map_err(|e| corrupt(format!("payload of a notice on `{channel}`: {e}")))?;
+                    if changed.get(channel).is_some_and(|c| c.contains(&notice.fingerprint))
+                        || grouper.silenced(&notice)
+                    {
+                        continue;
+                    }
+                    notice.event = Event::Repeat;
+                    notice.at = now;
+                    if !summary.is_empty() {
+                        notice.summary = summary;
+                        notice.value = value;
+                    }
+                    alerts.push(notice);
+                }
+                still_firing.insert(channel.clone(), alerts);
+            }
+        }
         let mut created = Vec::new();
-        for ((channel, suppressed), (ids, mut alerts)) in groups {
-            order(&mut alerts);
+        for ((channel, suppressed, group_labels), (ids, mut alerts)) in groups {
+            // The notification's event is what changed; the alerts only listed do not count.
             let event = if alerts.iter().any(|a| a.event == Event::Firing) {
                 Event::Firing
             } else if alerts.iter().any(|a| a.event == Event::Repeat) {
@@ -251,11 +337,17 @@ impl Store {
             } else {
                 Event::Resolved
             };
+            if let (Some(grouper), false) = (grouper, suppressed) {
+                let others = still_firing.get(&channel).map(Vec::as_slice).unwrap_or_default();
+                alerts.extend(others.iter().filter(|a| grouper.group_labels(&channel, a) == group_labels).cloned());
+            }
+            order(&mut alerts);
             let fingerprints: Vec<&str> = alerts.iter().map(|a| a.fingerprint.as_str()).collect();
             let status = if suppressed { DeliveryStatus::Suppressed } else { DeliveryStatus::Pending };
             let row = sqlx::query(
-                "INSERT INTO notifications (uid, channel, event, status, fingerprints, payload, created_at, next_attempt_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id",
+                "INSERT INTO notifications
+                     (uid, channel, event, status, fingerprints, payload, created_at, next_attempt_at, group_labels)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8) RETURNING id",
             )
             .bind(uid())
             .bind(&channel)
@@ -264,6 +356,7 @@ impl Store {
             .bind(serde_json::to_string(&fingerprints).map_err(|e| corrupt(e.to_string()))?)
             .bind(serde_json::to_string(&alerts).map_err(|e| corrupt(e.to_string()))?)
             .bind(now.timestamp_millis())
+            .bind(serde_json::to_string(&group_labels).map_err(|e| corrupt(e.to_string()))?)
             .fetch_one(&mut *tx.tx)
             .await
             .map_err(tx.failed("sealing a notification"))?;

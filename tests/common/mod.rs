@@ -228,19 +228,28 @@ impl std::fmt::Display for Run {
 /// HUAWEICLOUD_SDK_* / CLOUD_SDK_* / SCANWATCH_* / proxy variable of the developer's shell leaks in). Kills it and
 /// fails the test if it runs over [`CHILD_TIMEOUT`]; fails the test if it panicked.
 pub fn run_scanwatch(dir: &Path, args: &[&str], env: &[(String, String)]) -> Run {
-    let command = format!("scanwatch {}", args.join(" "));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scanwatch"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_scanwatch"));
+    command
         .args(args)
         .current_dir(dir)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("NO_COLOR", "1")
-        .env("RUST_BACKTRACE", "1")
+        .env("RUST_BACKTRACE", "1");
+    let run = run_command(format!("scanwatch {}", args.join(" ")), command);
+    assert!(!run.stderr.contains("panicked"), "`{}` panicked\n{run}", run.command);
+    run
+}
+
+/// Runs `command` (named `name` in messages) to its end with stdin closed and both outputs captured. Kills it and
+/// fails the test if it runs over [`CHILD_TIMEOUT`].
+pub fn run_command(name: String, mut command: Command) -> Run {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start `{name}`: {e}"));
 
     // Each pipe is drained on its own thread, which reports when it reaches EOF, i.e. when the child is gone.
     let (done, finished) = mpsc::channel::<()>();
@@ -267,15 +276,14 @@ pub fn run_scanwatch(dir: &Path, args: &[&str], env: &[(String, String)]) -> Run
             break;
         }
     }
-    let status = child.wait().unwrap_or_else(|e| panic!("cannot wait for `{command}`: {e}"));
+    let status = child.wait().unwrap_or_else(|e| panic!("cannot wait for `{name}`: {e}"));
     let run = Run {
-        command,
+        command: name,
         code: status.code(),
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
     };
     assert!(!timed_out, "`{}` ran over {CHILD_TIMEOUT:?} and was killed\n{run}", run.command);
-    assert!(!run.stderr.contains("panicked"), "`{}` panicked\n{run}", run.command);
     run
 }
 

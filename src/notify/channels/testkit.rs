@@ -64,7 +64,13 @@ pub fn notice(i: usize, event: Event) -> AlertNotice {
 }
 
 pub fn notification(alerts: Vec<AlertNotice>) -> Notification {
-    Notification { id: "ntf-0001".to_string(), channel: "test".to_string(), created_at: t0(), alerts }
+    Notification {
+        id: "ntf-0001".to_string(),
+        channel: "test".to_string(),
+        created_at: t0(),
+        alerts,
+        group_labels: Default::default(),
+    }
 }
 
 /// `n` firing alerts in one notification.

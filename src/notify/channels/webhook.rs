@@ -114,11 +114,11 @@ impl WebhookChannel {
         let envelope = |alerts: &[Value], truncated: usize| {
             json!({
                 "version": "4",
-                "groupKey": format!("scanwatch:{}", self.common.name),
+                "groupKey": n.group_key(),
                 "truncatedAlerts": truncated,
                 "status": if firing { "firing" } else { "resolved" },
                 "receiver": self.common.name,
-                "groupLabels": {},
+                "groupLabels": n.group_labels,
                 "commonLabels": common_labels,
                 "commonAnnotations": common_annotations,
                 "externalURL": "",
@@ -414,6 +414,30 @@ mod tests {
         assert_eq!(body["commonLabels"]["env"], "prod");
         assert!(body["commonLabels"].get("target").is_none());
         assert!(body["title"].as_str().unwrap().starts_with("[FIRING:1] scanwatch: no_recent_scan, stuck_running"));
+    }
+
+    #[tokio::test]
+    async fn a_groups_body_carries_alertmanagers_group_key_and_stays_firing_while_any_alert_fires() {
+        let ch = channel(refused_url().await, Auth::None, None);
+        let mut n = notification(vec![notice(0, Event::Repeat), notice(1, Event::Resolved)]);
+        n.channel = "ops-hook".into();
+        n.group_labels = BTreeMap::from([
+            ("target".to_string(), "prod-cn-north-4".to_string()),
+            ("env".to_string(), "p\"r\\od\n".to_string()),
+        ]);
+        let body = ch.payload(&n);
+        // As Alertmanager renders a child route's key and a label set (Go's %q for values, names sorted).
+        assert_eq!(body["groupKey"], r#"{}/{channel="ops-hook"}:{env="p\"r\\od\n", target="prod-cn-north-4"}"#);
+        assert_eq!(body["groupLabels"]["target"], "prod-cn-north-4");
+        assert_eq!(body["status"], "firing", "one alert of the group still fires");
+        assert_eq!(body["alerts"][0]["status"], "firing");
+        assert_eq!(body["alerts"][1]["status"], "resolved");
+        n.alerts.remove(0);
+        n.group_labels.clear();
+        let body = ch.payload(&n);
+        assert_eq!(body["status"], "resolved");
+        assert_eq!(body["groupKey"], r#"{}/{channel="ops-hook"}:{}"#);
+        assert_eq!(body["groupLabels"], serde_json::json!({}));
     }
 
     #[tokio::test]

@@ -405,3 +405,16 @@ async fn a_built_channel_sends_in_its_language_and_zone_with_its_template() {
     assert_eq!(body["attachments"][0]["text"], "集群扫描已 31h 未启动新任务(阈值 24h) @ 2025-04-22 09:04 CST");
     assert!(body["text"].as_str().unwrap().starts_with("【告警:1】"));
 }
+
+#[test]
+fn group_by_takes_label_names_once_each_and_names_the_bad_one() {
+    use crate::notify::outbox::Route;
+    assert_eq!(routed("group_by = [\"target\", \"env\"]").group_by(), ["target", "env"]);
+    assert!(routed("").group_by().is_empty(), "default: one group per channel");
+    let (cfg, problems, _) = validate(
+        "name = \"s\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"\ngroup_by = [\"target\", \"9x\", \"target\"]",
+    );
+    assert!(cfg.is_none());
+    assert_eq!(keys(&problems), ["channels[3].group_by[1]", "channels[3].group_by[2]"]);
+    assert!(problem(&problems, "channels[3].group_by[2]").contains("twice"));
+}

@@ -57,6 +57,7 @@ fn notification(id: &str, alerts: Vec<AlertNotice>) -> Notification {
         channel: "oncall-mail".to_string(),
         created_at: Utc.with_ymd_and_hms(2025, 4, 22, 15, 34, 11).single().unwrap(),
         alerts,
+        group_labels: Default::default(),
     }
 }
 
