@@ -17,6 +17,21 @@ pub fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     TimeDelta::from_std(d).ok().and_then(|d| t.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// Exact days, hours, minutes, seconds, milliseconds (`90d`, `1h30m`, `1m30s`): what an operator writes, and what
+/// humantime reads back (its own formatter says "2months 29days 2h 52m 48s" for 90 days).
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs / 3600 % 24, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+        (u64::from(d.subsec_millis()), "ms"),
+    ];
+    let text: String = parts.iter().filter(|(n, _)| *n > 0).map(|(n, u)| format!("{n}{u}")).collect();
+    if text.is_empty() { "0s".into() } else { text }
+}
+
 /// A humantime duration (`90s`, `24h`, `7d`), for command-line flags.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); e.g. `90s`, `24h`"))

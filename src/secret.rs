@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+pub mod sources;
+
 /// A secret value. `Debug`, `Display` and `Serialize` all print `[redacted]`; only [`Secret::expose`] gives the
 /// value, so every place that uses a secret is greppable.
 #[derive(Clone, PartialEq, Eq, Default)]

@@ -7,7 +7,8 @@
 //! socket or a database.
 
 mod raw;
-pub mod secrets;
+/// Where secrets come from; kept under its old name, as configuration is its main user.
+pub use crate::secret::sources as secrets;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -54,7 +55,7 @@ pub mod limits {
     /// `alerting.pending_for`, `resolve_after`, `repeat_interval`, `max_delivery_age`.
     pub const ALERTING: Duration = Duration::from_secs(30 * DAY);
     /// `channels[].timeout`: one delivery attempt.
-    pub const CHANNEL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+    pub const CHANNEL_TIMEOUT: Duration = crate::notify::config::MAX_TIMEOUT;
     /// `rules.poll_failing.after`: the rule reads this many of the latest snapshots.
     pub const POLL_FAILING_AFTER: u32 = 1000;
     /// `accounts[].calls_per_minute` and `schedule.host_calls_per_minute`: far above HSS's 5 (the simulator and
@@ -346,20 +347,7 @@ mod humantime_ser {
     }
 }
 
-/// Exact days, hours, minutes, seconds, milliseconds (`90d`, `1h30m`, `1m30s`): what an operator writes, and what
-/// humantime reads back (its own formatter says "2months 29days 2h 52m 48s" for 90 days).
-pub fn format_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    let parts = [
-        (secs / 86_400, "d"),
-        (secs / 3600 % 24, "h"),
-        (secs / 60 % 60, "m"),
-        (secs % 60, "s"),
-        (u64::from(d.subsec_millis()), "ms"),
-    ];
-    let text: String = parts.iter().filter(|(n, _)| *n > 0).map(|(n, u)| format!("{n}{u}")).collect();
-    if text.is_empty() { "0s".into() } else { text }
-}
+pub use crate::clock::format_duration;
 
 /// Parses a humantime duration of at most `max`, or says (naming the text, never a key) what is wrong.
 fn check_duration(text: &str, max: Duration) -> Result<Duration, String> {

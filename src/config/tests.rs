@@ -697,3 +697,48 @@ fn validate_checks_the_interval_against_the_per_ip_budget_of_each_endpoint_host_
     let config = load(&raised, &env()).unwrap();
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
+
+#[test]
+fn a_channel_key_no_kind_knows_is_an_unknown_key_and_a_key_of_another_kind_names_its_kind() {
+    let text = format!(
+        "{MINIMAL}[[channels]]\nname = \"s\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"\ncolour = \"red\"\n"
+    );
+    let e = load(&text, &env()).unwrap_err();
+    assert_eq!(keys(e.clone()), ["channels[0].colour"], "{e}");
+    assert!(e.problems[0].message.contains("unknown key"), "{e}");
+    let text = format!(
+        "{MINIMAL}[[channels]]\nname = \"s\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"\nsmtp_host = \"smtp.example.com\"\n"
+    );
+    let e = load(&text, &env()).unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert_eq!(
+        e.problems[0].to_string(),
+        "channels[0].smtp_host: does not apply to kind = \"slack\" (it is for email)"
+    );
+}
+
+#[test]
+fn the_commented_channel_kinds_of_the_example_config_validate_when_uncommented() {
+    let text = include_str!("../../config/scanwatch.example.toml");
+    let start = text.find("# More channel kinds").unwrap();
+    let block: String = text[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.strip_prefix("# ").or(l.strip_prefix("#")).unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut vars = env().vars().clone();
+    for (k, v) in [
+        ("SCANWATCH_PAGERDUTY_KEY", "0123456789abcdef0123456789abcdef"),
+        ("SCANWATCH_TELEGRAM_TOKEN", "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"),
+        ("SCANWATCH_DISCORD_URL", "https://discord.com/api/webhooks/1/t"),
+        ("SCANWATCH_GOOGLECHAT_URL", "https://chat.googleapis.com/v1/spaces/A/messages?key=k&token=t"),
+    ] {
+        vars.insert(k.into(), v.into());
+    }
+    let c = load(&format!("{MINIMAL}{block}"), &Environment::from_pairs(vars)).unwrap();
+    let kinds: Vec<&str> = c.channels.iter().map(|ch| ch.kind()).collect();
+    assert_eq!(kinds, ["pagerduty", "telegram", "discord", "googlechat"]);
+    assert!(c.channels[1].proxy.is_some());
+}

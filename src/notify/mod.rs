@@ -6,7 +6,8 @@
 //!
 //! - [`message`]: titles and per-alert blocks in English and Chinese, each service's markup, user templates, and
 //!   [`message::fit`], which cuts a message to a service's size limit with "… and N more".
-//! - [`channels`]: email and the HTTP channels (webhook, Feishu, DingTalk, WeCom, Slack, Teams).
+//! - [`channels`]: email and the HTTP channels (webhook, Feishu, DingTalk, WeCom, Slack, Teams, PagerDuty,
+//!   Telegram, Discord, Google Chat), and each kind's config type beside its sender.
 //! - [`outbox`]: routing, sealing a cycle's notices into one message per channel, and the dispatcher.
 //! - [`config`]: `[[channels]]` validation, routing ([`config::ChannelConfig::matches`]) and [`config::build`].
 
@@ -140,7 +141,7 @@ pub enum DeliveryError {
 pub trait Channel: Send + Sync {
     /// The configured channel name.
     fn name(&self) -> &str;
-    /// `webhook`, `feishu`, `dingtalk`, `wecom`, `slack`, `teams` or `email`.
+    /// The `kind` as configured: one of `settings::KINDS` (`webhook`, `slack`, `telegram`, `email`, …).
     fn kind(&self) -> &'static str;
     /// Delivers one notification (one attempt; the dispatcher owns retries).
     async fn send(&self, n: &Notification) -> Result<Delivered, DeliveryError>;
@@ -190,11 +191,11 @@ pub fn build_channels(
     configs: &[config::ChannelConfig],
     tz: chrono_tz::Tz,
 ) -> anyhow::Result<Vec<std::sync::Arc<dyn Channel>>> {
-    let http = channels::http_client(Duration::from_secs(10), Duration::from_secs(60))?;
+    let http = channels::channel_client(None)?;
     configs
         .iter()
         .map(|c| match &c.settings {
-            config::ChannelSettings::Email { settings } => {
+            config::ChannelSettings::Email(settings) => {
                 channels::email::EmailChannel::new(c.name.clone(), settings.clone(), c.language, tz)
                     .map(|e| std::sync::Arc::new(e) as std::sync::Arc<dyn Channel>)
                     .map_err(|e| anyhow::anyhow!("channel `{}`: {e}", c.name))

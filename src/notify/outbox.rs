@@ -105,16 +105,9 @@ impl ChannelLimiter {
         ChannelLimiter { limits: limits.to_vec(), sent: Mutex::new(VecDeque::new()) }
     }
 
-    /// The service's documented limits: DingTalk and WeCom 20/min, Feishu 5/s and 100/min, Slack 1/s, Teams 4/s.
+    /// The service's documented limits, as each kind declares them beside its sender (`KindConfig::LIMITS`).
     pub fn for_kind(kind: &str) -> Self {
-        let (s, m) = (Duration::from_secs(1), Duration::from_secs(60));
-        match kind {
-            "dingtalk" | "wecom" => ChannelLimiter::new(&[(20, m)]),
-            "feishu" => ChannelLimiter::new(&[(5, s), (100, m)]),
-            "slack" => ChannelLimiter::new(&[(1, s)]),
-            "teams" => ChannelLimiter::new(&[(4, s)]),
-            _ => ChannelLimiter::new(&[]),
-        }
+        ChannelLimiter::new(super::channels::settings::limits_of(kind))
     }
 
     /// Takes a slot now, or says how long until one frees up.
@@ -233,7 +226,7 @@ impl Dispatcher {
             if now - n.created_at > max_age {
                 let why = format!(
                     "not delivered within max_delivery_age ({}); last error: {}",
-                    crate::config::format_duration(self.max_delivery_age),
+                    crate::clock::format_duration(self.max_delivery_age),
                     row.last_error.as_deref().unwrap_or("none")
                 );
                 store.give_up(row.id, DeliveryStatus::Expired, &why).await?;
@@ -264,7 +257,7 @@ impl Dispatcher {
                 Err(_) => Err(DeliveryError::Retryable {
                     reason: format!(
                         "no answer within {}, the longest a send may take",
-                        crate::config::format_duration(MAX_SEND)
+                        crate::clock::format_duration(MAX_SEND)
                     ),
                     retry_after: None,
                 }),
@@ -279,7 +272,7 @@ impl Dispatcher {
                 Err(DeliveryError::Retryable { reason, retry_after }) => {
                     report.retrying += 1;
                     let delay = retry_delay(row.attempts, retry_after, &mut rand::rng());
-                    tracing::warn!(channel = %n.channel, id = %n.id, attempt = row.attempts + 1, retry_in = %crate::config::format_duration(delay), error = %reason, "delivery failed; will retry");
+                    tracing::warn!(channel = %n.channel, id = %n.id, attempt = row.attempts + 1, retry_in = %crate::clock::format_duration(delay), error = %reason, "delivery failed; will retry");
                     AttemptResult::Retry {
                         error: reason,
                         next_attempt_at: now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX),

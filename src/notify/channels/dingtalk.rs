@@ -12,11 +12,16 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use url::Url;
 
+use super::settings::{Checker, KindConfig, KindSettings, MINUTE, SecretUrl, SignedBotKeys};
 use super::{Answer, Common, to_bytes};
 use crate::hss::signer::hmac_sha256;
 use crate::notify::message::{Budget, Format, Unit};
 use crate::notify::{Channel, Delivered, DeliveryError, Notification};
 use crate::secret::Secret;
+use crate::secret::sources::{SecretContext, SourcedSecret};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// DingTalk refuses messages over 20,000 bytes; the whole body is kept under it.
 pub const MAX_BODY_BYTES: usize = 20_000;
@@ -49,6 +54,55 @@ pub fn signed_url(url: &Url, secret: &str, timestamp_ms: i64) -> Url {
         .append_pair("timestamp", &timestamp_ms.to_string())
         .append_pair("sign", &dingtalk_sign(secret, timestamp_ms));
     url
+}
+
+/// A DingTalk robot's example URL, shown in problems.
+pub const EXAMPLE_URL: &str = "https://oapi.dingtalk.com/robot/send?access_token=…";
+
+/// The keys of a `kind = "dingtalk"` channel: the robot's webhook URL and its optional signing secret.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct DingTalkConfig(pub SignedBotKeys);
+
+/// A validated `dingtalk` channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct DingTalkSettings {
+    pub url: SecretUrl,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SourcedSecret>,
+}
+
+impl KindConfig for DingTalkConfig {
+    type Settings = DingTalkSettings;
+    /// 20 messages a minute per robot.
+    const LIMITS: &'static [(usize, Duration)] = &[(20, MINUTE)];
+
+    fn validate(&self, c: &mut Checker<'_>, ctx: &SecretContext<'_>, _: Duration) -> Option<DingTalkSettings> {
+        let url_keys = self.0.url_keys();
+        let url_key = url_keys.written();
+        let url = c.url(ctx, url_keys, EXAMPLE_URL);
+        let secret_keys = self.0.secret_keys();
+        let secret_key = secret_keys.written();
+        let secret = c.optional_secret(ctx, secret_keys);
+        if let Some(s) = &secret
+            && s.is_available()
+            && !s.value.expose().starts_with("SEC")
+        {
+            c.warning(
+                &secret_key,
+                "DingTalk signing secrets start with `SEC`; check that this is the robot's signing secret",
+            );
+        }
+        let url = url?;
+        c.require_query(&url, &url_key, "access_token", EXAMPLE_URL).then_some(DingTalkSettings { url, secret })
+    }
+}
+
+impl KindSettings for DingTalkSettings {
+    fn build(&self, common: &dyn Fn(&Url) -> Common) -> Option<Arc<dyn Channel>> {
+        let secret = self.secret.as_ref().map(|s| s.value.clone());
+        Some(Arc::new(DingTalkChannel::new(common(self.url.expose()), secret)))
+    }
 }
 
 /// A DingTalk group robot.

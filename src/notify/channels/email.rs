@@ -23,12 +23,205 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::{self, AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
+use super::settings::{Checker, KindConfig, KindSettings, is_loopback_host};
 use crate::alerting::Event;
 use crate::model::{TaskType, excerpt};
 use crate::notify::message::{Format, context_rows};
 use crate::notify::{AlertNotice, Channel, Delivered, DeliveryError, EmailSettings, EmailTls, Language, Notification};
 use crate::rules::{Severity, human_duration};
+use crate::secret::sources::{SecretContext, SecretKeys};
 use crate::secret::{REDACTED, Secret};
+use serde::Deserialize;
+
+/// The keys of a `kind = "email"` channel: the SMTP relay, its login, and the mail's sender and recipients.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub smtp_host: Option<String>,
+    pub smtp_port: Option<i64>,
+    pub tls: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<Vec<String>>,
+    pub ca_file: Option<String>,
+}
+
+impl KindConfig for EmailConfig {
+    type Settings = EmailSettings;
+    /// SMTP takes a few round trips.
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn validate(&self, c: &mut Checker<'_>, ctx: &SecretContext<'_>, timeout: Duration) -> Option<EmailSettings> {
+        let raw = self;
+        let host = match raw.smtp_host.as_deref().map(str::trim) {
+            Some(h) if !h.is_empty() => h.to_string(),
+            Some(_) => {
+                c.problem("smtp_host", "must not be empty");
+                String::new()
+            }
+            None => {
+                c.problem("smtp_host", "is required, e.g. `smtp.example.com`");
+                String::new()
+            }
+        };
+        let tls =
+            match raw.tls.as_deref() {
+                Some("implicit") => EmailTls::Implicit,
+                Some("starttls") => EmailTls::Starttls,
+                Some("none") => EmailTls::None,
+                Some(other) => {
+                    c.problem(
+                "tls",
+                format!("`{other}` is not a TLS mode; use implicit (port 465), starttls (587) or none (loopback only)"),
+            );
+                    EmailTls::Implicit
+                }
+                None if raw.smtp_port == Some(587) => EmailTls::Starttls,
+                None => EmailTls::Implicit,
+            };
+        let default_port = match tls {
+            EmailTls::Implicit => 465,
+            EmailTls::Starttls => 587,
+            EmailTls::None => 25,
+        };
+        let port = match raw.smtp_port {
+            None => default_port,
+            Some(p) => match u16::try_from(p) {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    c.problem("smtp_port", format!("`{p}` is not a port number (1 to 65535)"));
+                    default_port
+                }
+            },
+        };
+        match (tls, port) {
+            (EmailTls::Implicit, 587) => {
+                c.warning("tls", "port 587 usually speaks STARTTLS; set tls = \"starttls\" if the connection fails")
+            }
+            (EmailTls::Starttls, 465) => {
+                c.warning("tls", "port 465 usually speaks implicit TLS; set tls = \"implicit\" if the connection fails")
+            }
+            _ => {}
+        }
+        if tls == EmailTls::None && !host.is_empty() && !is_loopback_host(&host) {
+            c.problem("tls", "`none` sends mail and the SMTP password unencrypted and is allowed only to a loopback host; use implicit or starttls");
+        }
+        let password_keys = SecretKeys::of(
+            "password",
+            raw.password.as_deref(),
+            raw.password_env.as_deref(),
+            raw.password_file.as_deref(),
+        );
+        let password_given = password_keys.given();
+        let password = c.optional_secret(ctx, password_keys);
+        let username = raw.username.clone();
+        match (&username, password_given) {
+            (Some(u), _) if u.trim().is_empty() => c.problem("username", "must not be empty"),
+            (Some(_), false) => {
+                c.problem("password", "is required with username: set `password_env` or `password_file`")
+            }
+            (None, true) => c.problem("username", "is required with a password"),
+            _ => {}
+        }
+        let from = match raw.from.as_deref().map(str::trim) {
+            Some(f) if looks_like_address(f) => f.to_string(),
+            Some(f) => {
+                c.problem("from", format!("`{f}` is not an email address, e.g. `scanwatch <scanwatch@example.com>`"));
+                String::new()
+            }
+            None => {
+                c.problem("from", "is required, e.g. `scanwatch <scanwatch@example.com>`");
+                String::new()
+            }
+        };
+        let mut to = Vec::new();
+        match &raw.to {
+            None => c.problem("to", "is required: a list of recipients, e.g. [\"secops@example.com\"]"),
+            Some(list) if list.is_empty() => c.problem("to", "lists no recipient"),
+            Some(list) => {
+                for (i, addr) in list.iter().enumerate() {
+                    if looks_like_address(addr.trim()) {
+                        to.push(addr.trim().to_string());
+                    } else {
+                        c.problem(&format!("to[{i}]"), format!("`{addr}` is not an email address"));
+                    }
+                }
+            }
+        }
+        let ca_file = raw.ca_file.as_deref().and_then(|f| {
+            let path = ctx.config_dir.join(f);
+            if path.is_file() {
+                Some(path)
+            } else {
+                c.problem("ca_file", format!("{} is not a readable file", path.display()));
+                None
+            }
+        });
+        Some(EmailSettings {
+            smtp_host: host,
+            smtp_port: port,
+            tls,
+            username,
+            password: password.map(|p| p.value),
+            from,
+            to,
+            ca_file,
+            timeout,
+        })
+    }
+}
+
+/// `a@b.c` or `Name <a@b.c>`: one `@` with something on both sides. The SMTP library does the real parsing.
+fn looks_like_address(s: &str) -> bool {
+    let addr = match (s.rfind('<'), s.ends_with('>')) {
+        (Some(i), true) => &s[i + 1..s.len() - 1],
+        _ => s,
+    };
+    match addr.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !addr.contains(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+impl KindSettings for EmailSettings {
+    /// The application builds email channels itself ([`EmailChannel::new`]): they need no HTTP client.
+    fn build(&self, _: &dyn Fn(&url::Url) -> super::Common) -> Option<std::sync::Arc<dyn Channel>> {
+        None
+    }
+}
+
+/// `config show`: the settings with the password redacted (the timeout is the channel's).
+impl serde::Serialize for EmailSettings {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Shown<'a> {
+            smtp_host: &'a str,
+            smtp_port: u16,
+            tls: EmailTls,
+            username: &'a Option<String>,
+            password: &'a Option<Secret>,
+            from: &'a str,
+            to: &'a [String],
+            ca_file: &'a Option<std::path::PathBuf>,
+        }
+        Shown {
+            smtp_host: &self.smtp_host,
+            smtp_port: self.smtp_port,
+            tls: self.tls,
+            username: &self.username,
+            password: &self.password,
+            from: &self.from,
+            to: &self.to,
+            ca_file: &self.ca_file,
+        }
+        .serialize(s)
+    }
+}
 
 /// Servers close idle submission sessions after a while; a pooled connection older than this is dropped rather than
 /// reused (lettre checks every idle period, so a connection lives at most twice this long).

@@ -10,12 +10,18 @@ use base64::engine::general_purpose::STANDARD as B64;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
+use super::settings::{Checker, KindConfig, KindSettings, MINUTE, SECOND, SecretUrl, SignedBotKeys};
 use super::{Answer, Common, to_bytes};
 use crate::alerting::Event;
 use crate::hss::signer::hmac_sha256;
 use crate::notify::message::{Budget, Format, Unit};
 use crate::notify::{Channel, Delivered, DeliveryError, Notification};
 use crate::secret::Secret;
+use crate::secret::sources::{SecretContext, SourcedSecret};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
 
 /// Feishu's limit on the request body.
 pub const MAX_BODY_BYTES: usize = 20_000;
@@ -30,6 +36,41 @@ const SERVICE: &str = "Feishu";
 pub fn feishu_sign(secret: &str, timestamp_secs: i64) -> String {
     let key = format!("{timestamp_secs}\n{secret}");
     B64.encode(hmac_sha256(key.as_bytes(), b""))
+}
+
+/// A Feishu bot's example URL, shown in problems.
+pub const EXAMPLE_URL: &str = "https://open.feishu.cn/open-apis/bot/v2/hook/…";
+
+/// The keys of a `kind = "feishu"` channel: the bot's webhook URL and its optional signing secret.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct FeishuConfig(pub SignedBotKeys);
+
+/// A validated `feishu` channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeishuSettings {
+    pub url: SecretUrl,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SourcedSecret>,
+}
+
+impl KindConfig for FeishuConfig {
+    type Settings = FeishuSettings;
+    /// 5 a second and 100 a minute per bot.
+    const LIMITS: &'static [(usize, Duration)] = &[(5, SECOND), (100, MINUTE)];
+
+    fn validate(&self, c: &mut Checker<'_>, ctx: &SecretContext<'_>, _: Duration) -> Option<FeishuSettings> {
+        let url = c.url(ctx, self.0.url_keys(), EXAMPLE_URL);
+        let secret = c.optional_secret(ctx, self.0.secret_keys());
+        Some(FeishuSettings { url: url?, secret })
+    }
+}
+
+impl KindSettings for FeishuSettings {
+    fn build(&self, common: &dyn Fn(&Url) -> Common) -> Option<Arc<dyn Channel>> {
+        let secret = self.secret.as_ref().map(|s| s.value.clone());
+        Some(Arc::new(FeishuChannel::new(common(self.url.expose()), secret)))
+    }
 }
 
 /// A Feishu or Lark group bot.

@@ -8,15 +8,25 @@
 //! - [`wecom`]: WeCom group-robot markdown (4096 bytes), `errcode` in the body.
 //! - [`slack`]: Slack incoming webhook, text + coloured attachment, body `ok`.
 //! - [`teams`]: Microsoft Teams Workflows, an Adaptive Card in a message envelope.
+//! - [`pagerduty`]: PagerDuty Events API v2, one event per alert, `dedup_key` = the fingerprint.
+//! - [`telegram`]: Telegram bot `sendMessage`, plain text, `parameters.retry_after` honoured.
+//! - [`discord`]: Discord webhook, an embed, no mentions, `retry_after` from the body honoured.
+//! - [`googlechat`]: Google Chat incoming webhook, plain text.
+//! - [`settings`]: each kind's keys and validated settings, and what their validation shares.
 //!
 //! Webhook URLs carry credentials (a token in the path or the query): no URL, secret or token ever goes into a log
 //! line or an error message — [`redact_url`] keeps scheme and host, and response excerpts are scrubbed.
 
 pub mod dingtalk;
+pub mod discord;
 pub mod email;
 pub mod feishu;
+pub mod googlechat;
+pub mod pagerduty;
+pub mod settings;
 pub mod slack;
 pub mod teams;
+pub mod telegram;
 pub mod webhook;
 pub mod wecom;
 
@@ -44,18 +54,37 @@ const EXCERPT_BYTES: usize = 300;
 /// A `Retry-After` longer than this is clamped: the dispatcher's `max_delivery_age` decides when to give up.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// How long a channel's client waits for a connection, and the longest any request may take (each request also
+/// carries its channel's own, shorter, timeout).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The client every channel shares: rustls, no redirects (a redirect would carry the body and signature to a host
-/// nobody configured), no automatic retries (the dispatcher owns them), bounded connect and idle times. Each request
-/// also carries its channel's own total timeout.
+/// nobody configured), no automatic retries (the dispatcher owns them), bounded connect and idle times, and no proxy
+/// from the environment (`HTTPS_PROXY` meant for other programs must not divert alerts; a channel names its own
+/// `proxy`). Each request also carries its channel's own total timeout.
 pub fn http_client(connect_timeout: Duration, timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    client_builder(connect_timeout, timeout).build()
+}
+
+/// The client of a channel with its own `proxy` (every request through it), or the shared kind of client.
+pub fn channel_client(proxy: Option<&Url>) -> reqwest::Result<reqwest::Client> {
+    let builder = client_builder(CONNECT_TIMEOUT, CLIENT_TIMEOUT);
+    match proxy {
+        Some(p) => builder.proxy(reqwest::Proxy::all(p.clone())?).build(),
+        None => builder.build(),
+    }
+}
+
+fn client_builder(connect_timeout: Duration, timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
+        .no_proxy()
         .connect_timeout(connect_timeout)
         .timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(60))
         .redirect(reqwest::redirect::Policy::none())
         .retry(reqwest::retry::never())
         .user_agent(USER_AGENT)
-        .build()
 }
 
 /// What every HTTP channel is built from.

@@ -10,11 +10,50 @@ use super::{Answer, Common, to_bytes};
 use crate::alerting::Event;
 use crate::notify::message::{Budget, Format, Unit};
 use crate::notify::{Channel, Delivered, DeliveryError, Notification};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::settings::{Checker, KindConfig, KindSettings, SECOND, SecretUrl, UrlKeys};
+use crate::secret::sources::SecretContext;
 
 /// Slack truncates message text over 40,000 characters; the attachment text is kept within it.
 pub const MAX_TEXT_CHARS: usize = 40_000;
 
 const SERVICE: &str = "Slack";
+
+/// A `slack` channel's example URL, shown in problems.
+pub const EXAMPLE_URL: &str = "https://hooks.slack.com/services/…";
+
+/// The keys of a `kind = "slack"` channel: its webhook URL, which carries the credential.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct SlackConfig(pub UrlKeys);
+
+/// A validated `slack` channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlackSettings {
+    pub url: SecretUrl,
+}
+
+impl KindConfig for SlackConfig {
+    type Settings = SlackSettings;
+    /// About one message a second per channel.
+    const LIMITS: &'static [(usize, Duration)] = &[(1, SECOND)];
+
+    fn validate(&self, c: &mut Checker<'_>, ctx: &SecretContext<'_>, _: Duration) -> Option<SlackSettings> {
+        let keys = self.0.keys();
+        Some(SlackSettings { url: c.url(ctx, keys, EXAMPLE_URL)? })
+    }
+}
+
+impl KindSettings for SlackSettings {
+    fn build(&self, common: &dyn Fn(&Url) -> Common) -> Option<Arc<dyn Channel>> {
+        Some(Arc::new(SlackChannel::new(common(self.url.expose()))))
+    }
+}
 
 /// A Slack incoming webhook.
 #[derive(Debug, Clone)]

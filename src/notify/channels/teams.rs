@@ -11,11 +11,50 @@ use super::{Answer, Common, to_bytes};
 use crate::alerting::Event;
 use crate::notify::message::{Budget, Format, Unit};
 use crate::notify::{Channel, Delivered, DeliveryError, Notification};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::settings::{Checker, KindConfig, KindSettings, SECOND, SecretUrl, UrlKeys};
+use crate::secret::sources::SecretContext;
 
 /// Teams' limit on a card message.
 pub const MAX_BODY_BYTES: usize = 28_000;
 
 const SERVICE: &str = "Teams Workflows";
+
+/// A `teams` channel's example URL, shown in problems.
+pub const EXAMPLE_URL: &str = "https://….logic.azure.com/workflows/…";
+
+/// The keys of a `kind = "teams"` channel: its webhook URL, which carries the credential.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct TeamsConfig(pub UrlKeys);
+
+/// A validated `teams` channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct TeamsSettings {
+    pub url: SecretUrl,
+}
+
+impl KindConfig for TeamsConfig {
+    type Settings = TeamsSettings;
+    /// Workflows throttles beyond four requests a second.
+    const LIMITS: &'static [(usize, Duration)] = &[(4, SECOND)];
+
+    fn validate(&self, c: &mut Checker<'_>, ctx: &SecretContext<'_>, _: Duration) -> Option<TeamsSettings> {
+        let keys = self.0.keys();
+        Some(TeamsSettings { url: c.url(ctx, keys, EXAMPLE_URL)? })
+    }
+}
+
+impl KindSettings for TeamsSettings {
+    fn build(&self, common: &dyn Fn(&Url) -> Common) -> Option<Arc<dyn Channel>> {
+        Some(Arc::new(TeamsChannel::new(common(self.url.expose()))))
+    }
+}
 
 /// A Teams channel behind a Workflows webhook.
 #[derive(Debug, Clone)]

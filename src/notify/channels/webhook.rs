@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use super::settings::{Checker, KindConfig, KindSettings, SecretUrl};
 use super::{Common, to_bytes};
 use crate::alerting::Event;
 use crate::hss::signer::hmac_sha256;
@@ -19,11 +20,16 @@ use crate::model::AlertContext;
 use crate::notify::message::{Budget, Format, MAX_FAILED_LISTED, MAX_NAME_CHARS, MAX_REASON_CHARS, Unit, untrusted};
 use crate::notify::{AlertNotice, Channel, Delivered, DeliveryError, Language, Notification};
 use crate::secret::Secret;
+use crate::secret::sources::{SecretContext, SecretKeys, SourcedSecret};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
 
 /// The largest body sent. Standard Webhooks suggests small payloads, but a machine receiver needs every alert: a
 /// storm of thousands is cut here and counted in `truncatedAlerts`.
@@ -81,6 +87,165 @@ pub fn standard_webhooks_signature(key: &SigningKey, id: &str, timestamp: i64, b
     let mut signed = format!("{id}.{timestamp}.").into_bytes();
     signed.extend_from_slice(body);
     format!("v1,{}", B64.encode(hmac_sha256(&key.0, &signed)))
+}
+
+/// The generic webhook's example URL, shown in problems.
+pub const EXAMPLE_URL: &str = "https://hooks.example.com/scanwatch";
+
+/// The keys of a `kind = "webhook"` channel: the receiver's URL, a Standard Webhooks signing secret, and bearer or
+/// basic authentication.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    pub url_file: Option<String>,
+    pub secret: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+    pub bearer_token: Option<String>,
+    pub bearer_token_env: Option<String>,
+    pub bearer_token_file: Option<String>,
+    pub basic_user: Option<String>,
+    pub basic_password: Option<String>,
+    pub basic_password_env: Option<String>,
+    pub basic_password_file: Option<String>,
+}
+
+/// A validated `webhook` channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookSettings {
+    pub url: SecretUrl,
+    pub auth: WebhookAuth,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing: Option<WebhookSigning>,
+}
+
+/// How a webhook receiver authenticates scanwatch.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum WebhookAuth {
+    None,
+    Bearer { token: SourcedSecret },
+    Basic { user: String, password: SourcedSecret },
+}
+
+/// A Standard Webhooks secret and its decoded key.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookSigning {
+    pub secret: SourcedSecret,
+    #[serde(skip)]
+    pub key: SigningKey,
+}
+
+impl KindConfig for WebhookConfig {
+    type Settings = WebhookSettings;
+
+    fn validate(&self, c: &mut Checker<'_>, ctx: &SecretContext<'_>, _: Duration) -> Option<WebhookSettings> {
+        let url = c.url(
+            ctx,
+            SecretKeys::of("url", self.url.as_deref(), self.url_env.as_deref(), self.url_file.as_deref()),
+            EXAMPLE_URL,
+        );
+        let secret_keys =
+            SecretKeys::of("secret", self.secret.as_deref(), self.secret_env.as_deref(), self.secret_file.as_deref());
+        let secret_key = secret_keys.written();
+        let signing = match c.optional_secret(ctx, secret_keys) {
+            // Loaded for reading only: nothing is signed.
+            Some(secret) if !secret.is_available() => None,
+            Some(secret) => match SigningKey::from_whsec(secret.value.expose().trim()) {
+                Ok(key) => {
+                    if key.len() < 24 {
+                        c.warning(
+                            &secret_key,
+                            format!(
+                                "the signing key is {} bytes; Standard Webhooks asks for 24 to 64 random bytes",
+                                key.len()
+                            ),
+                        );
+                    }
+                    Some(WebhookSigning { secret, key })
+                }
+                Err(e) => {
+                    c.problem(&secret_key, e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let auth = self.auth(c, ctx);
+        Some(WebhookSettings { url: url?, auth: auth?, signing })
+    }
+}
+
+impl WebhookConfig {
+    fn auth(&self, c: &mut Checker<'_>, ctx: &SecretContext<'_>) -> Option<WebhookAuth> {
+        let bearer = c.optional_secret(
+            ctx,
+            SecretKeys::of(
+                "bearer_token",
+                self.bearer_token.as_deref(),
+                self.bearer_token_env.as_deref(),
+                self.bearer_token_file.as_deref(),
+            ),
+        );
+        let password_keys = SecretKeys::of(
+            "basic_password",
+            self.basic_password.as_deref(),
+            self.basic_password_env.as_deref(),
+            self.basic_password_file.as_deref(),
+        );
+        let password_given = password_keys.given();
+        let password = c.optional_secret(ctx, password_keys);
+        let user = self.basic_user.as_deref();
+        if let Some(u) = user
+            && (u.is_empty() || u.contains(':'))
+        {
+            c.problem("basic_user", "must be non-empty and must not contain `:`");
+            return None;
+        }
+        match (bearer, user, password) {
+            (Some(_), Some(_), _) => {
+                c.problem("basic_user", "give either a bearer token or basic auth, not both");
+                None
+            }
+            (Some(token), None, _) if !password_given => Some(WebhookAuth::Bearer { token }),
+            (Some(_), None, _) => {
+                c.problem("basic_password", "give either a bearer token or basic auth, not both");
+                None
+            }
+            (None, Some(u), Some(password)) => Some(WebhookAuth::Basic { user: u.to_string(), password }),
+            (None, Some(_), None) if !password_given => {
+                c.problem(
+                    "basic_password",
+                    "is required with basic_user: set `basic_password_env` or `basic_password_file`",
+                );
+                None
+            }
+            (None, None, Some(_)) => {
+                c.problem("basic_user", "is required with basic_password");
+                None
+            }
+            // A password that could not be resolved was already reported.
+            (None, Some(_), None) => None,
+            (None, None, None) if password_given => None,
+            (None, None, None) => Some(WebhookAuth::None),
+        }
+    }
+}
+
+impl KindSettings for WebhookSettings {
+    fn build(&self, common: &dyn Fn(&Url) -> Common) -> Option<Arc<dyn Channel>> {
+        let auth = match &self.auth {
+            WebhookAuth::None => Auth::None,
+            WebhookAuth::Bearer { token } => Auth::Bearer(token.value.clone()),
+            WebhookAuth::Basic { user, password } => {
+                Auth::Basic { user: user.clone(), password: password.value.clone() }
+            }
+        };
+        let key = self.signing.as_ref().map(|s| s.key.clone());
+        Some(Arc::new(WebhookChannel::new(common(self.url.expose()), auth, key)))
+    }
 }
 
 /// A generic webhook destination.

@@ -8,6 +8,14 @@ use serde_json::{Value, json};
 use super::{Answer, Common, to_bytes};
 use crate::notify::message::{Budget, Format, Unit};
 use crate::notify::{Channel, Delivered, DeliveryError, Notification};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::settings::{Checker, KindConfig, KindSettings, MINUTE, SecretUrl, UrlKeys};
+use crate::secret::sources::SecretContext;
 
 /// WeCom's limit on markdown content, in bytes.
 pub const MAX_CONTENT_BYTES: usize = 4096;
@@ -16,6 +24,39 @@ pub const MAX_CONTENT_BYTES: usize = 4096;
 const RATE_LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 const SERVICE: &str = "WeCom";
+
+/// A `wecom` channel's example URL, shown in problems.
+pub const EXAMPLE_URL: &str = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…";
+
+/// The keys of a `kind = "wecom"` channel: its webhook URL, which carries the credential.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct WeComConfig(pub UrlKeys);
+
+/// A validated `wecom` channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct WeComSettings {
+    pub url: SecretUrl,
+}
+
+impl KindConfig for WeComConfig {
+    type Settings = WeComSettings;
+    /// 20 messages a minute per robot.
+    const LIMITS: &'static [(usize, Duration)] = &[(20, MINUTE)];
+
+    fn validate(&self, c: &mut Checker<'_>, ctx: &SecretContext<'_>, _: Duration) -> Option<WeComSettings> {
+        let keys = self.0.keys();
+        let key = keys.written();
+        let url = c.url(ctx, keys, EXAMPLE_URL)?;
+        c.require_query(&url, &key, "key", EXAMPLE_URL).then_some(WeComSettings { url })
+    }
+}
+
+impl KindSettings for WeComSettings {
+    fn build(&self, common: &dyn Fn(&Url) -> Common) -> Option<Arc<dyn Channel>> {
+        Some(Arc::new(WeComChannel::new(common(self.url.expose()))))
+    }
+}
 
 /// A WeCom group robot.
 #[derive(Debug, Clone)]

@@ -3,8 +3,11 @@ use std::path::Path;
 use super::*;
 use crate::alerting::Event;
 use crate::alerting::silence::glob_match;
-use crate::config::secrets::Environment;
+use crate::notify::EmailTls;
+use crate::notify::channels::settings::KindConfig;
 use crate::notify::channels::testkit::{client, notice, one};
+use crate::notify::channels::webhook::WebhookSettings;
+use crate::secret::sources::Environment;
 
 const WHSEC: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
@@ -59,7 +62,8 @@ fn a_complete_webhook_channel_validates() {
     assert_eq!(cfg.min_severity, Severity::Warning);
     assert_eq!(cfg.rules, [RuleName::NoRecentScan, RuleName::PollFailing]);
     assert_eq!(cfg.timeout, Duration::from_secs(5));
-    let ChannelSettings::Webhook { auth: WebhookAuth::Bearer { .. }, signing: Some(signing), .. } = &cfg.settings
+    let ChannelSettings::Webhook(WebhookSettings { auth: WebhookAuth::Bearer { .. }, signing: Some(signing), .. }) =
+        &cfg.settings
     else {
         panic!("{:?}", cfg.settings)
     };
@@ -186,7 +190,10 @@ fn bearer_and_basic_auth_are_exclusive_and_basic_needs_both_halves() {
     assert!(problem(&problems, "channels[3].basic_user").contains("required"));
     let (cfg, problems, _) = validate(&format!("{base}basic_user = \"u\"\nbasic_password_env = \"TOKEN\""));
     assert!(problems.is_empty(), "{problems:?}");
-    assert!(matches!(cfg.unwrap().settings, ChannelSettings::Webhook { auth: WebhookAuth::Basic { .. }, .. }));
+    assert!(matches!(
+        cfg.unwrap().settings,
+        ChannelSettings::Webhook(WebhookSettings { auth: WebhookAuth::Basic { .. }, .. })
+    ));
 }
 
 #[test]
@@ -212,14 +219,14 @@ fn email_settings_get_defaults_by_tls_mode() {
         "#,
     );
     assert!(problems.is_empty(), "{problems:?}");
-    let ChannelSettings::Email { settings } = cfg.unwrap().settings else { panic!("email") };
+    let ChannelSettings::Email(settings) = cfg.unwrap().settings else { panic!("email") };
     assert_eq!((settings.smtp_port, settings.tls), (465, EmailTls::Implicit));
     assert_eq!(settings.password.unwrap().expose(), "pw");
-    assert_eq!(settings.timeout, EMAIL_TIMEOUT);
+    assert_eq!(settings.timeout, crate::notify::channels::email::EmailConfig::TIMEOUT);
     let (cfg, _, _) = validate(
         "name = \"m\"\nkind = \"email\"\nsmtp_host = \"s.example.com\"\nsmtp_port = 587\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]",
     );
-    let ChannelSettings::Email { settings } = cfg.unwrap().settings else { panic!("email") };
+    let ChannelSettings::Email(settings) = cfg.unwrap().settings else { panic!("email") };
     assert_eq!((settings.smtp_port, settings.tls), (587, EmailTls::Starttls));
 }
 
@@ -261,7 +268,7 @@ fn plain_smtp_is_allowed_to_a_loopback_relay() {
         "name = \"m\"\nkind = \"email\"\nsmtp_host = \"127.0.0.1\"\ntls = \"none\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]",
     );
     assert!(problems.is_empty(), "{problems:?}");
-    let ChannelSettings::Email { settings } = cfg.unwrap().settings else { panic!("email") };
+    let ChannelSettings::Email(settings) = cfg.unwrap().settings else { panic!("email") };
     assert_eq!(settings.smtp_port, 25);
 }
 
@@ -417,4 +424,181 @@ fn group_by_takes_label_names_once_each_and_names_the_bad_one() {
     assert!(cfg.is_none());
     assert_eq!(keys(&problems), ["channels[3].group_by[1]", "channels[3].group_by[2]"]);
     assert!(problem(&problems, "channels[3].group_by[2]").contains("twice"));
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_named_by_its_key_and_the_other_keys_are_still_checked() {
+    let (cfg, problems, _) = validate("name = \"s\"\nkind = \"slack\"\nurl = 3\ntimeout = 5\nlanguage = \"fr\"");
+    assert!(cfg.is_none());
+    assert_eq!(keys(&problems), ["channels[3].timeout", "channels[3].url", "channels[3].language"]);
+    assert!(problem(&problems, "channels[3].url").contains("invalid type: integer `3`"), "{problems:?}");
+    let (_, problems, _) = validate("name = \"m\"\nkind = \"email\"\nto = \"a@b.c\"\nsmtp_host = \"s.example.com\"");
+    assert!(problem(&problems, "channels[3].to").contains("expected a sequence"), "{problems:?}");
+}
+
+#[test]
+fn a_kind_that_is_not_text_is_named_as_written() {
+    let (_, problems, _) = validate("name = \"s\"\nkind = 7");
+    assert!(problem(&problems, "channels[3].kind").contains("`7` is not a channel kind"), "{problems:?}");
+}
+
+#[test]
+fn group_by_takes_label_names_once_each_and_defaults_to_one_group() {
+    assert!(routed("").group_by.is_empty());
+    assert_eq!(routed("group_by = [\"target\", \"env\"]").group_by, ["target", "env"]);
+    let (cfg, problems, _) = validate(
+        "name = \"s\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"\ngroup_by = [\"env\", \" \", \"env\"]",
+    );
+    assert!(cfg.is_none());
+    assert_eq!(keys(&problems), ["channels[3].group_by[1]", "channels[3].group_by[2]"]);
+    assert!(problem(&problems, "channels[3].group_by[2]").contains("`env` is listed twice"));
+    let shown = serde_json::to_string(&routed("group_by = [\"team\"]")).unwrap();
+    assert!(shown.contains(r#""group_by":["team"]"#), "{shown}");
+}
+
+#[test]
+fn a_proxy_is_an_http_url_whose_credentials_are_never_shown_and_not_for_email() {
+    let cfg = routed("proxy = \"http://alice:pr0xy-pass@127.0.0.1:3128\"");
+    assert_eq!(cfg.proxy.as_ref().unwrap().expose().port(), Some(3128));
+    let shown = format!("{} {cfg:?}", serde_json::to_string(&cfg).unwrap());
+    assert!(!shown.contains("pr0xy-pass") && !shown.contains("alice"), "{shown}");
+    assert!(shown.contains("http://[redacted]@127.0.0.1:3128"), "{shown}");
+    let (_, problems, _) = validate(
+        "name = \"s\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"\nproxy = \"socks5://u:pw@p:1080\"",
+    );
+    let msg = problem(&problems, "channels[3].proxy");
+    assert!(msg.contains("http:// or https://") && !msg.contains("pw"), "{msg}");
+    let (_, problems, _) = validate(
+        "name = \"m\"\nkind = \"email\"\nsmtp_host = \"s.example.com\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\nproxy = \"http://p.example.com:3128\"",
+    );
+    assert!(problem(&problems, "channels[3].proxy").contains("does not apply to kind = \"email\""));
+}
+
+const TG_TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+
+fn validate_with(toml_text: &str, pairs: &[(&str, &str)]) -> (Option<ChannelConfig>, Vec<Issue>, Vec<Issue>) {
+    let env = Environment::from_pairs(pairs.iter().copied());
+    check(&raw(toml_text), &env, Path::new("/nonexistent"))
+}
+
+#[test]
+fn a_pagerduty_channel_needs_a_routing_key_and_defaults_to_the_events_v2_endpoint() {
+    let (cfg, problems, warnings) = validate_with(
+        "name = \"pd\"\nkind = \"pagerduty\"\nrouting_key_env = \"PD_KEY\"",
+        &[("PD_KEY", "0123456789abcdef0123456789abcdef")],
+    );
+    assert!(problems.is_empty() && warnings.is_empty(), "{problems:?} {warnings:?}");
+    let cfg = cfg.unwrap();
+    let ChannelSettings::PagerDuty(pd) = &cfg.settings else { panic!("{:?}", cfg.settings) };
+    assert_eq!(pd.url.as_str(), "https://events.pagerduty.com/v2/enqueue");
+    let shown = serde_json::to_string(&cfg).unwrap();
+    assert!(!shown.contains("0123456789abcdef0123456789abcdef") && shown.contains("PD_KEY"), "{shown}");
+    let (_, problems, _) =
+        validate("name = \"pd\"\nkind = \"pagerduty\"\nurl = \"http://events.example.com/v2/enqueue\"");
+    assert_eq!(keys(&problems), ["channels[3].routing_key", "channels[3].url"]);
+    assert!(problem(&problems, "channels[3].routing_key").contains("routing_key_env"));
+    let (_, _, warnings) =
+        validate_with("name = \"pd\"\nkind = \"pagerduty\"\nrouting_key_env = \"K\"", &[("K", "short")]);
+    assert!(problem(&warnings, "channels[3].routing_key_env").contains("32 characters"));
+}
+
+#[test]
+fn a_telegram_channel_needs_a_token_shaped_like_one_and_a_chat() {
+    let base = "name = \"tg\"\nkind = \"telegram\"\nbot_token_env = \"TG\"\n";
+    let (cfg, problems, _) = validate_with(&format!("{base}chat_id = -1001234567890"), &[("TG", TG_TOKEN)]);
+    assert!(problems.is_empty(), "{problems:?}");
+    let cfg = cfg.unwrap();
+    let shown = format!("{} {cfg:?}", serde_json::to_string(&cfg).unwrap());
+    assert!(!shown.contains("AAHdqTcv") && shown.contains("api.telegram.org"), "{shown}");
+    let (cfg, _, _) = validate_with(&format!("{base}chat_id = \"@secops\""), &[("TG", TG_TOKEN)]);
+    let ChannelSettings::Telegram(tg) = cfg.unwrap().settings else { panic!("telegram") };
+    assert_eq!(tg.chat_id, crate::notify::channels::telegram::ChatId::Name("@secops".into()));
+    let (_, problems, _) = validate_with(&format!("{base}chat_id = \"secops\""), &[("TG", "not-a-token-AAHdq")]);
+    assert_eq!(keys(&problems), ["channels[3].bot_token_env", "channels[3].chat_id"]);
+    assert!(!problem(&problems, "channels[3].bot_token_env").contains("not-a-token"));
+    let (_, problems, _) = validate("name = \"tg\"\nkind = \"telegram\"\nurl = \"https://x.example.com\"");
+    assert_eq!(keys(&problems), ["channels[3].url", "channels[3].bot_token", "channels[3].chat_id"]);
+    assert!(problem(&problems, "channels[3].url").contains("does not apply to kind = \"telegram\""));
+}
+
+#[test]
+fn discord_and_google_chat_urls_must_be_https_and_are_shown_redacted() {
+    let (_, problems, _) = validate("name = \"d\"\nkind = \"discord\"\nurl = \"http://discord.com/api/webhooks/1/t\"");
+    assert!(problem(&problems, "channels[3].url").contains("https://discord.com/api/webhooks/"));
+    let (cfg, problems, _) = validate_with(
+        "name = \"g\"\nkind = \"googlechat\"\nurl_env = \"GC\"",
+        &[("GC", "https://chat.googleapis.com/v1/spaces/AAA/messages?key=k3y&token=t0ken-value")],
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    let shown = serde_json::to_string(&cfg.unwrap()).unwrap();
+    assert!(shown.contains("https://chat.googleapis.com/[redacted]") && !shown.contains("t0ken-value"), "{shown}");
+}
+
+#[tokio::test]
+async fn build_makes_the_new_kinds() {
+    let pairs = [("TG", TG_TOKEN), ("PD", "0123456789abcdef0123456789abcdef")];
+    for (kind, extra) in [
+        ("pagerduty", "routing_key_env = \"PD\""),
+        ("telegram", "bot_token_env = \"TG\"\nchat_id = 1"),
+        ("discord", "url = \"https://discord.com/api/webhooks/1/t\""),
+        ("googlechat", "url = \"https://chat.googleapis.com/v1/spaces/A/messages?key=k&token=t\""),
+    ] {
+        let (cfg, problems, _) = validate_with(&format!("name = \"c-{kind}\"\nkind = \"{kind}\"\n{extra}"), &pairs);
+        assert!(problems.is_empty(), "{kind}: {problems:?}");
+        let ch = build(&cfg.unwrap(), client(), chrono_tz::UTC).unwrap();
+        assert_eq!((ch.kind(), ch.name()), (kind, format!("c-{kind}").as_str()));
+    }
+}
+
+/// A forward proxy on 127.0.0.1 that records each request line and `Proxy-Authorization`, and answers `ok` itself.
+async fn recording_proxy() -> (url::Url, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let mut lines = head.lines();
+                let mut entry = lines.next().unwrap_or_default().to_string();
+                if let Some(auth) = lines.find(|l| l.to_ascii_lowercase().starts_with("proxy-authorization:")) {
+                    entry.push_str(&format!(" | {auth}"));
+                }
+                log.lock().unwrap().push(entry);
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+            });
+        }
+    });
+    (url::Url::parse(&format!("http://{addr}")).unwrap(), seen)
+}
+
+#[tokio::test]
+async fn a_channel_with_a_proxy_sends_through_it_with_the_proxys_credentials() {
+    let (proxy, seen) = recording_proxy().await;
+    // Nothing listens at the destination: only the proxy can have answered.
+    let dest = crate::notify::channels::testkit::refused_url().await;
+    let dest = dest.join("/services/T/B/X").unwrap();
+    let proxy_url = format!("http://alice:pr0xy@{}:{}", proxy.host_str().unwrap(), proxy.port().unwrap());
+    let (cfg, problems, _) =
+        validate(&format!("name = \"s\"\nkind = \"slack\"\nurl = \"{dest}\"\nproxy = \"{proxy_url}\""));
+    assert!(problems.is_empty(), "{problems:?}");
+    let ch = build(&cfg.unwrap(), client(), chrono_tz::UTC).unwrap();
+    let d = ch.send(&one()).await.unwrap();
+    assert_eq!(d.detail, "ok");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].starts_with(&format!("POST {dest} HTTP/1.1")), "{seen:?}");
+    // `alice:pr0xy` in base64.
+    assert!(seen[0].ends_with("Basic YWxpY2U6cHIweHk="), "{seen:?}");
 }

@@ -74,6 +74,27 @@ pub struct SecretKeys<'a> {
     pub default_envs: &'a [&'a str],
 }
 
+impl<'a> SecretKeys<'a> {
+    /// The three keys of `stem`, no default variables.
+    pub fn of(stem: &'a str, literal: Option<&'a str>, env: Option<&'a str>, file: Option<&'a str>) -> Self {
+        SecretKeys { stem, literal, env, file, default_envs: &[] }
+    }
+
+    /// Whether any of the three keys is written.
+    pub fn given(&self) -> bool {
+        self.literal.is_some() || self.env.is_some() || self.file.is_some()
+    }
+
+    /// The key as written (`secret_env`, not `secret`), so a problem names what the user wrote.
+    pub fn written(&self) -> String {
+        match (self.literal, self.env, self.file) {
+            (None, Some(_), _) => format!("{}_env", self.stem),
+            (None, None, Some(_)) => format!("{}_file", self.stem),
+            _ => self.stem.to_string(),
+        }
+    }
+}
+
 /// Everything secret resolution needs from the outside world.
 pub struct SecretContext<'a> {
     pub env: &'a Environment,
