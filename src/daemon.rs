@@ -119,7 +119,7 @@ impl Cycle {
             }
         };
         for r in results.iter().filter(|r| r.sent) {
-            shared.metrics.poll(&r.key, &r.record);
+            shared.metrics.poll(&r.key, &r.record, r.latency);
         }
         let mut report = CycleReport {
             polls: results.len(),
@@ -227,6 +227,7 @@ impl Daemon {
             last_prune: Arc::new(Mutex::new(None)),
             last_cycle: Arc::new(Mutex::new(None)),
         };
+        shared.metrics.declare(&app.config);
         Ok(Daemon { config_path: config_path.to_path_buf(), app: Arc::new(app), shared })
     }
 
@@ -296,6 +297,7 @@ impl Daemon {
                 if server(&app.config) != server(&self.app.config) {
                     tracing::warn!("[server] changed: the HTTP API keeps its old address and token until a restart");
                 }
+                shared.metrics.declare(&app.config);
                 self.app = Arc::new(app);
                 tracing::info!(series = self.app.poller.series().count(), "configuration reloaded");
                 true

@@ -1,45 +1,35 @@
 //! The HTTP API (axum), served only when `[server] listen` is set: `/healthz` for service monitors, `/metrics` in
-//! the Prometheus (OpenMetrics) text format, and read-only JSON under `/api/v1/` with exactly the fields of the CLI's
-//! `--format json`, and a read-only web page at `/` ([`web`]). A configured bearer token guards every route but
-//! `/healthz` and is compared in constant time.
+//! the Prometheus text or OpenMetrics format (see [`metrics`]), read-only JSON under `/api/v1/` with exactly the
+//! fields of the CLI's `--format json`, and a read-only web page at `/` ([`web`]). A configured bearer token guards
+//! every route but `/healthz` and is compared in constant time.
 //!
 //! The daemon owns the moving parts and tells this module about them: [`Health::record_cycle`] after every cycle,
-//! [`Metrics::poll`] after every poll and [`Metrics::delivery`] after every delivery attempt. Alert counts, the
-//! outbox depth and whether the database is writable are read from the store when asked: writable means this
-//! process's latest write transaction did not fail for want of space or access ([`Store::last_write_failure`], so a
-//! failed commit shows at once) and a write lock can be taken now.
+//! [`Metrics::declare`] at start and reload, [`Metrics::poll`] after every poll and [`Metrics::delivery`] after
+//! every delivery attempt. Alert counts, the outbox depth and whether the database is writable are read from the
+//! store when asked: writable means this process's latest write transaction did not fail for want of space or access
+//! ([`Store::last_write_failure`], so a failed commit shows at once) and a write lock can be taken now.
 
 use std::io;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, TimeDelta, Utc};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::alerting::AlertState;
 use crate::clock::Clock;
 use crate::config::{Config, format_duration};
 use crate::hss::signer::constant_time_eq;
-use crate::model::{PollRecord, SeriesKey};
 use crate::output::{AlertJson, HistoryJson, NotificationJson, TargetJson, rfc3339};
-use crate::rules::RuleName;
 use crate::secret::Secret;
 use crate::store::{DeliveryStatus, HistoryQuery, Store};
 
@@ -54,10 +44,6 @@ pub const DEFAULT_SNAPSHOT_LIMIT: u32 = 1000;
 pub const DEFAULT_NOTIFICATION_LIMIT: u32 = 100;
 /// The largest `limit` accepted, so that one request cannot hold the whole history in memory.
 pub const MAX_LIMIT: u32 = 10_000;
-/// The content type of `/metrics`.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// Poll latency histogram buckets, in seconds: HSS answers in tens of milliseconds to seconds; timeouts are 30 s.
-const LATENCY_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 /// What the daemon tells the server about its cycles; shared, updated after every cycle.
 #[derive(Debug)]
@@ -134,191 +120,6 @@ impl Health {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SeriesLabels {
-    target: String,
-    task_type: String,
-    account: String,
-    region: String,
-    project_id: String,
-}
-
-impl From<&SeriesKey> for SeriesLabels {
-    fn from(k: &SeriesKey) -> Self {
-        SeriesLabels {
-            target: k.target.clone(),
-            task_type: k.task_type.as_str().to_string(),
-            account: k.account.clone(),
-            region: k.region.clone(),
-            project_id: k.project_id.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ErrorLabels {
-    target: String,
-    task_type: String,
-    kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AccountLabels {
-    account: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DeliveryLabels {
-    channel: String,
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AlertLabels {
-    rule: String,
-    state: String,
-}
-
-type FloatGauge = Gauge<f64, AtomicU64>;
-
-/// The counters and gauges the daemon records, rendered on `/metrics` together with what the store says at scrape
-/// time. Cheap to share: every family is reference-counted inside.
-#[derive(Debug)]
-pub struct Metrics {
-    total_num: Family<SeriesLabels, Gauge>,
-    running_num: Family<SeriesLabels, Gauge>,
-    last_task_start: Family<SeriesLabels, FloatGauge>,
-    last_poll_ok: Family<SeriesLabels, Gauge>,
-    last_success: Family<SeriesLabels, FloatGauge>,
-    latency: Family<AccountLabels, Histogram>,
-    errors: Family<ErrorLabels, Counter>,
-    deliveries: Family<DeliveryLabels, Counter>,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
-/// What `/metrics` reads from elsewhere at scrape time; `None` when it could not be read (the family is left out).
-#[derive(Debug, Clone, Default)]
-pub struct ScrapeValues {
-    pub alerts: Option<Vec<(RuleName, AlertState, i64)>>,
-    pub outbox_pending: Option<i64>,
-    pub database_writable: bool,
-    pub last_good_cycle: Option<DateTime<Utc>>,
-}
-
-fn seconds(t: DateTime<Utc>) -> f64 {
-    t.timestamp_millis() as f64 / 1000.0
-}
-
-impl Metrics {
-    pub fn new() -> Self {
-        Metrics {
-            total_num: Family::default(),
-            running_num: Family::default(),
-            last_task_start: Family::default(),
-            last_poll_ok: Family::default(),
-            last_success: Family::default(),
-            latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
-            errors: Family::default(),
-            deliveries: Family::default(),
-        }
-    }
-
-    /// Records one poll of `series`: its task gauges on success, its error kind on failure, its latency always.
-    pub fn poll(&self, series: &SeriesKey, result: &PollRecord) {
-        let labels = SeriesLabels::from(series);
-        self.latency
-            .get_or_create(&AccountLabels { account: series.account.clone() })
-            .observe(result.latency_ms as f64 / 1000.0);
-        match &result.outcome {
-            Ok(stats) => {
-                self.total_num.get_or_create(&labels).set(i64::try_from(stats.total_num).unwrap_or(i64::MAX));
-                self.running_num.get_or_create(&labels).set(i64::try_from(stats.running_num).unwrap_or(i64::MAX));
-                match stats.last_task_start_time {
-                    Some(ms) => {
-                        self.last_task_start.get_or_create(&labels).set(ms as f64 / 1000.0);
-                    }
-                    // No task ever ran: no sample, rather than a start at 1970 that looks like a very old scan.
-                    None => {
-                        self.last_task_start.remove(&labels);
-                    }
-                }
-                self.last_poll_ok.get_or_create(&labels).set(1);
-                self.last_success.get_or_create(&labels).set(seconds(result.polled_at));
-            }
-            Err(e) => {
-                self.errors
-                    .get_or_create(&ErrorLabels {
-                        target: series.target.clone(),
-                        task_type: series.task_type.as_str().to_string(),
-                        kind: e.kind.as_str().to_string(),
-                    })
-                    .inc();
-                self.last_poll_ok.get_or_create(&labels).set(0);
-            }
-        }
-    }
-
-    /// Records one delivery attempt on `channel` and how it ended (`delivered`, `retrying`, `failed`, `expired`).
-    pub fn delivery(&self, channel: &str, outcome: &str) {
-        self.deliveries.get_or_create(&DeliveryLabels { channel: channel.into(), outcome: outcome.into() }).inc();
-    }
-
-    /// The exposition text: what was recorded plus `scrape`, ending in `# EOF`.
-    pub fn render(&self, scrape: &ScrapeValues) -> Result<String, std::fmt::Error> {
-        let mut r = Registry::with_prefix("scanwatch");
-        r.register("hss_total_num", "total_num from task-statistics: tasks ever run", self.total_num.clone());
-        r.register("hss_running_num", "running_num from task-statistics: tasks scanning now", self.running_num.clone());
-        r.register(
-            "hss_last_task_start_timestamp_seconds",
-            "last_task_start_time from task-statistics (absent when no task ever ran)",
-            self.last_task_start.clone(),
-        );
-        r.register("poll_last_ok", "1 when the latest poll of the series succeeded, else 0", self.last_poll_ok.clone());
-        r.register(
-            "poll_last_success_timestamp_seconds",
-            "When the series was last polled successfully",
-            self.last_success.clone(),
-        );
-        r.register("poll_duration_seconds", "Latency of HSS polls", self.latency.clone());
-        r.register("poll_errors", "Failed polls by error kind", self.errors.clone());
-        r.register("deliveries", "Notification delivery attempts by channel and outcome", self.deliveries.clone());
-
-        if let Some(counts) = &scrape.alerts {
-            let alerts = Family::<AlertLabels, Gauge>::default();
-            for rule in RuleName::ALL {
-                for state in AlertState::ALL {
-                    let n = counts.iter().find(|(r, s, _)| *r == rule && *s == state).map_or(0, |(_, _, n)| *n);
-                    alerts
-                        .get_or_create(&AlertLabels { rule: rule.as_str().into(), state: state.as_str().into() })
-                        .set(n);
-                }
-            }
-            r.register("alerts", "Alerts by rule and state", alerts);
-        }
-        if let Some(n) = scrape.outbox_pending {
-            let g = Gauge::<i64>::default();
-            g.set(n);
-            r.register("outbox_pending", "Notifications waiting to be delivered (the outbox depth)", g);
-        }
-        let writable = Gauge::<i64>::default();
-        writable.set(i64::from(scrape.database_writable));
-        r.register("database_writable", "1 when the database accepts writes", writable);
-        if let Some(t) = scrape.last_good_cycle {
-            let g = FloatGauge::default();
-            g.set(seconds(t));
-            r.register("last_good_cycle_timestamp_seconds", "When the latest good cycle finished", g);
-        }
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &r)?;
-        Ok(out)
     }
 }
 
@@ -470,7 +271,9 @@ async fn healthz(State(s): State<ServerState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics(State(s): State<ServerState>) -> Result<Response, ApiError> {
+/// `/metrics` in the format the `Accept` header asks for (text 0.0.4 unless it asks for OpenMetrics).
+async fn metrics(State(s): State<ServerState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let alerts = s.store.alert_counts().await.inspect_err(|e| tracing::warn!(error = %e, "/metrics: alerts")).ok();
     let outbox_pending =
         s.store.pending_count().await.inspect_err(|e| tracing::warn!(error = %e, "/metrics: outbox")).ok();
@@ -479,9 +282,9 @@ async fn metrics(State(s): State<ServerState>) -> Result<Response, ApiError> {
         ScrapeValues { alerts, outbox_pending, database_writable, last_good_cycle: s.health.last_good_cycle() };
     let text = s
         .metrics
-        .render(&scrape)
+        .render(&scrape, format)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}")))?;
-    Ok(([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text).into_response())
+    Ok(([(header::CONTENT_TYPE, format.content_type())], text).into_response())
 }
 
 async fn targets(State(s): State<ServerState>) -> Result<Json<Vec<TargetJson>>, ApiError> {
@@ -584,6 +387,10 @@ async fn notifications(
     Ok(Json(s.store.notifications(status, limit).await?.iter().map(NotificationJson::from).collect()))
 }
 
+mod metrics;
+pub use metrics::{
+    DELIVERY_OUTCOMES, Format, Metrics, OPENMETRICS_CONTENT_TYPE, ProcessStats, ScrapeValues, TEXT_CONTENT_TYPE,
+};
 pub mod web;
 
 #[cfg(test)]

@@ -131,6 +131,15 @@ fn the_daemon_fires_and_resolves_every_rule_and_stops_cleanly_on_sigterm() {
     ] {
         assert!(metrics.contains(family), "{family} in /metrics:\n{metrics}");
     }
+    // Declared at 0 from the start (what never happened is still there for rate()), and the process itself.
+    for line in [
+        "scanwatch_deliveries_total{channel=\"hook\",outcome=\"expired\"} 0\n",
+        "scanwatch_poll_errors_total{target=\"stale\",task_type=\"cluster_scan\",kind=\"auth\"} 0\n",
+        "# TYPE process_resident_memory_bytes gauge\n",
+        "scanwatch_build_info{version=",
+    ] {
+        assert!(metrics.contains(line), "{line:?} in /metrics:\n{metrics}");
+    }
 
     // The heartbeat was pinged after good cycles, and with /fail after the cycles whose polls failed (503s).
     let pings: BTreeSet<String> = heartbeat.received().iter().map(|r| r.path.clone()).collect();

@@ -74,6 +74,8 @@ pub struct PollResult {
     pub record: PollRecord,
     /// false when the account was backing off and HSS was not called.
     pub sent: bool,
+    /// How long the call took, to the nanosecond (the record keeps whole milliseconds); zero when not sent.
+    pub latency: Duration,
     /// The stored snapshot's id (None with `--no-store`).
     pub snapshot_id: Option<i64>,
     /// Alert transitions this poll caused (none with `--no-store`).
@@ -323,6 +325,7 @@ impl Poller {
             }
             let forbidden = if blocked.is_none() { self.series_backoff(s).await? } else { None };
             let throttled = rt.budget.paused().filter(|left| *left > MAX_THROTTLE_WAIT);
+            let mut latency = Duration::ZERO;
             let (mut record, sent) = match (&blocked, &forbidden, throttled) {
                 (Some((kind, reason)), _, _) | (None, Some((kind, reason)), _) => (self.not_sent(*kind, reason), false),
                 (None, None, Some(left)) => {
@@ -346,7 +349,8 @@ impl Poller {
                         _ = opts.stop.cancelled() => break,
                     };
                     let busy = self.liveness.busy("poll");
-                    let record = self.poll_one(s).await;
+                    let record;
+                    (record, latency) = self.poll_one(s).await;
                     rt.budget.finished(admitted.0);
                     s.host_budget.finished(admitted.1);
                     drop(busy);
@@ -430,7 +434,15 @@ impl Poller {
             } else {
                 (None, Vec::new())
             };
-            results.push(PollResult { key: s.key.clone(), series_id: s.series_id, record, sent, snapshot_id, changes });
+            results.push(PollResult {
+                key: s.key.clone(),
+                series_id: s.series_id,
+                record,
+                sent,
+                latency,
+                snapshot_id,
+                changes,
+            });
             drop(permit);
         }
         Ok(results)
@@ -498,7 +510,8 @@ impl Poller {
         }
     }
 
-    async fn poll_one(&self, s: &PolledSeries) -> PollRecord {
+    /// One call of task-statistics, and how long it took.
+    async fn poll_one(&self, s: &PolledSeries) -> (PollRecord, Duration) {
         let polled_at = self.clock.now();
         let started = Instant::now();
         let req = StatsRequest {
@@ -508,8 +521,9 @@ impl Poller {
             task_type: s.key.task_type,
         };
         let outcome = self.client.task_statistics(&s.account, &req, polled_at).await;
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        match outcome {
+        let latency = started.elapsed();
+        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        let record = match outcome {
             Ok(r) => PollRecord {
                 task: None,
                 polled_at,
@@ -521,7 +535,8 @@ impl Poller {
             Err(e) => {
                 PollRecord { task: None, polled_at, latency_ms, outcome: Err(e), http_status: None, request_id: None }
             }
-        }
+        };
+        (record, latency)
     }
 
     /// A poll recorded without calling HSS, classified like the rejection that caused the backoff.

@@ -5,12 +5,12 @@ use chrono::TimeZone;
 use serde_json::Value;
 
 use super::*;
-use crate::alerting::{Alert, Event};
+use crate::alerting::{Alert, AlertState, Event};
 use crate::clock::ManualClock;
 use crate::config::Environment;
-use crate::model::{ErrorKind, PollError, TaskStats, TaskType};
+use crate::model::{ErrorKind, PollError, PollRecord, SeriesKey, TaskStats, TaskType};
 use crate::notify::AlertNotice;
-use crate::rules::Severity;
+use crate::rules::{RuleName, Severity};
 
 const CONFIG: &str = r#"
 [schedule]
@@ -32,6 +32,8 @@ task_types = ["iac_scan"]
 "#;
 
 const TOKEN: &str = "correct-horse-battery-staple";
+/// The `Accept` header Prometheus 2.42 sends when it scrapes.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
 fn t0() -> DateTime<Utc> {
     Utc.timestamp_opt(1_800_000_000, 0).unwrap()
@@ -161,18 +163,24 @@ impl App {
         req.send().await.unwrap().status().as_u16()
     }
 
+    /// `/metrics` as OpenMetrics (what Prometheus asks for).
     async fn metrics_text(&self) -> String {
-        let resp = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .header("authorization", format!("Bearer {TOKEN}"))
-            .send()
-            .await
-            .unwrap();
+        let (ct, text) = self.metrics_as(Some(PROMETHEUS_ACCEPT)).await;
+        assert_eq!(ct, OPENMETRICS_CONTENT_TYPE);
+        text
+    }
+
+    /// `/metrics` with this `Accept` header: (content type, body).
+    async fn metrics_as(&self, accept: Option<&str>) -> (String, String) {
+        let mut req =
+            self.client.get(format!("{}/metrics", self.base)).header("authorization", format!("Bearer {TOKEN}"));
+        if let Some(accept) = accept {
+            req = req.header("accept", accept);
+        }
+        let resp = req.send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200);
         let ct = resp.headers().get("content-type").unwrap().to_str().unwrap().to_string();
-        assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
-        resp.text().await.unwrap()
+        (ct, resp.text().await.unwrap())
     }
 }
 
@@ -365,9 +373,9 @@ fn value(s: &prometheus_parse::Sample) -> f64 {
 async fn metrics_parse_as_prometheus_text_and_carry_every_family() {
     let app = spawn(Some(TOKEN), None).await;
     let k = key(&app.config, "t1", TaskType::ClusterScan);
-    app.metrics.poll(&k, &ok_poll(t0(), 17, Some(1_799_990_000_000)));
-    app.metrics.poll(&k, &failed_poll(t0()));
-    app.metrics.poll(&k, &failed_poll(t0()));
+    app.metrics.poll(&k, &ok_poll(t0(), 17, Some(1_799_990_000_000)), Duration::from_micros(120_400));
+    app.metrics.poll(&k, &failed_poll(t0()), Duration::from_secs(3));
+    app.metrics.poll(&k, &failed_poll(t0()), Duration::from_secs(3));
     app.metrics.delivery("ops-hook", "delivered");
     app.metrics.delivery("ops-hook", "retrying");
     app.metrics.delivery("ops-hook", "retrying");
@@ -417,10 +425,14 @@ fn a_success_without_a_last_task_start_drops_the_gauge_rather_than_showing_1970(
     let config = config();
     let k = key(&config, "t1", TaskType::ClusterScan);
     let m = Metrics::new();
-    m.poll(&k, &ok_poll(t0(), 3, Some(1_799_990_000_000)));
-    assert!(m.render(&ScrapeValues::default()).unwrap().contains("scanwatch_hss_last_task_start_timestamp_seconds{"));
-    m.poll(&k, &ok_poll(t0(), 3, None));
-    let text = m.render(&ScrapeValues::default()).unwrap();
+    m.poll(&k, &ok_poll(t0(), 3, Some(1_799_990_000_000)), Duration::ZERO);
+    assert!(
+        m.render(&ScrapeValues::default(), Format::OpenMetrics)
+            .unwrap()
+            .contains("scanwatch_hss_last_task_start_timestamp_seconds{")
+    );
+    m.poll(&k, &ok_poll(t0(), 3, None), Duration::ZERO);
+    let text = m.render(&ScrapeValues::default(), Format::OpenMetrics).unwrap();
     assert!(!text.contains("scanwatch_hss_last_task_start_timestamp_seconds{"), "{text}");
     assert!(text.contains("scanwatch_poll_last_ok{") && text.contains("scanwatch_database_writable 0"), "{text}");
 }
@@ -624,4 +636,167 @@ async fn no_api_parameter_value_panics_the_server() {
     let (status, body) = app.get("/api/v1/snapshots?since=300000y").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body.as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn the_accept_header_chooses_openmetrics_only_when_it_asks_for_it() {
+    for (accept, want) in [
+        (None, Format::Text),
+        (Some(""), Format::Text),
+        (Some("*/*"), Format::Text),
+        (Some("text/plain"), Format::Text),
+        (Some("text/plain;version=0.0.4"), Format::Text),
+        (Some(PROMETHEUS_ACCEPT), Format::OpenMetrics),
+        (Some("application/openmetrics-text"), Format::OpenMetrics),
+        (Some("Application/OpenMetrics-Text; Version=\"1.0.0\""), Format::OpenMetrics),
+        (Some("application/openmetrics-text; version=0.0.1; charset=utf-8"), Format::OpenMetrics),
+        (Some("application/openmetrics-text;version=2.0.0"), Format::Text),
+        (Some("application/openmetrics-text;q=0.2,text/plain;version=0.0.4;q=0.9"), Format::Text),
+        (Some("text/plain;version=0.0.4;q=0.3,application/openmetrics-text;q=0.7"), Format::OpenMetrics),
+        (Some("application/openmetrics-text;q=0"), Format::Text),
+        (Some("application/openmetrics-text;q=banana"), Format::Text),
+        (
+            Some("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"),
+            Format::Text,
+        ),
+        (Some("text/html,application/xhtml+xml"), Format::Text),
+        (Some(";;;,,=;q=="), Format::Text),
+    ] {
+        assert_eq!(Format::negotiate(accept), want, "{accept:?}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_answer_text_0_0_4_by_default_and_openmetrics_when_asked() {
+    let app = spawn(Some(TOKEN), None).await;
+    app.metrics.delivery("ops-hook", "delivered");
+    let (ct, text) = app.metrics_as(None).await;
+    assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(!text.contains("# EOF"), "{text}");
+    assert!(
+        text.contains("# HELP scanwatch_deliveries_total ")
+            && text.contains("# TYPE scanwatch_deliveries_total counter\n")
+    );
+    assert_eq!(app.metrics_as(Some("text/plain;version=0.0.4")).await.0, TEXT_CONTENT_TYPE);
+    let (ct, om) = app.metrics_as(Some("application/openmetrics-text;version=1.0.0")).await;
+    assert_eq!(ct, "application/openmetrics-text; version=1.0.0; charset=utf-8");
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE scanwatch_deliveries counter\n"), "{om}");
+    // The same samples in both: only the descriptor lines differ.
+    let samples = |t: &str| -> BTreeSet<String> {
+        t.lines().filter(|l| !l.starts_with('#') && !l.starts_with("process_")).map(String::from).collect()
+    };
+    assert_eq!(samples(&text), samples(&om));
+}
+
+#[test]
+fn counters_and_the_latency_histogram_exist_at_zero_for_every_configured_series_channel_and_account() {
+    let text = format!(
+        "{CONFIG}\n[[channels]]\nname = \"ops-hook\"\nkind = \"webhook\"\nurl_env = \"HOOK\"\n\
+         [[channels]]\nname = \"second\"\nkind = \"webhook\"\nurl_env = \"HOOK\"\n"
+    );
+    let env = Environment::from_pairs([
+        ("HUAWEICLOUD_SDK_AK", "AK1"),
+        ("HUAWEICLOUD_SDK_SK", "SK1"),
+        ("HOOK", "https://hooks.example.com/x"),
+    ]);
+    let config = Config::from_toml_str(&text, Path::new("/nonexistent"), &env).unwrap();
+    let m = Metrics::new();
+    assert!(!m.render(&ScrapeValues::default(), Format::Text).unwrap().contains("scanwatch_deliveries_total{"));
+    m.declare(&config);
+    let text = m.render(&ScrapeValues::default(), Format::Text).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let count = |metric: &str| scrape.samples.iter().filter(|s| s.metric == metric).count();
+    for channel in ["ops-hook", "second"] {
+        for outcome in DELIVERY_OUTCOMES {
+            let labels = [("channel", channel), ("outcome", outcome)];
+            assert_eq!(value(sample(&scrape, "scanwatch_deliveries_total", &labels)), 0.0);
+        }
+    }
+    assert_eq!(count("scanwatch_deliveries_total"), 2 * DELIVERY_OUTCOMES.len());
+    for (target, task_type) in [("t1", "cluster_scan"), ("t1", "iac_scan"), ("t2", "iac_scan")] {
+        for kind in ErrorKind::ALL {
+            let labels = [("target", target), ("task_type", task_type), ("kind", kind.as_str())];
+            assert_eq!(value(sample(&scrape, "scanwatch_poll_errors_total", &labels)), 0.0);
+        }
+    }
+    assert_eq!(count("scanwatch_poll_errors_total"), 3 * ErrorKind::ALL.len());
+    let latency = sample(&scrape, "scanwatch_poll_duration_seconds", &[("account", "prod")]);
+    let prometheus_parse::Value::Histogram(buckets) = &latency.value else { panic!("{latency:?}") };
+    assert!(buckets.iter().all(|b| b.count == 0.0), "{buckets:?}");
+    assert!(text.contains("scanwatch_poll_duration_seconds_count{account=\"prod\"} 0\n"), "{text}");
+
+    // A reload declares what is new and keeps what was counted.
+    m.delivery("ops-hook", "failed");
+    m.declare(&config);
+    let text = m.render(&ScrapeValues::default(), Format::Text).unwrap();
+    assert!(text.contains("scanwatch_deliveries_total{channel=\"ops-hook\",outcome=\"failed\"} 1\n"), "{text}");
+}
+
+#[test]
+fn latency_keeps_sub_millisecond_precision() {
+    let config = config();
+    let k = key(&config, "t1", TaskType::ClusterScan);
+    let m = Metrics::new();
+    m.poll(&k, &ok_poll(t0(), 3, None), Duration::from_micros(350));
+    m.poll(&k, &ok_poll(t0(), 3, None), Duration::from_micros(4_250));
+    let text = m.render(&ScrapeValues::default(), Format::Text).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let latency = sample(&scrape, "scanwatch_poll_duration_seconds", &[("account", "prod")]);
+    let prometheus_parse::Value::Histogram(buckets) = &latency.value else { panic!("{latency:?}") };
+    assert_eq!(buckets.iter().find(|b| b.less_than == 0.005).unwrap().count, 2.0, "{buckets:?}");
+    let sum = text.lines().find_map(|l| l.strip_prefix("scanwatch_poll_duration_seconds_sum{account=\"prod\"} "));
+    let sum: f64 = sum.unwrap().parse().unwrap();
+    assert!((sum - 0.0046).abs() < 1e-9, "0.35 ms + 4.25 ms, not rounded to whole milliseconds: {sum}");
+}
+
+#[test]
+fn build_info_and_process_metrics_carry_client_golangs_names() {
+    let text = Metrics::new().render(&ScrapeValues::default(), Format::Text).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(text.contains(&format!("scanwatch_build_info{{version=\"{version}\"}} 1\n")), "{text}");
+    for (name, help) in [
+        ("process_cpu_seconds_total", "Total user and system CPU time spent in seconds."),
+        ("process_resident_memory_bytes", "Resident memory size in bytes."),
+        ("process_open_fds", "Number of open file descriptors."),
+        ("process_start_time_seconds", "Start time of the process since unix epoch in seconds."),
+    ] {
+        assert!(text.contains(&format!("# HELP {name} {help}\n")), "{name}: {text}");
+    }
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let rss = value(sample(&scrape, "process_resident_memory_bytes", &[]));
+    assert!(rss > 1_000_000.0, "a test binary holds more than 1 MB: {rss}");
+    let fds = value(sample(&scrape, "process_open_fds", &[]));
+    assert!(fds >= 3.0 && fds <= value(sample(&scrape, "process_max_fds", &[])), "{fds}");
+    let started = value(sample(&scrape, "process_start_time_seconds", &[]));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(started <= now + 1.0 && started > now - 3600.0, "this test process started within the hour: {started}");
+}
+
+#[test]
+fn process_stats_parse_the_proc_files_and_refuse_what_linux_does_not_write() {
+    // A command name with spaces and parentheses: the fields start after the last `)`.
+    let stat = "4242 (sc (an) watch) S 1 4242 4242 0 -1 4194560 1200 0 0 0 250 130 0 0 20 0 9 0 \
+                1500 123456789 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+    let boot = "cpu  1 2 3\nbtime 1800000000\nprocesses 99\n";
+    let p = ProcessStats::parse(stat, boot, 100, 4096).unwrap();
+    assert_eq!(p.cpu_seconds, 3.8, "utime 250 + stime 130 ticks at 100 Hz");
+    assert_eq!(p.start_time_seconds, 1_800_000_015.0, "btime + 1500 ticks");
+    assert_eq!(p.virtual_bytes, 123_456_789);
+    assert_eq!(p.resident_bytes, 2048 * 4096);
+    assert_eq!(ProcessStats::parse(stat, "cpu 1\n", 100, 4096), None, "no btime");
+    assert_eq!(ProcessStats::parse("4242 (x) S 1 2", boot, 100, 4096), None, "truncated");
+    assert_eq!(ProcessStats::parse(stat, boot, 0, 4096), None, "no clock rate");
+    assert_eq!(ProcessStats::parse("", "", 100, 4096), None);
+}
+
+#[test]
+fn text_0_0_4_names_a_counter_by_its_sample_and_drops_what_openmetrics_alone_has() {
+    let om = "# HELP a_things Things.\n# TYPE a_things counter\n# UNIT a_things things\na_things_total{x=\"1\"} 2\n\
+              # HELP b_level Level.\n# TYPE b_level gauge\nb_level 3\n# HELP c_odd Odd.\n# TYPE c_odd unknown\nc_odd 4\n# EOF\n";
+    assert_eq!(
+        super::metrics::to_text_004(om),
+        "# HELP a_things_total Things.\n# TYPE a_things_total counter\na_things_total{x=\"1\"} 2\n\
+         # HELP b_level Level.\n# TYPE b_level gauge\nb_level 3\n# HELP c_odd Odd.\n# TYPE c_odd untyped\nc_odd 4\n"
+    );
 }
