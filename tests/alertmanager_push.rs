@@ -33,9 +33,14 @@ const NULL_RECEIVER: &str = "route:\n  receiver: \"null\"\nreceivers:\n  - name:
 impl Alertmanager {
     /// Starts Alertmanager on a free loopback port (gossip off) and waits until `/-/ready` answers 200.
     fn start(bin: &Path) -> Alertmanager {
+        Alertmanager::start_with(bin, NULL_RECEIVER)
+    }
+
+    /// [`Alertmanager::start`] with the configuration `yml`.
+    fn start_with(bin: &Path, yml: &str) -> Alertmanager {
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
-            std::fs::write(dir.path().join("alertmanager.yml"), NULL_RECEIVER).unwrap();
+            std::fs::write(dir.path().join("alertmanager.yml"), yml).unwrap();
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let addr = format!("127.0.0.1:{port}");
             let log = std::fs::File::create(dir.path().join("alertmanager.log")).unwrap();
@@ -263,4 +268,78 @@ fn with_one_alertmanager_of_a_cluster_down_the_other_gets_every_alert_and_the_fa
     let resolved = log.iter().find(|n| n["event"] == "resolved").expect("a resolved notification");
     assert_eq!(resolved["status"], "pending", "{log:?}");
     assert!(resolved["last_error"].as_str().unwrap().contains("could not connect"), "{log:?}");
+}
+
+/// Our `groupKey` is Alertmanager's own: a real Alertmanager, routing by `channel` to a child route that groups by
+/// `target` and `env`, sends its webhook for alerts with awkward label values, and the `groupKey` and `groupLabels`
+/// it sends are exactly what scanwatch renders for that channel and group.
+#[test]
+fn the_group_key_is_rendered_exactly_as_a_real_alertmanager_renders_it() {
+    let Some(bin) = alertmanager_bin() else { return };
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_addr = hook.local_addr().unwrap();
+    let yml = format!(
+        "route:\n  receiver: \"null\"\n  routes:\n    - matchers: ['channel=\"ops-hook\"']\n      receiver: hook\n      group_by: [target, env]\n      group_wait: 0s\nreceivers:\n  - name: \"null\"\n  - name: hook\n    webhook_configs:\n      - url: http://{hook_addr}/hook\n"
+    );
+    let am = Alertmanager::start_with(&bin, &yml);
+    let target = "prod \"north\" \\ 集群\t";
+    let env = "p,r=o{d}";
+    let alert = serde_json::json!([{
+        "labels": { "alertname": "no_recent_scan", "channel": "ops-hook", "target": target, "env": env, "team": "secops" },
+        "annotations": { "summary": "s" },
+        "startsAt": Utc::now().to_rfc3339(),
+    }]);
+    let body = alert.to_string();
+    let mut s = TcpStream::connect(&am.addr).unwrap();
+    write!(
+        s,
+        "POST /api/v2/alerts HTTP/1.0\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        am.addr,
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // Alertmanager's webhook: accept one request (bounded: it sends within its group_wait of 0s).
+    hook.set_nonblocking(false).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut c, _) = hook.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = c.read(&mut chunk).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if rest.len() >= len {
+                    let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = tx.send(rest[..len].to_string());
+                    break;
+                }
+            }
+        }
+    });
+    let sent = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("no webhook from Alertmanager:\n{}", am.log()));
+    let sent: Value = serde_json::from_str(&sent).unwrap();
+    let group = std::collections::BTreeMap::from([
+        ("env".to_string(), env.to_string()),
+        ("target".to_string(), target.to_string()),
+    ]);
+    assert_eq!(sent["groupKey"], scanwatch::notify::group_key("ops-hook", &group), "{sent:#}");
+    assert_eq!(sent["groupLabels"], serde_json::to_value(&group).unwrap());
+    assert_eq!(sent["status"], "firing");
 }
