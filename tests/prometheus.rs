@@ -119,7 +119,7 @@ async fn serve_metrics() -> Served {
 }
 
 async fn get_metrics(addr: &str, accept: &str) -> (String, String) {
-    let resp = reqwest::Client::new()
+    let resp = scanwatch::tls::client()
         .get(format!("http://{addr}/metrics"))
         .bearer_auth(TOKEN)
         .header("accept", accept)
@@ -249,7 +249,7 @@ async fn a_real_prometheus_scrapes_every_family_over_openmetrics() {
             .spawn()
             .expect("start prometheus"),
     );
-    let client = reqwest::Client::new();
+    let client = scanwatch::tls::client();
     let api = format!("http://127.0.0.1:{port}/api/v1");
     let query = |q: &str| {
         let (client, api, q) = (client.clone(), api.clone(), q.to_string());
