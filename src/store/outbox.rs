@@ -291,10 +291,12 @@ impl Store {
             g.1.push(notice);
         }
         // The alerts still firing on each channel that has a group to send, as that channel last heard of them.
-        let mut still_firing: HashMap<String, Vec<AlertNotice>> = HashMap::new();
+        // Keyed by (channel, group labels): each listed alert's group is computed once.
+        let mut still_firing: HashMap<(String, BTreeMap<String, String>), Vec<AlertNotice>> = HashMap::new();
+        let mut read: BTreeSet<&str> = BTreeSet::new();
         if let Some(grouper) = grouper {
             for (channel, _, _) in groups.keys().filter(|(_, suppressed, _)| !suppressed) {
-                if still_firing.contains_key(channel) {
+                if !read.insert(channel.as_str()) {
                     continue;
                 }
                 let listed = sqlx::query(
@@ -310,7 +312,6 @@ impl Store {
                 .fetch_all(&mut *tx.tx)
                 .await
                 .map_err(tx.failed("reading the alerts still firing"))?;
-                let mut alerts = Vec::new();
                 for row in &listed {
                     let (summary, value, event, payload): (String, String, String, String) = (|| {
                         Ok::<_, sqlx::Error>((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
@@ -332,9 +333,9 @@ impl Store {
                         notice.summary = summary;
                         notice.value = value;
                     }
-                    alerts.push(notice);
+                    let labels = grouper.group_labels(channel, &notice);
+                    still_firing.entry((channel.clone(), labels)).or_default().push(notice);
                 }
-                still_firing.insert(channel.clone(), alerts);
             }
         }
         let mut created = Vec::new();
@@ -349,9 +350,8 @@ impl Store {
             };
             // The alerts this notification announces; the ones only listed beside them are in its payload.
             let fingerprints: Vec<String> = alerts.iter().map(|a| a.fingerprint.clone()).collect();
-            if let (Some(grouper), false) = (grouper, suppressed) {
-                let others = still_firing.get(&channel).map(Vec::as_slice).unwrap_or_default();
-                alerts.extend(others.iter().filter(|a| grouper.group_labels(&channel, a) == group_labels).cloned());
+            if !suppressed && let Some(others) = still_firing.remove(&(channel.clone(), group_labels.clone())) {
+                alerts.extend(others);
             }
             order(&mut alerts);
             let status = if suppressed { DeliveryStatus::Suppressed } else { DeliveryStatus::Pending };
