@@ -91,17 +91,18 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     if args.get(1).map(String::as_str) == Some("child") {
         let (mode, series, accounts, port) = (&args[2], args[3].parse()?, args[4].parse()?, args[5].parse()?);
-        let m = rt.block_on(child(mode, series, accounts, port))?;
-        println!(
-            "RESULT {} {} {} {} {:.1} {:.1} {}",
-            m.setup.as_millis(),
-            m.wall.as_millis(),
-            m.cpu.as_millis(),
-            m.ok,
-            m.rss_before,
-            m.peak,
-            m.switches
-        );
+        for m in rt.block_on(child(mode, series, accounts, port))? {
+            println!(
+                "RESULT {} {} {} {} {:.1} {:.1} {}",
+                m.setup.as_millis(),
+                m.wall.as_millis(),
+                m.cpu.as_millis(),
+                m.ok,
+                m.rss_before,
+                m.peak,
+                m.switches
+            );
+        }
         return Ok(());
     }
     let series: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(10_000);
@@ -121,66 +122,90 @@ async fn parent(series: usize, accounts: usize) -> anyhow::Result<()> {
     });
     println!("bench_poll: {series} series over {accounts} accounts, simulator on 127.0.0.1:{port}");
     println!(
-        "{:<10} {:>9} {:>9} {:>9} {:>7} {:>12} {:>13} {:>12}",
+        "{:<12} {:>7} {:>9} {:>9} {:>7} {:>12} {:>13} {:>12}",
         "side", "setup ms", "wall ms", "cpu ms", "ok", "rss pre MiB", "peak RSS MiB", "ctx switches"
     );
-    let mut rows = Vec::new();
+    // Per cycle, then per side.
+    let mut rows: Vec<Vec<Vec<f64>>> = vec![Vec::new(); CYCLES];
     for mode in ["baseline", "poller"] {
         let exe = std::env::current_exe()?;
         let args = ["child".to_string(), mode.to_string(), series.to_string(), accounts.to_string(), port.to_string()];
         let out = tokio::task::spawn_blocking(move || Command::new(exe).args(args).output()).await??;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
+        let lines: Vec<&str> = stdout.lines().filter_map(|l| l.strip_prefix("RESULT ")).collect();
+        if lines.len() != CYCLES {
             bail!("{mode} child failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-        };
-        let f: Vec<f64> = line.split(' ').map(str::parse).collect::<Result<_, _>>()?;
-        println!(
-            "{mode:<10} {:>9} {:>9} {:>9} {:>7} {:>12.1} {:>13.1} {:>12}",
-            f[0], f[1], f[2], f[3], f[4], f[5], f[6]
-        );
-        if f[3] as usize != series {
-            bail!("{mode}: only {} of {series} polls succeeded", f[3]);
         }
-        rows.push(f);
+        for (cycle, line) in lines.into_iter().enumerate() {
+            let f: Vec<f64> = line.split(' ').map(str::parse).collect::<Result<_, _>>()?;
+            if f[3] as usize != series {
+                bail!("{mode}: only {} of {series} polls succeeded", f[3]);
+            }
+            rows[cycle].push(f);
+        }
     }
-    let (b, p) = (&rows[0], &rows[1]);
-    println!(
-        "poller / baseline: wall {:.2}x, cpu {:.2}x; poller peak RSS {:.1} MiB (target: wall <= 1.5x, peak < 64 MB)",
-        p[1] / b[1],
-        p[2] / b[2],
-        p[5]
-    );
+    for (cycle, sides) in rows.iter().enumerate() {
+        for (mode, f) in ["baseline", "poller"].iter().zip(sides) {
+            let side = format!("{mode} #{}", cycle + 1);
+            println!(
+                "{side:<12} {:>7} {:>9} {:>9} {:>7} {:>12.1} {:>13.1} {:>12}",
+                f[0], f[1], f[2], f[3], f[4], f[5], f[6]
+            );
+        }
+    }
+    for (cycle, sides) in rows.iter().enumerate() {
+        let (b, p) = (&sides[0], &sides[1]);
+        println!(
+            "cycle {} ({}): poller / baseline: wall {:.2}x, cpu {:.2}x, context switches {:.1} vs {:.1} per poll; \
+             poller peak RSS {:.1} MiB (target: wall <= 1.5x, peak < 64 MB)",
+            cycle + 1,
+            if cycle == 0 { "first, new database" } else { "steady" },
+            p[1] / b[1],
+            p[2] / b[2],
+            p[6] / series as f64,
+            b[6] / series as f64,
+            p[5]
+        );
+    }
     println!("simulator answered {} calls (keeps the last ones only)", sim.calls().len());
     stop.cancel();
     let _ = server.await;
     Ok(())
 }
 
-async fn child(mode: &str, series: usize, accounts: usize, port: u16) -> anyhow::Result<Measured> {
+/// Cycles measured per side: the first (the poller's on a new database: each series' first poll), then a steady one.
+const CYCLES: usize = 2;
+
+async fn child(mode: &str, series: usize, accounts: usize, port: u16) -> anyhow::Result<Vec<Measured>> {
     let setup_started = Instant::now();
+    let mut measured = Vec::new();
     match mode {
         "baseline" => {
             let http = scanwatch::tls::client_builder().timeout(Duration::from_secs(60)).build()?;
             let per_account: Vec<Vec<usize>> = (0..accounts).map(|j| (j..series).step_by(accounts).collect()).collect();
             let setup = setup_started.elapsed();
-            let (rss_before, cpu0, t0) = (support::rss_mib(), support::cpu_time(), Instant::now());
-            let switches0 = support::context_switches();
-            let oks = join_all(per_account.iter().enumerate().map(|(j, idx)| {
-                let http = http.clone();
-                async move {
-                    let mut ok = 0;
-                    for &i in idx {
-                        if bare_call(&http, port, j, i).await.is_ok() {
-                            ok += 1;
+            for _ in 0..CYCLES {
+                let (rss_before, cpu0, t0) = (support::rss_mib(), support::cpu_time(), Instant::now());
+                let switches0 = support::context_switches();
+                let oks = join_all(per_account.iter().enumerate().map(|(j, idx)| {
+                    let http = http.clone();
+                    async move {
+                        let mut ok = 0;
+                        for &i in idx {
+                            if bare_call(&http, port, j, i).await.is_ok() {
+                                ok += 1;
+                            }
                         }
+                        ok
                     }
-                    ok
-                }
-            }))
-            .await;
-            let (wall, cpu) = (t0.elapsed(), support::cpu_time() - cpu0);
-            let switches = support::context_switches() - switches0;
-            Ok(Measured { setup, wall, cpu, ok: oks.iter().sum(), rss_before, peak: support::peak_rss_mib(), switches })
+                }))
+                .await;
+                let (wall, cpu) = (t0.elapsed(), support::cpu_time() - cpu0);
+                let switches = support::context_switches() - switches0;
+                let ok = oks.iter().sum();
+                measured.push(Measured { setup, wall, cpu, ok, rss_before, peak: support::peak_rss_mib(), switches });
+            }
+            Ok(measured)
         }
         "poller" => {
             let dir = tempfile::tempdir()?;
@@ -194,17 +219,20 @@ async fn child(mode: &str, series: usize, accounts: usize, port: u16) -> anyhow:
             let store = Store::open(&db).await?;
             let poller = Poller::new(&config, store.clone(), Arc::new(SystemClock::default())).await?;
             let setup = setup_started.elapsed();
-            let (rss_before, cpu0, t0) = (support::rss_mib(), support::cpu_time(), Instant::now());
-            let switches0 = support::context_switches();
-            let results = poller.poll_all(true).await?;
-            let (wall, cpu) = (t0.elapsed(), support::cpu_time() - cpu0);
-            let switches = support::context_switches() - switches0;
-            let ok = results.iter().filter(|r| r.record.outcome.is_ok()).count();
-            if let Some(r) = results.iter().find(|r| r.record.outcome.is_err()) {
-                eprintln!("first failure: {:?}", r.record.outcome);
+            for _ in 0..CYCLES {
+                let (rss_before, cpu0, t0) = (support::rss_mib(), support::cpu_time(), Instant::now());
+                let switches0 = support::context_switches();
+                let results = poller.poll_all(true).await?;
+                let (wall, cpu) = (t0.elapsed(), support::cpu_time() - cpu0);
+                let switches = support::context_switches() - switches0;
+                let ok = results.iter().filter(|r| r.record.outcome.is_ok()).count();
+                if let Some(r) = results.iter().find(|r| r.record.outcome.is_err()) {
+                    eprintln!("first failure: {:?}", r.record.outcome);
+                }
+                measured.push(Measured { setup, wall, cpu, ok, rss_before, peak: support::peak_rss_mib(), switches });
             }
             store.close().await;
-            Ok(Measured { setup, wall, cpu, ok, rss_before, peak: support::peak_rss_mib(), switches })
+            Ok(measured)
         }
         other => bail!("unknown mode {other}"),
     }

@@ -90,11 +90,15 @@ impl RateBudget {
     pub fn finished(&self, admitted: Instant) {
         let now = Instant::now();
         let mut state = self.lock();
-        match state.calls.iter().rposition(|t| *t == admitted) {
-            Some(i) => state.calls[i] = now.max(admitted),
-            None => state.calls.push_back(now),
+        // Every instant held is an admission or a completion up to now, so `now` is the latest and goes last: the
+        // window stays in order without sorting. The call's admission is near the back (only calls admitted or
+        // completed since are behind it), which is where the search starts and the removal shifts from. Sorting
+        // the whole window on every call cost a host budget of 1,000,000 a minute seconds per 10,000 calls.
+        if let Some(i) = state.calls.iter().rposition(|t| *t == admitted) {
+            state.calls.remove(i);
         }
-        state.calls.make_contiguous().sort_unstable();
+        let last = state.calls.back().map_or(now, |t| now.max(*t));
+        state.calls.push_back(last);
         state.forget_before(now);
     }
 

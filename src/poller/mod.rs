@@ -38,10 +38,10 @@ use crate::hss::regions;
 use crate::liveness::Liveness;
 use crate::model::{ErrorKind, PollError, PollRecord, SeriesKey, Snapshot};
 use crate::notify::outbox::Route;
-use crate::rules::{RuleName, RuleSet};
+use crate::rules::RuleSet;
 use crate::store::{SilenceRow, Store, StoreError};
 
-pub use record::{AlertChange, Outbox, Recorded, record_and_evaluate};
+pub use record::{AlertChange, Outbox, PollWrite, Recorded, Written, record_and_evaluate};
 
 /// The error code of a poll that scanwatch recorded without calling HSS.
 pub const NOT_SENT_CODE: &str = "SCANWATCH.BACKOFF";
@@ -55,7 +55,7 @@ pub struct PolledSeries {
     /// The target's effective rules.
     pub rules: RuleSet,
     /// The target's user labels (routing, silences, messages).
-    pub labels: BTreeMap<String, String>,
+    pub labels: Arc<BTreeMap<String, String>>,
     /// The client-side account (per region for password logins: IAM tokens are regional).
     account: Arc<client::Account>,
     /// The endpoint host this series is polled at (`host:port`), and that host's budget (HSS's per-IP limit),
@@ -118,14 +118,15 @@ pub struct Poller {
     backoff_base: Duration,
     lifecycle: Lifecycle,
     /// Which channels want which alerts.
-    routes: Vec<Arc<dyn Route>>,
+    routes: Arc<[Arc<dyn Route>]>,
     /// Polls (call + store) in flight across all accounts, at most [`MAX_CONCURRENT_CALLS`].
     in_flight: Semaphore,
     /// Where each poll registers while it runs (the daemon's watchdog reads it).
     liveness: Arc<Liveness>,
     wait_notice: Option<WaitNotice>,
-    /// Per series: whether its latest call was denied (403). Read from the store the first time a series is polled,
-    /// then kept here, so a healthy series costs no extra query per poll.
+    /// Per series: whether its latest call was denied (403). Known at start from the stored rule states, or read
+    /// from the store the first time a series is polled, then kept here, so a healthy series costs no extra query
+    /// per poll.
     denied: std::sync::Mutex<std::collections::HashMap<i64, bool>>,
     /// `schedule.host_calls_per_minute`: how fast one endpoint host may be called, which paces a spread cycle.
     host_calls_per_minute: u32,
@@ -217,9 +218,23 @@ impl Poller {
                     series_id,
                     endpoint: target.endpoint.clone(),
                     rules: target.rules.rule_set(),
-                    labels: target.labels.clone(),
+                    labels: Arc::new(target.labels.clone()),
                     account: hss_account,
                 });
+            }
+        }
+        // What each series' stored state says of its latest call and its task checks, read once for all of them.
+        let task_checks = task_check::TaskChecks::default();
+        let mut denied = HashMap::new();
+        let configured: HashSet<i64> = accounts.values().flat_map(|a| a.series.iter().map(|s| s.series_id)).collect();
+        for (id, state) in store.known_rule_states().await? {
+            if configured.contains(&id) {
+                task_checks.prime(id, state.as_ref());
+                // Its latest poll succeeded, or it has none: no permission backoff runs. Otherwise the series reads
+                // its latest calls on its first poll.
+                if state.is_none_or(|s| s.failures == 0) {
+                    denied.insert(id, false);
+                }
             }
         }
         Ok(Poller {
@@ -229,13 +244,13 @@ impl Poller {
             clock,
             backoff_base: config.schedule.interval,
             lifecycle: config.alerting.lifecycle(),
-            routes: Vec::new(),
+            routes: Arc::new([]),
             in_flight: Semaphore::new(MAX_CONCURRENT_CALLS),
             liveness: Arc::new(Liveness::default()),
             wait_notice: None,
-            denied: std::sync::Mutex::default(),
+            denied: std::sync::Mutex::new(denied),
             host_calls_per_minute: config.schedule.host_calls_per_minute,
-            task_checks: task_check::TaskChecks::default(),
+            task_checks,
             resource_cache: task_check::ResourceCache::default(),
         })
     }
@@ -254,7 +269,7 @@ impl Poller {
 
     /// Sets the channels' routes: from now on alert changes write outbox notices for them.
     pub fn with_routes(mut self, routes: Vec<Arc<dyn Route>>) -> Self {
-        self.routes = routes;
+        self.routes = routes.into();
         self
     }
 
@@ -281,7 +296,8 @@ impl Poller {
     /// One cycle as `opts` says. Stopped early, it returns what was polled before the stop; every result returned
     /// is stored (with `store`), and a poll that had not started never is.
     pub async fn poll_cycle(&self, opts: &CycleOptions) -> Result<Vec<PollResult>, StoreError> {
-        let silences = if opts.store { self.store.silences(self.clock.now(), false).await? } else { Vec::new() };
+        let silences: Arc<[SilenceRow]> =
+            if opts.store { self.store.silences(self.clock.now(), false).await?.into() } else { Arc::new([]) };
         let offsets = self.plan(opts);
         // Collected first, not a stream of closures: the cycle runs as a spawned task, and a closure-mapped stream
         // is not provably `Send` for every lifetime.
@@ -302,7 +318,7 @@ impl Poller {
         name: &str,
         rt: &AccountRuntime,
         opts: &CycleOptions,
-        silences: &[SilenceRow],
+        silences: &Arc<[SilenceRow]>,
         offsets: &HashMap<i64, Duration>,
     ) -> Result<Vec<PollResult>, StoreError> {
         let todo: Vec<&PolledSeries> = rt.series.iter().filter(|s| !opts.skip.contains(&s.series_id)).collect();
@@ -395,42 +411,45 @@ impl Poller {
             }
             let (snapshot_id, changes) = if opts.store {
                 let busy = self.liveness.busy("store");
-                // The task behind a data alert that is about to fire or remind, fetched before its notices are
-                // written, so each goes out with it (or says why not). Only then: it costs calls.
-                let mut contexts = Vec::new();
-                if record.outcome.is_ok() {
-                    let notifying =
-                        record::preview(&self.store, s.series_id, &s.key, &s.rules, &self.lifecycle, &record).await?;
-                    if notifying.iter().any(|r| r.is_data_rule() && *r != RuleName::ScanFailures) {
-                        let budgets = (&rt.task_budgets, s.host_task_budgets.as_ref());
-                        let busy = self.liveness.busy("alert context");
-                        contexts = task_check::contexts(
-                            &self.client,
-                            &s.account,
-                            s,
-                            budgets,
-                            &notifying,
-                            &self.resource_cache,
-                            record.polled_at,
-                        )
-                        .await;
-                        drop(busy);
-                    }
-                }
-                let outbox = Outbox { labels: Some(&s.labels), routes: &self.routes, silences, contexts: &contexts };
-                let r = record_and_evaluate(
-                    &self.store,
-                    s.series_id,
-                    &s.key,
-                    &s.rules,
-                    &self.lifecycle,
-                    &record,
+                let mut write = PollWrite {
+                    series_id: s.series_id,
+                    key: s.key.clone(),
+                    rules: s.rules.clone(),
+                    lifecycle: self.lifecycle,
+                    record: record.clone(),
                     sent,
-                    outbox,
-                )
-                .await?;
+                    labels: Arc::clone(&s.labels),
+                    routes: Arc::clone(&self.routes),
+                    silences: Arc::clone(silences),
+                    contexts: None,
+                };
+                // Committed with whatever other polls are waiting (group commit). A data alert about to fire or
+                // remind first wants the task behind it from HSS: then nothing was written, and the poll is written
+                // again with it, so each notice goes out with its context (or says why not).
+                let recorded = loop {
+                    match self.store.write(write.clone()).await? {
+                        Written::Recorded(r) => break r,
+                        Written::NeedsContexts(notifying) => {
+                            let budgets = (&rt.task_budgets, s.host_task_budgets.as_ref());
+                            let busy = self.liveness.busy("alert context");
+                            let contexts = task_check::contexts(
+                                &self.client,
+                                &s.account,
+                                s,
+                                budgets,
+                                &notifying,
+                                &self.resource_cache,
+                                record.polled_at,
+                            )
+                            .await;
+                            drop(busy);
+                            write.contexts = Some(contexts);
+                        }
+                    }
+                };
                 drop(busy);
-                (Some(r.snapshot_id), r.changes)
+                record::log_changes(&s.key, &recorded.changes);
+                (Some(recorded.snapshot_id), recorded.changes)
             } else {
                 (None, Vec::new())
             };

@@ -12,7 +12,8 @@ use crate::notify::AlertNotice;
 use crate::notify::outbox::{Route, route};
 use crate::rules::{self, RuleName, RuleSet, Severity};
 use crate::store::SilenceRow;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, WriteJob, WriteTx};
+use futures_util::future::BoxFuture;
 
 /// One alert's change of state, ready for the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,40 +40,13 @@ pub struct Outbox<'a> {
     pub labels: Option<&'a BTreeMap<String, String>>,
     pub routes: &'a [Arc<dyn Route>],
     pub silences: &'a [SilenceRow],
-    /// The task behind an alert, per rule, fetched before recording (see [`preview`]); a notice of such a rule
-    /// carries it.
+    /// The task behind an alert, per rule, fetched before recording (see [`PollWrite::contexts`]); a notice of such
+    /// a rule carries it.
     pub contexts: &'a [(RuleName, AlertContext)],
 }
 
-/// Which rules' alerts recording `record` would notify about (firing or a reminder), without writing anything: the
-/// poller asks first, so that it can fetch the task behind those alerts from HSS before the notices are written,
-/// and every notice goes out with its context or says why it has none. A hint only: recording evaluates again.
-pub async fn preview(
-    store: &Store,
-    series_id: i64,
-    key: &SeriesKey,
-    rule_set: &RuleSet,
-    lifecycle: &Lifecycle,
-    record: &PollRecord,
-) -> Result<Vec<RuleName>, StoreError> {
-    let now = record.polled_at;
-    let fingerprints: Vec<String> = rule_set.enabled().into_iter().map(|r| fingerprint(r, key)).collect();
-    let alerts = store.alerts_among(&fingerprints).await?;
-    let state = store.rule_state_with(series_id, record).await?;
-    let mut notifying = Vec::new();
-    for (rule, _, outcome) in state.evaluate_all(rule_set, key, now) {
-        let fp = fingerprint(rule, key);
-        let current = alerts.iter().find(|a| a.fingerprint == fp).map(|a| a.alert.clone()).unwrap_or_default();
-        let (_, transition) = step(&current, &outcome, lifecycle, now);
-        if transition.and_then(|t| t.event).is_some_and(|e| matches!(e, Event::Firing | Event::Repeat)) {
-            notifying.push(rule);
-        }
-    }
-    Ok(notifying)
-}
-
-/// Stores `record` for the series, evaluates its rules over the stored history and writes the outbox notices of
-/// every change, all in one transaction.
+/// Stores `record` for the series, evaluates its rules and writes the outbox notices of every change, all in one
+/// transaction of its own (the poller commits its polls together instead: [`PollWrite`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn record_and_evaluate(
     store: &Store,
@@ -85,22 +59,150 @@ pub async fn record_and_evaluate(
     outbox: Outbox<'_>,
 ) -> Result<Recorded, StoreError> {
     let mut tx = store.begin_write().await?;
-    // The snapshot and the series' rule state it leads to: one row read, however long the history.
-    let (snapshot_id, state) = tx.record_snapshot(series_id, record, sent).await?;
+    let poll = Poll { series_id, key, rule_set, lifecycle, record, sent };
+    let written = write_poll(&mut tx, &poll, outbox, true).await?;
+    tx.commit().await?;
+    match written {
+        Written::Recorded(r) => {
+            log_changes(key, &r.changes);
+            Ok(r)
+        }
+        // Not with contexts known; kept total rather than unreachable.
+        Written::NeedsContexts(_) => Err(StoreError::Shared { cause: "the poll was not recorded".into() }),
+    }
+}
+
+/// One poll to record, owned, so that the store's writer can commit it together with other polls
+/// ([`Store::write`]).
+#[derive(Clone)]
+pub struct PollWrite {
+    pub series_id: i64,
+    pub key: SeriesKey,
+    pub rules: RuleSet,
+    pub lifecycle: Lifecycle,
+    pub record: PollRecord,
+    pub sent: bool,
+    pub labels: Arc<BTreeMap<String, String>>,
+    pub routes: Arc<[Arc<dyn Route>]>,
+    pub silences: Arc<[SilenceRow]>,
+    /// The task behind an alert, per rule, fetched from HSS for this poll; `None` when not fetched yet. Then a poll
+    /// whose data alert (other than `scan_failures`, which carries its own check) is about to fire or remind writes
+    /// nothing and answers [`Written::NeedsContexts`]: the poller fetches them and writes again, so that every
+    /// notice goes out with its context or says why it has none. Only then: a context costs calls.
+    pub contexts: Option<Vec<(RuleName, AlertContext)>>,
+}
+
+/// What writing a [`PollWrite`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    Recorded(Recorded),
+    /// Nothing was written: these rules' alerts are about to notify, and their contexts are wanted first.
+    NeedsContexts(Vec<RuleName>),
+}
+
+impl WriteJob for PollWrite {
+    type Output = Written;
+
+    fn write<'t>(&'t mut self, tx: &'t mut WriteTx) -> BoxFuture<'t, Result<Written, StoreError>> {
+        Box::pin(async move {
+            let poll = Poll {
+                series_id: self.series_id,
+                key: &self.key,
+                rule_set: &self.rules,
+                lifecycle: &self.lifecycle,
+                record: &self.record,
+                sent: self.sent,
+            };
+            let outbox = Outbox {
+                labels: Some(&self.labels),
+                routes: &self.routes,
+                silences: &self.silences,
+                contexts: self.contexts.as_deref().unwrap_or_default(),
+            };
+            write_poll(tx, &poll, outbox, self.contexts.is_some()).await
+        })
+    }
+}
+
+/// The poll being recorded.
+struct Poll<'a> {
+    series_id: i64,
+    key: &'a SeriesKey,
+    rule_set: &'a RuleSet,
+    lifecycle: &'a Lifecycle,
+    record: &'a PollRecord,
+    sent: bool,
+}
+
+/// Logs each transition, once its poll is committed.
+pub fn log_changes(key: &SeriesKey, changes: &[AlertChange]) {
+    for c in changes {
+        let t = &c.transition;
+        tracing::info!(series = %key, rule = %c.rule, from = t.from.as_str(), to = t.to.as_str(), summary = %t.summary, "alert transition");
+    }
+}
+
+/// One rule's evaluation of a poll: its alert as stored (if it has a row), before and after, and the transition.
+struct Step {
+    rule: RuleName,
+    severity: Severity,
+    fp: String,
+    stored: Option<crate::store::AlertRow>,
+    current: Alert,
+    next: Alert,
+    transition: Option<Transition>,
+}
+
+/// Reads the series' rule state and alerts, evaluates the poll, and — unless a context is wanted first and
+/// `contexts_known` is false — writes the snapshot, the rule state, the alert rows and the outbox notices.
+async fn write_poll(
+    tx: &mut WriteTx,
+    poll: &Poll<'_>,
+    outbox: Outbox<'_>,
+    contexts_known: bool,
+) -> Result<Written, StoreError> {
+    let Poll { series_id, key, rule_set, lifecycle, record, sent } = *poll;
+    // The rule state this poll leads to: one row read, however long the history.
+    let mut next = tx.next_state(series_id, record).await?;
     let now = record.polled_at;
+    let outcomes = next.state.evaluate_all(rule_set, key, now);
+    let fingerprints: Vec<String> = outcomes.iter().map(|(rule, _, _)| fingerprint(*rule, key)).collect();
+    // A series that has never had an alert row (most of a healthy fleet) reads none.
+    let mut stored_alerts = if next.alerted { tx.series_alerts(series_id, &fingerprints).await? } else { Vec::new() };
+    let had_alerts = !stored_alerts.is_empty();
+    let steps: Vec<Step> = outcomes
+        .into_iter()
+        .zip(fingerprints)
+        .map(|((rule, severity, outcome), fp)| {
+            let stored = stored_alerts.iter().position(|a| a.fingerprint == fp).map(|i| stored_alerts.swap_remove(i));
+            let current = stored.as_ref().map(|r| r.alert.clone()).unwrap_or_default();
+            let (next, transition) = step(&current, &outcome, lifecycle, now);
+            Step { rule, severity, fp, stored, current, next, transition }
+        })
+        .collect();
+    if !contexts_known && record.outcome.is_ok() {
+        let notifying: Vec<RuleName> = steps
+            .iter()
+            .filter(|s| {
+                s.transition.as_ref().and_then(|t| t.event).is_some_and(|e| matches!(e, Event::Firing | Event::Repeat))
+            })
+            .map(|s| s.rule)
+            .collect();
+        if notifying.iter().any(|r| r.is_data_rule() && *r != RuleName::ScanFailures) {
+            return Ok(Written::NeedsContexts(notifying));
+        }
+    }
+    // Rows read stay (alerts are never deleted), and a breach saves one: then the series reads its alerts again.
+    next.alerted = had_alerts || steps.iter().any(|s| s.next != Alert::default());
+    let snapshot_id = tx.store_snapshot(series_id, record, sent, &next).await?;
+    let state = &next.state;
     // scan_failures' alerts carry what the latest task check found: which clusters or files failed, and why.
     let latest_check = state.task.clone();
     if let Some(skew) = state.future_start_skew(now) {
         tracing::warn!(series = %key, ahead = %rules::human_duration(skew), "last_task_start_time is in the future (clock skew?); treating its age as 0");
     }
     let mut changes = Vec::new();
-    let outcomes = state.evaluate_all(rule_set, key, now);
-    let fingerprints: Vec<String> = outcomes.iter().map(|(rule, _, _)| fingerprint(*rule, key)).collect();
-    let mut stored_alerts = tx.alerts(&fingerprints).await?;
-    for ((rule, severity, outcome), fp) in outcomes.into_iter().zip(fingerprints) {
-        let stored = stored_alerts.iter().position(|a| a.fingerprint == fp).map(|i| stored_alerts.swap_remove(i));
-        let current = stored.as_ref().map(|r| r.alert.clone()).unwrap_or_default();
-        let (next, transition) = step(&current, &outcome, lifecycle, now);
+    for Step { rule, severity, fp, stored, current, next, transition } in steps {
         // Series that never breached keep no row; everything else is saved so the state survives a restart.
         if stored.is_none() && next == Alert::default() {
             continue;
@@ -146,7 +248,6 @@ pub async fn record_and_evaluate(
         }
         if let Some(t) = transition {
             tx.insert_transition(alert_id, Some(snapshot_id), &t).await?;
-            tracing::info!(series = %key, rule = %rule, from = t.from.as_str(), to = t.to.as_str(), summary = %t.summary, "alert transition");
             changes.push(AlertChange {
                 fingerprint: fp,
                 rule,
@@ -157,8 +258,7 @@ pub async fn record_and_evaluate(
             });
         }
     }
-    tx.commit().await?;
-    Ok(Recorded { snapshot_id, changes })
+    Ok(Written::Recorded(Recorded { snapshot_id, changes }))
 }
 
 /// What one evaluation writes to the outbox — `(event, suppressed)` — and whether receivers are still untold
@@ -266,6 +366,48 @@ mod tests {
         assert_eq!(log.len(), 2);
         assert_eq!(store.alerts(false).await.unwrap().len(), 0, "nothing active after resolving");
         assert_eq!(store.alerts(true).await.unwrap()[0].alert.state, AlertState::Resolved);
+    }
+
+    async fn alerted(store: &Store, id: i64) -> bool {
+        let mut tx = store.begin_write().await.unwrap();
+        let flag: bool = sqlx::query_scalar("SELECT alerted FROM series_state WHERE series_id = ?1")
+            .bind(id)
+            .fetch_one(tx.inner())
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        flag
+    }
+
+    /// A series that never had an alert row skips reading its alerts (`series_state.alerted`); one that moves to
+    /// other HSS coordinates reads them again, and resolves the alert another series left under them — without the
+    /// migration's trigger it would skip the read, and that alert would fire forever.
+    #[tokio::test]
+    async fn a_series_reads_its_alerts_again_when_it_moves_to_coordinates_with_an_alert() {
+        let (_dir, store, a) = fresh_store().await;
+        let set = poll_failing_after(1);
+        let lc = Lifecycle::default();
+        let other = SeriesKey { target: "u".into(), project_id: "q".into(), ..key() };
+        let b = store.ensure_series(&other).await.unwrap();
+        record_and_evaluate(&store, a, &key(), &set, &lc, &failing(0), true, Outbox::default()).await.unwrap();
+        record_and_evaluate(&store, b, &other, &set, &lc, &fresh(0), true, Outbox::default()).await.unwrap();
+        assert!(alerted(&store, a).await, "a series with an alert reads its alerts");
+        assert!(!alerted(&store, b).await, "a healthy series with no alert row skips the read");
+        record_and_evaluate(&store, b, &other, &set, &lc, &fresh(1), true, Outbox::default()).await.unwrap();
+        // Registering the same coordinates again (every start does) changes nothing.
+        assert_eq!(store.ensure_series(&other).await.unwrap(), b);
+        assert!(!alerted(&store, b).await);
+
+        // `u` is pointed at the coordinates of `t` (whose target is gone from the config): the alert `t` left
+        // firing is `u`'s now, and `u` is healthy.
+        let moved = SeriesKey { target: "u".into(), ..key() };
+        assert_eq!(store.ensure_series(&moved).await.unwrap(), b);
+        assert!(alerted(&store, b).await, "the coordinates changed: read the alerts again");
+        let r = record_and_evaluate(&store, b, &moved, &set, &lc, &fresh(2), true, Outbox::default()).await.unwrap();
+        assert_eq!(r.changes.len(), 1, "{r:?}");
+        assert_eq!(r.changes[0].transition.to, AlertState::Resolved);
+        assert!(store.alerts(false).await.unwrap().is_empty(), "nothing left firing");
+        assert!(alerted(&store, b).await, "it has an alert row now");
     }
 
     #[tokio::test]
@@ -826,19 +968,22 @@ mod tests {
 
     /// Records `polls` live, then after each one checks that the stored rule state — kept incrementally by each
     /// poll's transaction — is the state rebuilt from scratch out of the stored snapshots at or before that poll,
-    /// that the preview saw that same state before the poll was recorded, and that both evaluate alike.
+    /// that the state read before anything is written (which decides whether a poll first fetches its alerts'
+    /// contexts) is that same state, and that both evaluate alike.
     async fn assert_incremental_state_matches_a_rebuild(polls: &[PollRecord]) {
         let (_dir, store, id) = fresh_store().await;
         let set = short_windows();
         for (i, rec) in polls.iter().enumerate() {
-            let previewed = store.rule_state_with(id, rec).await.unwrap();
+            let mut tx = store.begin_write().await.unwrap();
+            let previewed = tx.next_state(id, rec).await.unwrap().state;
+            tx.rollback().await.unwrap();
             record_and_evaluate(&store, id, &key(), &set, &Lifecycle::default(), rec, true, Outbox::default())
                 .await
                 .unwrap();
             let (kept, _) = store.rule_state(id).await.unwrap().expect("a state row after a poll");
             let rebuilt = store.rebuild_rule_state(id, rec.polled_at).await.unwrap();
             assert_eq!(kept, rebuilt, "poll {i} at {}: incremental state differs from a rebuild", rec.polled_at);
-            assert_eq!(previewed, kept, "poll {i}: the preview saw another state than the recording");
+            assert_eq!(previewed, kept, "poll {i}: the state read before writing differs from the one recorded");
             let from_rows = rules::evaluate_all(
                 &set,
                 &key(),

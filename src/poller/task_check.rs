@@ -79,6 +79,16 @@ impl TaskChecks {
         Ok(owed || last.is_none_or(|l| stats.total_num > l.total_num || stats.running_num < l.running_num))
     }
 
+    /// What a series' stored rule state says, at start: the latest successful statistics and whether a check is
+    /// owed, as [`TaskChecks::due`] would read them from the store. Without a check ever made, a check is due.
+    pub fn prime(&self, series_id: i64, state: Option<&crate::store::KnownState>) {
+        let known = match state.and_then(|s| s.task.as_ref().map(|check| (s.last_ok, check))) {
+            Some((last_ok, check)) => (last_ok, check.task.is_none() && check.unavailable.is_some()),
+            None => (None, false),
+        };
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(series_id, known);
+    }
+
     /// Remembers this poll's statistics, and whether the check it called for is still owed.
     pub fn done(&self, series_id: i64, stats: TaskStats, owed: bool) {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(series_id, (Some(stats), owed));

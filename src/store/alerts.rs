@@ -117,6 +117,25 @@ impl WriteTx {
         rows.iter().map(alert_from_row).collect()
     }
 
+    /// The stored alerts among `fingerprints` and every other alert of the series, in one statement: a poll reads
+    /// them all, so that it knows whether the series has any (`series_state.alerted`, migration 0013).
+    pub async fn series_alerts(
+        &mut self,
+        series_id: i64,
+        fingerprints: &[String],
+    ) -> Result<Vec<AlertRow>, StoreError> {
+        let marks = (1..=fingerprints.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let n = fingerprints.len() + 1;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{ALERT_SELECT} WHERE a.fingerprint IN ({marks}) OR a.series_id = ?{n}"
+        )));
+        for fp in fingerprints {
+            query = query.bind(fp.as_str());
+        }
+        let rows = query.bind(series_id).fetch_all(&mut *self.tx).await.map_err(self.failed("reading alerts"))?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
     /// The stored alert for `fingerprint`, if any.
     pub async fn alert(&mut self, fingerprint: &str) -> Result<Option<AlertRow>, StoreError> {
         Ok(self.alerts(&[fingerprint.to_string()]).await?.pop())

@@ -22,10 +22,13 @@ use sqlx::{Row, Sqlite};
 pub mod alerts;
 pub mod outbox;
 mod state;
+mod writer;
 
 use crate::model::{ErrorKind, PollRecord, SeriesKey, Snapshot, TaskStats, TaskType};
 pub use alerts::{AlertRow, SilenceRow, TransitionRow};
 pub use outbox::{AttemptResult, Claimant, DeliveryStatus, Grouper, NotificationRow};
+pub use state::{KnownState, NextState};
+pub use writer::{MAX_BATCH, WriteJob};
 
 /// Errors from the store; all carry what failed.
 ///
@@ -53,6 +56,10 @@ pub enum StoreError {
     /// A row holds a value this release does not understand.
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
+    /// A write committed with others (see [`Store::write`]) failed with the transaction they shared: `cause` is
+    /// that transaction's error, which the first of them received as it was.
+    #[error("{cause}")]
+    Shared { cause: String },
 }
 
 fn sql(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -181,6 +188,8 @@ pub struct Store {
     /// access turns the database unwritable at once, and the next commit turns it writable again. The write probe
     /// alone cannot see a full disk: it writes no page.
     writes: Arc<WriteHealth>,
+    /// Where [`Store::write`] queues jobs for group commit.
+    writer: Arc<writer::Writer>,
 }
 
 /// Why the latest write transaction failed, or `None` when it committed (or none has failed yet).
@@ -358,6 +367,7 @@ impl Store {
         // daemon between cycles then holds one reader (its scrapes'), not four full caches (BENCHMARKS.md, "Soak").
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .idle_timeout(READER_IDLE)
             .connect_with(opts.clone().pragma("cache_size", READER_CACHE))
             .await
@@ -370,7 +380,7 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(|e| OpenFailure::open(path, e))?;
-        Ok(Store { pool, write_pool, turn: Arc::default(), writes: Arc::default() })
+        Ok(Store { pool, write_pool, turn: Arc::default(), writes: Arc::default(), writer: Arc::default() })
     }
 
     /// Creates the file if `opts` say so, switches it to WAL and applies the migrations, on one connection and
@@ -420,7 +430,13 @@ impl Store {
                     .map_err(|_| StoreError::Open { path: shown.clone(), reason: one_line(&e) })?
             }
         };
-        Ok(Store { write_pool: pool.clone(), pool, turn: Arc::default(), writes: Arc::default() })
+        Ok(Store {
+            write_pool: pool.clone(),
+            pool,
+            turn: Arc::default(),
+            writes: Arc::default(),
+            writer: Arc::default(),
+        })
     }
 
     /// Whether a write could start now: takes the write lock (`BEGIN IMMEDIATE`) and rolls back at once, so it

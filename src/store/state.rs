@@ -12,13 +12,16 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use super::{Store, StoreError, WriteTx, millis, snapshot_from_row, sql};
-use crate::model::{ErrorKind, PollRecord, Snapshot, TaskStats};
+use futures_util::TryStreamExt;
+
+use crate::model::{AlertContext, ErrorKind, PollRecord, Snapshot, TaskStats};
 use crate::rules::{Failure, SeriesState};
 
 /// A stored row: the state and the newest `polled_at` among the series' snapshots.
 struct StateRow {
     state: SeriesState,
     max_polled_at: DateTime<Utc>,
+    alerted: bool,
 }
 
 impl StateRow {
@@ -52,16 +55,21 @@ async fn rebuild(conn: &mut SqliteConnection, series_id: i64, at: DateTime<Utc>)
     Ok(state)
 }
 
-fn state_from_row(row: &SqliteRow) -> Result<StateRow, sqlx::Error> {
-    let at = |col: &str| row.try_get::<Option<i64>, _>(col).map(|v| v.map(millis));
-    let last_ok = match (row.try_get::<Option<i64>, _>("total_num")?, row.try_get::<Option<i64>, _>("running_num")?) {
+/// What the latest successful poll reported, from a `series_state` row.
+fn last_ok_from_row(row: &SqliteRow) -> Result<Option<TaskStats>, sqlx::Error> {
+    Ok(match (row.try_get::<Option<i64>, _>("total_num")?, row.try_get::<Option<i64>, _>("running_num")?) {
         (Some(total), Some(running)) => Some(TaskStats {
             total_num: u64::try_from(total).unwrap_or(0),
             running_num: u64::try_from(running).unwrap_or(0),
             last_task_start_time: row.try_get("last_task_start_time")?,
         }),
         _ => None,
-    };
+    })
+}
+
+fn state_from_row(row: &SqliteRow) -> Result<StateRow, sqlx::Error> {
+    let at = |col: &str| row.try_get::<Option<i64>, _>(col).map(|v| v.map(millis));
+    let last_ok = last_ok_from_row(row)?;
     let failures = u64::try_from(row.try_get::<i64, _>("failures")?).unwrap_or(0);
     let kind: Option<String> = row.try_get("error_kind")?;
     let last_failure = (failures > 0).then(|| -> Result<Failure, sqlx::Error> {
@@ -91,7 +99,7 @@ fn state_from_row(row: &SqliteRow) -> Result<StateRow, sqlx::Error> {
         // A check that no longer parses (written by a newer release) reads as none, as in snapshots.
         task: row.try_get::<Option<String>, _>("task_json")?.and_then(|t| serde_json::from_str(&t).ok()),
     };
-    Ok(StateRow { state, max_polled_at: millis(row.try_get("max_polled_at")?) })
+    Ok(StateRow { state, max_polled_at: millis(row.try_get("max_polled_at")?), alerted: row.try_get("alerted")? })
 }
 
 /// `rec` as a snapshot read back from the database would be: times in whole milliseconds, so that a state folded
@@ -106,6 +114,29 @@ fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// What a series' current rule state says of its latest poll and its task checks ([`Store::known_rule_states`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownState {
+    /// The failure streak at its latest poll (0: it succeeded).
+    pub failures: u64,
+    /// What its latest successful poll reported.
+    pub last_ok: Option<TaskStats>,
+    /// Its latest task check.
+    pub task: Option<AlertContext>,
+}
+
+/// The rule state a poll leads to, read in the transaction that will store the poll ([`WriteTx::next_state`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextState {
+    /// The state the rules evaluate the poll with.
+    pub state: SeriesState,
+    /// The newest `polled_at` among the series' snapshots once the poll is stored.
+    max_polled_at: DateTime<Utc>,
+    /// Whether the series may have alert rows (migration 0013): read from its row, true when the row is missing
+    /// or behind. Whoever stores the poll and knows better sets it before [`WriteTx::store_snapshot`].
+    pub alerted: bool,
+}
+
 impl WriteTx {
     /// Inserts one snapshot and brings the series' rule state up to it, in this transaction; returns the snapshot's
     /// id and the state the rules evaluate this poll with.
@@ -115,37 +146,54 @@ impl WriteTx {
         rec: &PollRecord,
         sent: bool,
     ) -> Result<(i64, SeriesState), StoreError> {
-        let id = self.insert_snapshot_row(series_id, rec, sent).await?;
-        let at = rec.polled_at;
-        let stored = read_row(self.inner(), series_id).await.map_err(self.failed("reading rule state"))?;
-        let (state, max_polled_at) = match stored {
-            Some(mut row) if row.takes(at) => {
-                row.state.fold(&stored_form(rec, id, series_id));
-                (row.state, at)
-            }
-            other => {
-                let max = other.map_or(at, |row| row.max_polled_at.max(at));
-                (rebuild(self.inner(), series_id, at).await?, max)
-            }
-        };
-        self.save_state(series_id, &state, max_polled_at).await?;
-        Ok((id, state))
+        let next = self.next_state(series_id, rec).await?;
+        let id = self.store_snapshot(series_id, rec, sent, &next).await?;
+        Ok((id, next.state))
     }
 
-    async fn save_state(
+    /// The rule state storing `rec` leads to, without writing anything: the stored row with `rec` folded in, or,
+    /// when the row is missing or behind, the fold of the stored snapshots at or before it and then `rec`. A
+    /// poll reads it first, so that it can stop before its first row when it needs something else first (the task
+    /// behind an alert that is about to notify).
+    pub async fn next_state(&mut self, series_id: i64, rec: &PollRecord) -> Result<NextState, StoreError> {
+        let at = rec.polled_at;
+        let stored = read_row(self.inner(), series_id).await.map_err(self.failed("reading rule state"))?;
+        let (mut state, max_polled_at, alerted) = match stored {
+            Some(row) if row.takes(at) => (row.state, at, row.alerted),
+            other => {
+                let max = other.map_or(at, |row| row.max_polled_at.max(at));
+                (rebuild(self.inner(), series_id, at).await?, max, true)
+            }
+        };
+        // The new snapshot sorts after every stored one at the same time (its id will be the largest).
+        state.fold(&stored_form(rec, i64::MAX, series_id));
+        Ok(NextState { state, max_polled_at, alerted })
+    }
+
+    /// Inserts the snapshot of `rec` and saves `next` (from [`WriteTx::next_state`] of the same `rec`, in this
+    /// transaction) as the series' rule state; returns the snapshot's id.
+    pub async fn store_snapshot(
         &mut self,
         series_id: i64,
-        s: &SeriesState,
-        max_polled_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+        rec: &PollRecord,
+        sent: bool,
+        next: &NextState,
+    ) -> Result<i64, StoreError> {
+        let id = self.insert_snapshot_row(series_id, rec, sent).await?;
+        self.save_state(series_id, next).await?;
+        Ok(id)
+    }
+
+    async fn save_state(&mut self, series_id: i64, next: &NextState) -> Result<(), StoreError> {
+        let (s, max_polled_at) = (&next.state, next.max_polled_at);
         let ms = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis());
         let failure = s.last_failure.as_ref();
         sqlx::query(
             "INSERT OR REPLACE INTO series_state (series_id, max_polled_at, first_polled_at, last_polled_at,
                  first_ok_at, last_ok_at, total_num, running_num, last_task_start_time, failures, error_kind,
                  http_status, error_code, error_message, running_since, running_from_first, grew_at, dropped_from,
-                 dropped_to, task_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                 dropped_to, task_json, alerted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
         )
         .bind(series_id)
         .bind(max_polled_at.timestamp_millis())
@@ -167,6 +215,7 @@ impl WriteTx {
         .bind(s.dropped.map(|(from, _)| clamp(from)))
         .bind(s.dropped.map(|(_, to)| clamp(to)))
         .bind(s.task.as_ref().and_then(|t| serde_json::to_string(t).ok()))
+        .bind(next.alerted)
         .execute(self.inner())
         .await
         .map_err(self.failed("saving rule state"))?;
@@ -175,18 +224,36 @@ impl WriteTx {
 }
 
 impl Store {
-    /// The rule state recording `rec` would give the series, without writing anything (a poll's preview): the
-    /// stored row with `rec` folded in, or the stored snapshots' fold when the row is missing or behind.
-    pub async fn rule_state_with(&self, series_id: i64, rec: &PollRecord) -> Result<SeriesState, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(sql("reading rule state"))?;
-        let at = rec.polled_at;
-        let mut state = match read_row(&mut conn, series_id).await.map_err(sql("reading rule state"))? {
-            Some(row) if row.takes(at) => row.state,
-            _ => rebuild(&mut conn, series_id, at).await?,
-        };
-        // The new snapshot sorts after every stored one at the same time (its id will be the largest).
-        state.fold(&stored_form(rec, i64::MAX, series_id));
-        Ok(state)
+    /// Every series whose rule state is known without reading its snapshots, at start: what its state row says
+    /// when that row is current (it has folded every stored snapshot), or `None` for a series with no snapshot at
+    /// all. One statement, streamed, so that a poller's first cycle need not ask per series whether its latest
+    /// call was denied or when it last checked its tasks. A series missing here (its row is behind) is read on its
+    /// first poll.
+    pub async fn known_rule_states(&self) -> Result<Vec<(i64, Option<KnownState>)>, StoreError> {
+        let mut rows = sqlx::query(
+            "SELECT r.id, st.series_id IS NOT NULL AS has_state, st.failures, st.total_num, st.running_num,
+                    st.last_task_start_time, st.task_json
+             FROM series r LEFT JOIN series_state st ON st.series_id = r.id
+             WHERE st.last_polled_at = st.max_polled_at
+                OR (st.series_id IS NULL AND NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.series_id = r.id))",
+        )
+        .fetch(&self.pool);
+        let mut out = Vec::new();
+        while let Some(row) = rows.try_next().await.map_err(sql("reading rule states"))? {
+            let known = (|| -> Result<_, sqlx::Error> {
+                let id: i64 = row.try_get("id")?;
+                if !row.try_get::<bool, _>("has_state")? {
+                    return Ok((id, None));
+                }
+                let last_ok = last_ok_from_row(&row)?;
+                let task = row.try_get::<Option<String>, _>("task_json")?.and_then(|t| serde_json::from_str(&t).ok());
+                let failures = u64::try_from(row.try_get::<i64, _>("failures")?).unwrap_or(0);
+                Ok((id, Some(KnownState { failures, last_ok, task })))
+            })()
+            .map_err(sql("reading rule states"))?;
+            out.push(known);
+        }
+        Ok(out)
     }
 
     /// The stored rule state of a series, and the newest `polled_at` of its snapshots, if it has a row.

@@ -426,3 +426,50 @@ async fn an_auth_failure_is_found_by_account_and_time() {
     s.record_poll(a, &auth(30), true).await.unwrap();
     assert!(s.auth_failed_since("prod", at(0)).await.unwrap());
 }
+
+/// Migration 0013 on a database that has alerts: a series with an alert row reads its alerts, one without skips
+/// them, and a series without a state row is left to its first poll.
+#[tokio::test]
+async fn migration_0013_marks_exactly_the_series_that_have_alert_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let s = Store::open(&path).await.unwrap();
+    let (a, b) = (
+        s.ensure_series(&key("a", TaskType::ClusterScan)).await.unwrap(),
+        s.ensure_series(&key("b", TaskType::ClusterScan)).await.unwrap(),
+    );
+    s.record_poll(a, &ok(0, 1), true).await.unwrap();
+    s.record_poll(b, &ok(0, 1), true).await.unwrap();
+    let mut tx = s.begin_write().await.unwrap();
+    let firing = crate::alerting::Alert { state: crate::alerting::AlertState::Firing, ..Default::default() };
+    tx.save_alert(
+        "fp-a",
+        a,
+        crate::rules::RuleName::PollFailing,
+        crate::rules::Severity::Critical,
+        &firing,
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    // Back to the schema before 0013, every state row as a poll of that release left it.
+    for undo in [
+        "DROP TRIGGER series_coordinates_changed",
+        "DROP INDEX alerts_series",
+        "ALTER TABLE series_state DROP COLUMN alerted",
+        "DELETE FROM _sqlx_migrations WHERE version = 13",
+    ] {
+        sqlx::query(undo).execute(tx.inner()).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    s.close().await;
+
+    let s = Store::open(&path).await.unwrap();
+    let flags: Vec<(i64, bool)> = sqlx::query_as("SELECT series_id, alerted FROM series_state ORDER BY series_id")
+        .fetch_all(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(flags, [(a, true), (b, false)]);
+    assert_complete_schema(&s).await;
+}
