@@ -299,11 +299,15 @@ impl Poller {
         let silences: Arc<[SilenceRow]> =
             if opts.store { self.store.silences(self.clock.now(), false).await?.into() } else { Arc::new([]) };
         let offsets = self.plan(opts);
+        // Which accounts may be backing off after rejected credentials: one read for all of them.
+        let horizon = crate::clock::earlier(self.clock.now(), budget::MAX_AUTH_BACKOFF);
+        let rejected = self.store.accounts_rejected_since(horizon).await?;
         // Collected first, not a stream of closures: the cycle runs as a spawned task, and a closure-mapped stream
         // is not provably `Send` for every lifetime.
         let mut per_account = Vec::with_capacity(self.accounts.len());
         for (name, rt) in &self.accounts {
-            per_account.push(self.poll_account(name, rt, opts, &silences, &offsets));
+            let rejected = rejected.contains(name);
+            per_account.push(self.poll_account(name, rt, opts, &silences, &offsets, rejected));
         }
         let per_account = futures_util::future::join_all(per_account).await;
         let mut out = Vec::new();
@@ -320,10 +324,11 @@ impl Poller {
         opts: &CycleOptions,
         silences: &Arc<[SilenceRow]>,
         offsets: &HashMap<i64, Duration>,
+        rejected: bool,
     ) -> Result<Vec<PollResult>, StoreError> {
         let todo: Vec<&PolledSeries> = rt.series.iter().filter(|s| !opts.skip.contains(&s.series_id)).collect();
         let mut results = Vec::with_capacity(todo.len());
-        let mut blocked = self.credential_backoff(name).await?;
+        let mut blocked = if rejected { self.credential_backoff(name).await? } else { None };
         let start = tokio::time::Instant::now();
         let mut announced = false;
         for (i, s) in todo.iter().copied().enumerate() {
@@ -575,12 +580,8 @@ impl Poller {
     /// Whether the account is still backing off after consecutive rejected credentials (401: bad signature, unknown
     /// AK, expired token), read from the account's stored calls. A 403 ends the streak: the credentials worked.
     async fn credential_backoff(&self, account: &str) -> Result<Option<(ErrorKind, String)>, StoreError> {
-        // A backoff ends at most MAX_AUTH_BACKOFF after the rejected call that started its last step: without such a
-        // call since then (one short index range), none is running, and the account's latest calls need no reading.
-        let horizon = crate::clock::earlier(self.clock.now(), budget::MAX_AUTH_BACKOFF);
-        if !self.store.auth_failed_since(account, horizon).await? {
-            return Ok(None);
-        }
+        // Only for an account with a rejected call since MAX_AUTH_BACKOFF (`accounts_rejected_since`): a backoff
+        // ends at most that long after the rejected call that started its last step.
         let recent = self.store.latest_calls(account, 12).await?;
         let Some((failures, last, until)) = self.backoff_from(&recent, ErrorKind::Auth) else { return Ok(None) };
         Ok(Some((

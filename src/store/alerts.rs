@@ -103,6 +103,13 @@ fn alerts_among(n: usize) -> String {
     format!("{ALERT_SELECT} WHERE a.fingerprint IN ({marks})")
 }
 
+/// The query for a series' alerts (bound as ?{n+1}) and the stored alerts among `n` fingerprints (?1…?n): two index
+/// lookups (`alerts` by fingerprint, `alerts_series`).
+pub(super) fn series_alerts(n: usize) -> String {
+    let marks = (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+    format!("{ALERT_SELECT} WHERE a.fingerprint IN ({marks}) OR a.series_id = ?{}", n + 1)
+}
+
 impl WriteTx {
     /// The stored alerts among `fingerprints`, in one statement (a poll evaluates all its rules at once).
     pub async fn alerts(&mut self, fingerprints: &[String]) -> Result<Vec<AlertRow>, StoreError> {
@@ -124,11 +131,7 @@ impl WriteTx {
         series_id: i64,
         fingerprints: &[String],
     ) -> Result<Vec<AlertRow>, StoreError> {
-        let marks = (1..=fingerprints.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-        let n = fingerprints.len() + 1;
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{ALERT_SELECT} WHERE a.fingerprint IN ({marks}) OR a.series_id = ?{n}"
-        )));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(series_alerts(fingerprints.len())));
         for fp in fingerprints {
             query = query.bind(fp.as_str());
         }

@@ -5,7 +5,7 @@
 //! One poll result is one transaction; later layers (alert state, the outbox) add their rows to the same one.
 //! The SQL sticks to what PostgreSQL also accepts where that costs nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -149,7 +149,7 @@ const HISTORY_OF_ALL: &str = "SELECT * FROM (SELECT s.* FROM snapshots s
 /// An account's latest `?2` calls: per series (by `series_account`) a walk of its primary key newest first
 /// that stops after `?2`, merged. One join ordered by time walked the time index backwards through every other
 /// account's calls instead, and through the whole table for an account with none yet. Only read when
-/// [`AUTH_FAILED_SINCE`] says a backoff may be running.
+/// [`ACCOUNTS_REJECTED_SINCE`] says a backoff may be running.
 const LATEST_CALLS: &str = "SELECT s.* FROM series r CROSS JOIN snapshots s
      WHERE r.account = ?1 AND s.id IN (SELECT l.id FROM snapshots l WHERE l.series_id = r.id AND l.sent
                                        ORDER BY l.polled_at DESC, l.id DESC LIMIT ?2)
@@ -159,10 +159,10 @@ const LATEST_CALLS: &str = "SELECT s.* FROM series r CROSS JOIN snapshots s
 /// was one range per series: 1,000 index probes for an account of 1,000 series, however few calls it made.
 const CALLS_SINCE: &str = "SELECT r.account, s.series_id, s.polled_at FROM snapshots s CROSS JOIN series r
      ON r.id = s.series_id WHERE s.polled_at >= ?1 AND s.sent ORDER BY s.polled_at";
-/// Whether the account has a rejected-credential call since `?2`: a range of the partial `snapshots_auth_failures`
-/// index, which holds only such calls.
-const AUTH_FAILED_SINCE: &str = "SELECT 1 FROM snapshots s CROSS JOIN series r ON r.id = s.series_id
-     WHERE s.error_kind = 'auth' AND s.sent AND s.polled_at >= ?2 AND r.account = ?1 LIMIT 1";
+/// The accounts with a rejected-credential call since `?1`: a range of the partial `snapshots_auth_failures` index,
+/// which holds only such calls; read once per cycle for every account.
+const ACCOUNTS_REJECTED_SINCE: &str = "SELECT DISTINCT r.account FROM snapshots s CROSS JOIN series r
+     ON r.id = s.series_id WHERE s.error_kind = 'auth' AND s.sent AND s.polled_at >= ?1";
 
 /// A call sent to HSS, as the rate budgets count it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -638,15 +638,14 @@ impl Store {
         rows.iter().map(|r| read(r).map_err(sql("reading recent calls"))).collect()
     }
 
-    /// Whether `account` had a call rejected for its credentials (`auth`) since `since`.
-    pub async fn auth_failed_since(&self, account: &str, since: DateTime<Utc>) -> Result<bool, StoreError> {
-        let row = sqlx::query(AUTH_FAILED_SINCE)
-            .bind(account)
+    /// The accounts that had a call rejected for their credentials (`auth`) since `since`.
+    pub async fn accounts_rejected_since(&self, since: DateTime<Utc>) -> Result<HashSet<String>, StoreError> {
+        sqlx::query_scalar(ACCOUNTS_REJECTED_SINCE)
             .bind(since.timestamp_millis())
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await
-            .map_err(sql("reading recent calls"))?;
-        Ok(row.is_some())
+            .map(|accounts| accounts.into_iter().collect())
+            .map_err(sql("reading recent calls"))
     }
 
     /// The latest calls sent for `account`, newest first (to rebuild its auth backoff after a restart).

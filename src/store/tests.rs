@@ -142,7 +142,7 @@ async fn hot_queries_read_snapshots_by_index_ranges_only() {
         ("rule state", state::STATE_SELECT, 1),
         ("rule state rebuilt", state::STATE_REBUILD, 2),
         ("calls since", CALLS_SINCE, 1),
-        ("auth failed since", AUTH_FAILED_SINCE, 2),
+        ("accounts rejected since", ACCOUNTS_REJECTED_SINCE, 1),
         ("latest calls", LATEST_CALLS, 2),
     ];
     // Each series' rows are stored together (migration 0012): a target's range is one walk of the primary key.
@@ -151,6 +151,10 @@ async fn hot_queries_read_snapshots_by_index_ranges_only() {
         target.iter().any(|d| d.contains("USING PRIMARY KEY (series_id=? AND polled_at>? AND polled_at<?)")),
         "{target:?}"
     );
+    // A poll's alerts: by fingerprint and by series, each an index lookup, never a scan of every alert.
+    let alerts = plan(&s, &alerts::series_alerts(5), 6).await;
+    assert!(alerts.iter().all(|d| !d.contains("SCAN")), "{alerts:?}");
+    assert!(alerts.iter().any(|d| d.contains("alerts_series")), "{alerts:?}");
     for (what, text, params) in cases {
         let plan = plan(&s, text, params).await;
         let on_snapshots: Vec<&String> = plan
@@ -420,11 +424,16 @@ async fn an_auth_failure_is_found_by_account_and_time() {
     s.record_poll(a, &failed(0), true).await.unwrap();
     s.record_poll(a, &auth(5), false).await.unwrap();
     s.record_poll(b, &auth(10), true).await.unwrap();
-    assert!(!s.auth_failed_since("prod", at(0)).await.unwrap(), "a 503 and an unsent record are no rejection");
-    assert!(s.auth_failed_since("other", at(10)).await.unwrap());
-    assert!(!s.auth_failed_since("other", at(11)).await.unwrap(), "too old");
+    let rejected = async |since| {
+        let mut accounts: Vec<String> = s.accounts_rejected_since(since).await.unwrap().into_iter().collect();
+        accounts.sort();
+        accounts
+    };
+    assert_eq!(rejected(at(0)).await, ["other"], "a 503 and an unsent record are no rejection");
+    assert_eq!(rejected(at(10)).await, ["other"]);
+    assert!(rejected(at(11)).await.is_empty(), "too old");
     s.record_poll(a, &auth(30), true).await.unwrap();
-    assert!(s.auth_failed_since("prod", at(0)).await.unwrap());
+    assert_eq!(rejected(at(0)).await, ["other", "prod"]);
 }
 
 /// Migration 0013 on a database that has alerts: a series with an alert row reads its alerts, one without skips
