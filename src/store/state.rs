@@ -31,13 +31,21 @@ impl StateRow {
     }
 }
 
-pub(super) const STATE_SELECT: &str = "SELECT * FROM series_state WHERE series_id = ?1";
+/// The series' state row (all NULL when it has none) and whether it has any snapshot: a series' first poll then
+/// knows, in the same statement, that there is nothing to rebuild.
+pub(super) const STATE_SELECT: &str = "SELECT st.*, EXISTS (SELECT 1 FROM snapshots s WHERE s.series_id = ?1) AS stored
+     FROM (SELECT ?1 AS id) q LEFT JOIN series_state st ON st.series_id = q.id";
 pub(super) const STATE_REBUILD: &str =
     "SELECT * FROM snapshots WHERE series_id = ?1 AND polled_at <= ?2 ORDER BY polled_at, id";
 
-async fn read_row(conn: &mut SqliteConnection, series_id: i64) -> Result<Option<StateRow>, sqlx::Error> {
-    let row = sqlx::query(STATE_SELECT).bind(series_id).fetch_optional(&mut *conn).await?;
-    row.as_ref().map(state_from_row).transpose()
+/// The series' state row, if it has one, and whether it has any snapshot stored.
+async fn read_row(conn: &mut SqliteConnection, series_id: i64) -> Result<(Option<StateRow>, bool), sqlx::Error> {
+    let row = sqlx::query(STATE_SELECT).bind(series_id).fetch_one(&mut *conn).await?;
+    let state = match row.try_get::<Option<i64>, _>("series_id")? {
+        Some(_) => Some(state_from_row(&row)?),
+        None => None,
+    };
+    Ok((state, row.try_get("stored")?))
 }
 
 /// The state from scratch: every stored snapshot of the series at or before `at`, folded in order.
@@ -157,9 +165,13 @@ impl WriteTx {
     /// behind an alert that is about to notify).
     pub async fn next_state(&mut self, series_id: i64, rec: &PollRecord) -> Result<NextState, StoreError> {
         let at = rec.polled_at;
-        let stored = read_row(self.inner(), series_id).await.map_err(self.failed("reading rule state"))?;
+        let (stored, any_snapshot) =
+            read_row(self.inner(), series_id).await.map_err(self.failed("reading rule state"))?;
         let (mut state, max_polled_at, alerted) = match stored {
             Some(row) if row.takes(at) => (row.state, at, row.alerted),
+            // A new series: nothing to rebuild. It may still find alerts another series left under its
+            // coordinates (a renamed target), so it reads them.
+            None if !any_snapshot => (SeriesState::default(), at, true),
             other => {
                 let max = other.map_or(at, |row| row.max_polled_at.max(at));
                 (rebuild(self.inner(), series_id, at).await?, max, true)
@@ -259,7 +271,7 @@ impl Store {
     /// The stored rule state of a series, and the newest `polled_at` of its snapshots, if it has a row.
     pub async fn rule_state(&self, series_id: i64) -> Result<Option<(SeriesState, DateTime<Utc>)>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(sql("reading rule state"))?;
-        let row = read_row(&mut conn, series_id).await.map_err(sql("reading rule state"))?;
+        let (row, _) = read_row(&mut conn, series_id).await.map_err(sql("reading rule state"))?;
         Ok(row.map(|r| (r.state, r.max_polled_at)))
     }
 
