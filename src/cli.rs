@@ -468,7 +468,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     config.file.display()
                 );
             }
-            let store = open_store_for_reading(&config).await?;
+            // Straight from the file when it needs nothing done (issue 13: history at raw-SQLite speed); otherwise
+            // the store, which migrates an older database or says what is wrong.
+            let source = match crate::store::DirectReader::open(&config.storage.path) {
+                Some(reader) => HistorySource::Direct(reader),
+                None => HistorySource::Store(open_store_for_reading(&config).await?),
+            };
             let now = clock.now();
             let q = HistoryQuery {
                 target,
@@ -476,7 +481,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 until: until.map(|s| parse_time(&s, now)).transpose().context("--until")?,
                 limit,
             };
-            print_history(&store, &q, format).await?;
+            print_history(&source, &q, format).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Alerts { all, format } => {
@@ -691,16 +696,36 @@ fn render_history(rows: &[HistoryJson], format: Format) -> String {
 
 /// Writes `history` to stdout as the rows come from the database: JSON and CSV row by row, exactly as
 /// [`render_history`] renders them; a table needs every row for its column widths, so it is rendered at the end.
-async fn print_history(store: &Store, q: &HistoryQuery, format: Format) -> anyhow::Result<()> {
+/// Where `history` reads its rows.
+enum HistorySource {
+    /// The file itself, read-only on this thread, when it needs nothing done.
+    Direct(crate::store::DirectReader),
+    Store(Store),
+}
+
+impl HistorySource {
+    async fn each(
+        &self,
+        q: &HistoryQuery,
+        each: impl FnMut(crate::store::HistoryRow) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        match self {
+            HistorySource::Direct(reader) => reader.history_each(q, each),
+            HistorySource::Store(store) => store.history_each(q, each).await,
+        }
+    }
+}
+
+async fn print_history(source: &HistorySource, q: &HistoryQuery, format: Format) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
-    write_history(store, q, format, &mut out).await?;
+    write_history(source, q, format, &mut out).await?;
     std::io::Write::flush(&mut out)?;
     Ok(())
 }
 
 /// [`print_history`] to any writer.
 async fn write_history(
-    store: &Store,
+    source: &HistorySource,
     q: &HistoryQuery,
     format: Format,
     mut out: impl std::io::Write,
@@ -709,8 +734,8 @@ async fn write_history(
     match format {
         Format::Table => {
             let mut rows = Vec::new();
-            store
-                .history_each(q, |r| {
+            source
+                .each(q, |r| {
                     rows.push(HistoryJson::from(&r));
                     anyhow::Ok(())
                 })
@@ -720,16 +745,14 @@ async fn write_history(
         Format::Json => {
             let mut ser = serde_json::Serializer::pretty(&mut out);
             let mut seq = ser.serialize_seq(None)?;
-            store
-                .history_each(q, |r| seq.serialize_element(&HistoryJson::from(&r)).map_err(anyhow::Error::from))
-                .await?;
+            source.each(q, |r| seq.serialize_element(&HistoryJson::from(&r)).map_err(anyhow::Error::from)).await?;
             seq.end()?;
             out.write_all(b"\n")?;
         }
         Format::Csv => {
             let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(&mut out);
             w.write_record(HISTORY_HEADERS)?;
-            store.history_each(q, |r| w.serialize(HistoryJson::from(&r)).map_err(anyhow::Error::from)).await?;
+            source.each(q, |r| w.serialize(HistoryJson::from(&r)).map_err(anyhow::Error::from)).await?;
             w.flush()?;
         }
     }
@@ -1028,7 +1051,7 @@ mod tests {
     /// `history` streams JSON and CSV row by row; what it writes must be byte for byte what rendering the collected
     /// rows gives (the format scripts rely on), for several rows, for none, and for text that needs escaping.
     #[tokio::test]
-    async fn streamed_history_is_byte_for_byte_the_rendered_one() {
+    async fn streamed_history_is_byte_for_byte_the_rendered_one_from_the_store_and_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
         for (target, task_type) in
@@ -1063,9 +1086,14 @@ mod tests {
         ];
         for q in queries {
             let rows: Vec<HistoryJson> = store.history(&q).await.unwrap().iter().map(HistoryJson::from).collect();
-            for format in [Format::Json, Format::Csv, Format::Table] {
+            // Through the store, and straight from the file (the CLI's `history` on a current database).
+            let direct = crate::store::DirectReader::open(&dir.path().join("t.db")).expect("a current database");
+            let sources = [HistorySource::Store(store.clone()), HistorySource::Direct(direct)];
+            for (source, format) in
+                sources.iter().flat_map(|s| [Format::Json, Format::Csv, Format::Table].map(|f| (s, f)))
+            {
                 let mut streamed = Vec::new();
-                write_history(&store, &q, format, &mut streamed).await.unwrap();
+                write_history(source, &q, format, &mut streamed).await.unwrap();
                 assert_eq!(String::from_utf8(streamed).unwrap(), render_history(&rows, format), "{q:?} as {format:?}");
             }
         }

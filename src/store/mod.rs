@@ -20,12 +20,14 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite};
 
 pub mod alerts;
+mod direct;
 pub mod outbox;
 mod state;
 mod writer;
 
 use crate::model::{ErrorKind, PollRecord, SeriesKey, Snapshot, TaskStats, TaskType};
 pub use alerts::{AlertRow, SilenceRow, TransitionRow};
+pub use direct::DirectReader;
 pub use outbox::{AttemptResult, Claimant, DeliveryStatus, Grouper, NotificationRow};
 pub use state::{KnownState, NextState};
 pub use writer::{MAX_BATCH, WriteJob};
@@ -60,6 +62,9 @@ pub enum StoreError {
     /// that transaction's error, which the first of them received as it was.
     #[error("{cause}")]
     Shared { cause: String },
+    /// A statement of the direct reader ([`DirectReader`]) failed.
+    #[error("database error while {doing}: {reason}")]
+    Direct { doing: &'static str, reason: String },
 }
 
 fn sql(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -133,6 +138,11 @@ fn lacks_write_access(e: &sqlx::Error) -> bool {
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pruning deletes in batches so that pollers never wait long for the write lock.
 const PRUNE_BATCH: i64 = 5_000;
+
+/// Every series, and the series of one target (`?1`).
+const SERIES_OF_ALL: &str = "SELECT id, target, task_type, account, region, project_id, enterprise_project_id FROM series ORDER BY target, task_type";
+const SERIES_OF_TARGET: &str =
+    "SELECT id, target, task_type, account, region, project_id, enterprise_project_id FROM series WHERE target = ?1";
 
 /// `history` for one target: `?1 <= polled_at < ?2`, the latest `?3` (`-1`: all), `target = ?4`, oldest first.
 /// Plain comparisons only, so the plan is the target's series then a range of the primary key `(series_id,
@@ -519,24 +529,20 @@ impl Store {
     }
 
     pub async fn series(&self) -> Result<Vec<SeriesRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, target, task_type, account, region, project_id, enterprise_project_id FROM series ORDER BY target, task_type",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(sql("listing series"))?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SERIES_OF_ALL))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql("listing series"))?;
         rows.iter().map(series_from_row).collect()
     }
 
     /// The series of one target (one per task type).
     async fn series_where_target(&self, target: &str) -> Result<Vec<SeriesRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, target, task_type, account, region, project_id, enterprise_project_id FROM series WHERE target = ?1",
-        )
-        .bind(target)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(sql("listing series"))?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SERIES_OF_TARGET))
+            .bind(target)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql("listing series"))?;
         rows.iter().map(series_from_row).collect()
     }
 
@@ -590,9 +596,7 @@ impl Store {
         mut each: impl FnMut(HistoryRow) -> Result<(), E>,
     ) -> Result<(), E> {
         use futures_util::TryStreamExt;
-        let since = q.since.map_or(i64::MIN, |t| t.timestamp_millis());
-        let until = q.until.map_or(i64::MAX, |t| t.timestamp_millis());
-        let limit = q.limit.map_or(-1, i64::from);
+        let (since, until, limit) = history_bounds(q);
         // Before the snapshots: a series is never deleted, and one created meanwhile has no snapshot in this read.
         let series: HashMap<i64, Arc<SeriesKey>> = match &q.target {
             Some(target) => self.series_where_target(target).await?,
@@ -609,16 +613,7 @@ impl Store {
         let mut rows = query.fetch(&self.pool);
         while let Some(row) = rows.try_next().await.map_err(sql("reading history"))? {
             let snapshot = snapshot_from_row(&row)?;
-            let Some(series) = series.get(&snapshot.series_id).cloned() else {
-                return Err(StoreError::Corrupt {
-                    table: "snapshots",
-                    detail: format!(
-                        "snapshot {} names series {}, which does not exist",
-                        snapshot.id, snapshot.series_id
-                    ),
-                }
-                .into());
-            };
+            let series = series_of(&series, &snapshot)?;
             each(HistoryRow { series, snapshot })?;
         }
         Ok(())
@@ -861,60 +856,94 @@ fn millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-fn series_from_row(row: &SqliteRow) -> Result<SeriesRow, StoreError> {
-    let get = sql("reading a series");
-    let task_type: String = row.try_get("task_type").map_err(sql("reading a series"))?;
-    let task_type = TaskType::parse(&task_type)
-        .ok_or_else(|| StoreError::Corrupt { table: "series", detail: format!("task_type `{task_type}`") })?;
-    let read = |col: &str| row.try_get::<String, _>(col);
-    let key = (|| -> Result<SeriesKey, sqlx::Error> {
-        Ok(SeriesKey {
-            target: read("target")?,
-            account: read("account")?,
-            region: read("region")?,
-            project_id: read("project_id")?,
-            enterprise_project_id: row.try_get("enterprise_project_id")?,
-            task_type,
-        })
-    })()
-    .map_err(get)?;
-    let id = row.try_get("id").map_err(sql("reading a series"))?;
-    Ok(SeriesRow { id, key })
+/// Reads a row's columns for the mappings below, whichever binding returned it: sqlx's rows by the column's name
+/// (their queries select `*`), the direct reader's ([`direct`]) by its position in the query's own column list.
+pub(crate) trait Columns {
+    fn int(&self, name: &'static str, index: usize) -> Result<Option<i64>, StoreError>;
+    fn text(&self, name: &'static str, index: usize) -> Result<Option<String>, StoreError>;
 }
 
-fn snapshot_from_row(row: &SqliteRow) -> Result<Snapshot, StoreError> {
-    let s = (|| -> Result<Snapshot, sqlx::Error> {
-        let ok: bool = row.try_get("ok")?;
-        let stats = if ok {
-            Some(TaskStats {
-                total_num: u64::try_from(row.try_get::<i64, _>("total_num")?).unwrap_or(0),
-                running_num: u64::try_from(row.try_get::<i64, _>("running_num")?).unwrap_or(0),
-                last_task_start_time: row.try_get("last_task_start_time")?,
-            })
-        } else {
-            None
-        };
-        let kind: Option<String> = row.try_get("error_kind")?;
-        Ok(Snapshot {
-            // A check that no longer parses (written by a newer release) reads as no check, not as an error.
-            task: row
-                .try_get::<Option<String>, _>("task_json")
-                .ok()
-                .flatten()
-                .and_then(|t| serde_json::from_str(&t).ok()),
-            id: row.try_get("id")?,
-            series_id: row.try_get("series_id")?,
-            polled_at: millis(row.try_get("polled_at")?),
-            stats,
-            latency_ms: u64::try_from(row.try_get::<i64, _>("latency_ms")?).unwrap_or(0),
-            http_status: row.try_get::<Option<i64>, _>("http_status")?.and_then(|s| u16::try_from(s).ok()),
-            error_kind: kind.as_deref().and_then(ErrorKind::parse),
-            error_code: row.try_get("error_code")?,
-            error_message: row.try_get("error_message")?,
-            request_id: row.try_get("request_id")?,
+impl Columns for SqliteRow {
+    fn int(&self, name: &'static str, _: usize) -> Result<Option<i64>, StoreError> {
+        self.try_get(name).map_err(sql("reading a row"))
+    }
+    fn text(&self, name: &'static str, _: usize) -> Result<Option<String>, StoreError> {
+        self.try_get(name).map_err(sql("reading a row"))
+    }
+}
+
+/// A column that must not be NULL.
+fn required<T>(v: Option<T>, table: &'static str, name: &str) -> Result<T, StoreError> {
+    v.ok_or_else(|| StoreError::Corrupt { table, detail: format!("{name} is NULL") })
+}
+
+/// `history`'s bind values: `polled_at` from, to, and how many of the latest (-1: all).
+fn history_bounds(q: &HistoryQuery) -> (i64, i64, i64) {
+    let since = q.since.map_or(i64::MIN, |t| t.timestamp_millis());
+    let until = q.until.map_or(i64::MAX, |t| t.timestamp_millis());
+    (since, until, q.limit.map_or(-1, i64::from))
+}
+
+/// The series a snapshot of `history` belongs to, among those read before it.
+fn series_of(series: &HashMap<i64, Arc<SeriesKey>>, snapshot: &Snapshot) -> Result<Arc<SeriesKey>, StoreError> {
+    series.get(&snapshot.series_id).cloned().ok_or_else(|| StoreError::Corrupt {
+        table: "snapshots",
+        detail: format!("snapshot {} names series {}, which does not exist", snapshot.id, snapshot.series_id),
+    })
+}
+
+/// How many migrations this release has, and the newest one's version.
+fn latest_migration() -> (i64, i64) {
+    let migrator = sqlx::migrate!("./migrations");
+    let count = i64::try_from(migrator.iter().count()).unwrap_or(i64::MAX);
+    (count, migrator.iter().map(|m| m.version).max().unwrap_or(0))
+}
+
+/// A series row: the columns [`SERIES_OF_ALL`] selects, in its order.
+fn series_from_row(row: &impl Columns) -> Result<SeriesRow, StoreError> {
+    let text = |name, index| required(row.text(name, index)?, "series", name);
+    let task_type = text("task_type", 2)?;
+    let task_type = TaskType::parse(&task_type)
+        .ok_or_else(|| StoreError::Corrupt { table: "series", detail: format!("task_type `{task_type}`") })?;
+    let key = SeriesKey {
+        target: text("target", 1)?,
+        account: text("account", 3)?,
+        region: text("region", 4)?,
+        project_id: text("project_id", 5)?,
+        enterprise_project_id: row.text("enterprise_project_id", 6)?,
+        task_type,
+    };
+    Ok(SeriesRow { id: required(row.int("id", 0)?, "series", "id")?, key })
+}
+
+/// A snapshot row: the table's columns in the table's order (migration 0012), which is what `*` selects.
+fn snapshot_from_row(row: &impl Columns) -> Result<Snapshot, StoreError> {
+    let int = |name, index| required(row.int(name, index)?, "snapshots", name);
+    let ok = int("ok", 3)? != 0;
+    let stats = if ok {
+        Some(TaskStats {
+            total_num: u64::try_from(int("total_num", 4)?).unwrap_or(0),
+            running_num: u64::try_from(int("running_num", 5)?).unwrap_or(0),
+            last_task_start_time: row.int("last_task_start_time", 6)?,
         })
-    })()
-    .map_err(sql("reading a snapshot"))?;
+    } else {
+        None
+    };
+    let kind = row.text("error_kind", 9)?;
+    let s = Snapshot {
+        // A check that no longer parses (written by a newer release) reads as no check, not as an error.
+        task: row.text("task_json", 14).ok().flatten().and_then(|t| serde_json::from_str(&t).ok()),
+        id: int("id", 2)?,
+        series_id: int("series_id", 0)?,
+        polled_at: millis(int("polled_at", 1)?),
+        stats,
+        latency_ms: u64::try_from(int("latency_ms", 7)?).unwrap_or(0),
+        http_status: row.int("http_status", 8)?.and_then(|s| u16::try_from(s).ok()),
+        error_kind: kind.as_deref().and_then(ErrorKind::parse),
+        error_code: row.text("error_code", 10)?,
+        error_message: row.text("error_message", 11)?,
+        request_id: row.text("request_id", 12)?,
+    };
     if !s.ok() && s.error_kind.is_none() {
         return Err(StoreError::Corrupt {
             table: "snapshots",
