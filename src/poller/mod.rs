@@ -226,15 +226,13 @@ impl Poller {
         // What each series' stored state says of its latest call and its task checks, read once for all of them.
         let task_checks = task_check::TaskChecks::default();
         let mut denied = HashMap::new();
-        let configured: HashSet<i64> = accounts.values().flat_map(|a| a.series.iter().map(|s| s.series_id)).collect();
-        for (id, state) in store.known_rule_states().await? {
-            if configured.contains(&id) {
-                task_checks.prime(id, state.as_ref());
-                // Its latest poll succeeded, or it has none: no permission backoff runs. Otherwise the series reads
-                // its latest calls on its first poll.
-                if state.is_none_or(|s| s.failures == 0) {
-                    denied.insert(id, false);
-                }
+        let configured: Vec<i64> = accounts.values().flat_map(|a| a.series.iter().map(|s| s.series_id)).collect();
+        for (id, state) in store.known_rule_states(&configured).await? {
+            task_checks.prime(id, state.as_ref());
+            // Its latest poll succeeded, or it has none: no permission backoff runs. Otherwise the series reads its
+            // latest calls on its first poll.
+            if state.is_none_or(|s| s.failures == 0) {
+                denied.insert(id, false);
             }
         }
         Ok(Poller {

@@ -236,19 +236,24 @@ impl WriteTx {
 }
 
 impl Store {
-    /// Every series whose rule state is known without reading its snapshots, at start: what its state row says
+    /// Each of `series` whose rule state is known without reading its snapshots, at start: what its state row says
     /// when that row is current (it has folded every stored snapshot), or `None` for a series with no snapshot at
     /// all. One statement, streamed, so that a poller's first cycle need not ask per series whether its latest
     /// call was denied or when it last checked its tasks. A series missing here (its row is behind) is read on its
     /// first poll.
-    pub async fn known_rule_states(&self) -> Result<Vec<(i64, Option<KnownState>)>, StoreError> {
+    pub async fn known_rule_states(&self, series: &[i64]) -> Result<Vec<(i64, Option<KnownState>)>, StoreError> {
+        // Only the series asked for (the configured ones, as a JSON array: one bind however many), not every
+        // series the database ever had.
+        let ids = serde_json::to_string(series).unwrap_or_else(|_| "[]".into());
         let mut rows = sqlx::query(
             "SELECT r.id, st.series_id IS NOT NULL AS has_state, st.failures, st.total_num, st.running_num,
                     st.last_task_start_time, st.task_json
-             FROM series r LEFT JOIN series_state st ON st.series_id = r.id
+             FROM json_each(?1) j CROSS JOIN series r ON r.id = j.value
+             LEFT JOIN series_state st ON st.series_id = r.id
              WHERE st.last_polled_at = st.max_polled_at
                 OR (st.series_id IS NULL AND NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.series_id = r.id))",
         )
+        .bind(ids)
         .fetch(&self.pool);
         let mut out = Vec::new();
         while let Some(row) = rows.try_next().await.map_err(sql("reading rule states"))? {

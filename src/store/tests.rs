@@ -482,3 +482,34 @@ async fn migration_0013_marks_exactly_the_series_that_have_alert_rows() {
     assert_eq!(flags, [(a, true), (b, false)]);
     assert_complete_schema(&s).await;
 }
+
+/// At start a poller learns, in one statement, what each configured series' state row says — or that a series has
+/// no snapshot at all; a series whose row is missing or behind is left out (it is read on its first poll), and so
+/// is one not asked for.
+#[tokio::test]
+async fn known_rule_states_are_the_current_rows_and_the_series_without_snapshots_among_those_asked_for() {
+    let (_d, s) = store().await;
+    let ids: Vec<i64> = {
+        let mut ids = Vec::new();
+        for t in ["current", "new", "behind", "not-asked"] {
+            ids.push(s.ensure_series(&key(t, TaskType::ClusterScan)).await.unwrap());
+        }
+        ids
+    };
+    let (current, new, behind, not_asked) = (ids[0], ids[1], ids[2], ids[3]);
+    s.record_poll(current, &ok(0, 7), true).await.unwrap();
+    s.record_poll(not_asked, &ok(0, 7), true).await.unwrap();
+    s.record_poll(behind, &failed(0), true).await.unwrap();
+    let mut tx = s.begin_write().await.unwrap();
+    sqlx::query("DELETE FROM series_state WHERE series_id = ?1").bind(behind).execute(tx.inner()).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut known = s.known_rule_states(&[current, new, behind]).await.unwrap();
+    known.sort_by_key(|(id, _)| *id);
+    let current_state = KnownState {
+        failures: 0,
+        last_ok: Some(TaskStats { total_num: 7, running_num: 0, last_task_start_time: Some(1_745_311_451_000) }),
+        task: None,
+    };
+    assert_eq!(known, [(current, Some(current_state)), (new, None)]);
+}
