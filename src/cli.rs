@@ -294,7 +294,13 @@ pub fn main() -> ExitCode {
     }
     init_logging(&cli);
     crate::footprint::limit_malloc_arenas();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // `history` reads the file on this thread (store::DirectReader): worker threads would only add their start to
+    // a command whose whole run is a few milliseconds (issue 13: history at raw-SQLite speed).
+    let mut builder = if matches!(cli.command, Command::History { .. }) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     if matches!(cli.command, Command::Run) {
         // The daemon waits on the network and SQLite's own threads; two workers keep up on any machine, and its
         // footprint does not grow with the core count (a stack and an arena per worker).
