@@ -122,6 +122,10 @@ impl WriteJob for PollWrite {
             write_poll(tx, &poll, outbox, self.contexts.is_some()).await
         })
     }
+
+    fn reads_state_of(&self) -> Option<i64> {
+        Some(self.series_id)
+    }
 }
 
 /// The poll being recorded.

@@ -497,7 +497,7 @@ impl Store {
             self.writes.note("beginning a write", &e);
             return Err(sql("beginning a write")(e));
         }
-        Ok(WriteTx { tx: conn, open: true, writes: Arc::clone(&self.writes), _turn: turn })
+        Ok(WriteTx { tx: conn, open: true, writes: Arc::clone(&self.writes), prefetched: HashMap::new(), _turn: turn })
     }
 
     /// Inserts or refreshes a series and returns its id.
@@ -747,6 +747,8 @@ pub struct WriteTx {
     open: bool,
     /// Where a failed statement or commit is noted, and a commit clears it.
     writes: Arc<WriteHealth>,
+    /// Rule-state rows read ahead for a batch of polls ([`WriteTx::prefetch_states`]), each taken by its poll.
+    prefetched: HashMap<i64, state::Prefetched>,
     /// This process's turn to write; released after the connection (fields drop in order).
     _turn: tokio::sync::OwnedMutexGuard<()>,
 }

@@ -18,7 +18,7 @@ use crate::model::{AlertContext, ErrorKind, PollRecord, Snapshot, TaskStats};
 use crate::rules::{Failure, SeriesState};
 
 /// A stored row: the state and the newest `polled_at` among the series' snapshots.
-struct StateRow {
+pub(super) struct StateRow {
     state: SeriesState,
     max_polled_at: DateTime<Utc>,
     alerted: bool,
@@ -39,13 +39,24 @@ pub(super) const STATE_REBUILD: &str =
     "SELECT * FROM snapshots WHERE series_id = ?1 AND polled_at <= ?2 ORDER BY polled_at, id";
 
 /// The series' state row, if it has one, and whether it has any snapshot stored.
-async fn read_row(conn: &mut SqliteConnection, series_id: i64) -> Result<(Option<StateRow>, bool), sqlx::Error> {
-    let row = sqlx::query(STATE_SELECT).bind(series_id).fetch_one(&mut *conn).await?;
+pub(super) type Prefetched = (Option<StateRow>, bool);
+
+/// [`STATE_SELECT`] for many series at once (a JSON array of ids as `?1`), each row with its series' id.
+pub(super) const STATES_SELECT: &str = "SELECT j.value AS for_series, st.*,
+         EXISTS (SELECT 1 FROM snapshots s WHERE s.series_id = j.value) AS stored
+     FROM json_each(?1) j LEFT JOIN series_state st ON st.series_id = j.value";
+
+fn prefetched_from_row(row: &SqliteRow) -> Result<Prefetched, sqlx::Error> {
     let state = match row.try_get::<Option<i64>, _>("series_id")? {
-        Some(_) => Some(state_from_row(&row)?),
+        Some(_) => Some(state_from_row(row)?),
         None => None,
     };
     Ok((state, row.try_get("stored")?))
+}
+
+async fn read_row(conn: &mut SqliteConnection, series_id: i64) -> Result<Prefetched, sqlx::Error> {
+    let row = sqlx::query(STATE_SELECT).bind(series_id).fetch_one(&mut *conn).await?;
+    prefetched_from_row(&row)
 }
 
 /// The state from scratch: every stored snapshot of the series at or before `at`, folded in order.
@@ -165,8 +176,10 @@ impl WriteTx {
     /// behind an alert that is about to notify).
     pub async fn next_state(&mut self, series_id: i64, rec: &PollRecord) -> Result<NextState, StoreError> {
         let at = rec.polled_at;
-        let (stored, any_snapshot) =
-            read_row(self.inner(), series_id).await.map_err(self.failed("reading rule state"))?;
+        let (stored, any_snapshot) = match self.prefetched.remove(&series_id) {
+            Some(read) => read,
+            None => read_row(self.inner(), series_id).await.map_err(self.failed("reading rule state"))?,
+        };
         let (mut state, max_polled_at, alerted) = match stored {
             Some(row) if row.takes(at) => (row.state, at, row.alerted),
             // A new series: nothing to rebuild. It may still find alerts another series left under its
@@ -180,6 +193,27 @@ impl WriteTx {
         // The new snapshot sorts after every stored one at the same time (its id will be the largest).
         state.fold(&stored_form(rec, i64::MAX, series_id));
         Ok(NextState { state, max_polled_at, alerted })
+    }
+
+    /// Reads the rule-state rows of `series` in one statement, for the polls of a batch about to be written in this
+    /// transaction: each one's [`WriteTx::next_state`] then takes its row instead of reading it. A row is taken
+    /// once; a second poll of the same series in the transaction reads again (and sees the first one's write).
+    pub async fn prefetch_states(&mut self, series: &[i64]) -> Result<(), StoreError> {
+        if series.len() < 2 {
+            return Ok(());
+        }
+        let ids = serde_json::to_string(series).unwrap_or_else(|_| "[]".into());
+        let rows = sqlx::query(STATES_SELECT)
+            .bind(ids)
+            .fetch_all(self.inner())
+            .await
+            .map_err(self.failed("reading rule states"))?;
+        for row in &rows {
+            let read = (|| Ok::<_, sqlx::Error>((row.try_get::<i64, _>("for_series")?, prefetched_from_row(row)?)))()
+                .map_err(sql("reading rule states"))?;
+            self.prefetched.insert(read.0, read.1);
+        }
+        Ok(())
     }
 
     /// Inserts the snapshot of `rec` and saves `next` (from [`WriteTx::next_state`] of the same `rec`, in this

@@ -37,6 +37,12 @@ pub trait WriteJob: Send + 'static {
 
     /// The job's statements, in `tx`; an error rolls back the transaction.
     fn write<'t>(&'t mut self, tx: &'t mut WriteTx) -> BoxFuture<'t, Result<Self::Output, StoreError>>;
+
+    /// The series whose rule state the job reads first, if any: a batch reads all of them in one statement
+    /// ([`WriteTx::prefetch_states`]).
+    fn reads_state_of(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// A job in the queue, its answer and where that goes.
@@ -45,6 +51,7 @@ trait Queued: Send {
     fn run<'t>(&'t mut self, tx: &'t mut WriteTx) -> BoxFuture<'t, Result<(), StoreError>>;
     /// The transaction ended: committed (`Ok`), or not. Answers the caller.
     fn finish(self: Box<Self>, ended: Result<(), StoreError>);
+    fn reads_state_of(&self) -> Option<i64>;
 }
 
 struct Entry<J: WriteJob> {
@@ -59,6 +66,10 @@ impl<J: WriteJob> Queued for Entry<J> {
             self.output = Some(self.job.write(tx).await?);
             Ok(())
         })
+    }
+
+    fn reads_state_of(&self) -> Option<i64> {
+        self.job.reads_state_of()
     }
 
     fn finish(self: Box<Self>, ended: Result<(), StoreError>) {
@@ -139,11 +150,15 @@ impl Store {
                 return;
             }
         };
-        let mut error = None;
-        for job in &mut batch {
-            if let Err(e) = job.run(&mut tx).await {
-                error = Some(e);
-                break;
+        // The rule states the batch's polls read, in one statement rather than one each.
+        let states: Vec<i64> = batch.iter().filter_map(|job| job.reads_state_of()).collect();
+        let mut error = tx.prefetch_states(&states).await.err();
+        if error.is_none() {
+            for job in &mut batch {
+                if let Err(e) = job.run(&mut tx).await {
+                    error = Some(e);
+                    break;
+                }
             }
         }
         let error = match error {
