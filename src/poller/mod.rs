@@ -227,14 +227,16 @@ impl Poller {
         let task_checks = task_check::TaskChecks::default();
         let mut denied = HashMap::new();
         let configured: Vec<i64> = accounts.values().flat_map(|a| a.series.iter().map(|s| s.series_id)).collect();
-        for (id, state) in store.known_rule_states(&configured).await? {
-            task_checks.prime(id, state.as_ref());
-            // Its latest poll succeeded, or it has none: no permission backoff runs. Otherwise the series reads its
-            // latest calls on its first poll.
-            if state.is_none_or(|s| s.failures == 0) {
-                denied.insert(id, false);
-            }
-        }
+        store
+            .known_rule_states(&configured, |id, state| {
+                task_checks.prime(id, state);
+                // Its latest poll succeeded, or it has none: no permission backoff runs. Otherwise the series reads
+                // its latest calls on its first poll.
+                if state.is_none_or(|s| s.failures == 0) {
+                    denied.insert(id, false);
+                }
+            })
+            .await?;
         Ok(Poller {
             client,
             accounts,

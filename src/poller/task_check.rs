@@ -81,7 +81,7 @@ impl TaskChecks {
 
     /// What a series' stored rule state says, at start: the latest successful statistics and whether a check is
     /// owed, as [`TaskChecks::due`] would read them from the store. Without a check ever made, a check is due.
-    pub fn prime(&self, series_id: i64, state: Option<&crate::store::KnownState>) {
+    pub fn prime(&self, series_id: i64, state: Option<&crate::rules::SeriesState>) {
         let known = match state.and_then(|s| s.task.as_ref().map(|check| (s.last_ok, check))) {
             Some((last_ok, check)) => (last_ok, check.task.is_none() && check.unavailable.is_some()),
             None => (None, false),

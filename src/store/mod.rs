@@ -29,7 +29,7 @@ use crate::model::{ErrorKind, PollRecord, SeriesKey, Snapshot, TaskStats, TaskTy
 pub use alerts::{AlertRow, SilenceRow, TransitionRow};
 pub use direct::DirectReader;
 pub use outbox::{AttemptResult, Claimant, DeliveryStatus, Grouper, NotificationRow};
-pub use state::{KnownState, NextState};
+pub use state::NextState;
 pub use writer::{MAX_BATCH, WriteJob};
 
 /// Errors from the store; all carry what failed.

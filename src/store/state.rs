@@ -14,7 +14,7 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use super::{Store, StoreError, WriteTx, millis, snapshot_from_row, sql};
 use futures_util::TryStreamExt;
 
-use crate::model::{AlertContext, ErrorKind, PollRecord, Snapshot, TaskStats};
+use crate::model::{ErrorKind, PollRecord, Snapshot, TaskStats};
 use crate::rules::{Failure, SeriesState};
 
 /// A stored row: the state and the newest `polled_at` among the series' snapshots.
@@ -31,32 +31,36 @@ impl StateRow {
     }
 }
 
-/// The series' state row (all NULL when it has none) and whether it has any snapshot: a series' first poll then
-/// knows, in the same statement, that there is nothing to rebuild.
-pub(super) const STATE_SELECT: &str = "SELECT st.*, EXISTS (SELECT 1 FROM snapshots s WHERE s.series_id = ?1) AS stored
-     FROM (SELECT ?1 AS id) q LEFT JOIN series_state st ON st.series_id = q.id";
 pub(super) const STATE_REBUILD: &str =
     "SELECT * FROM snapshots WHERE series_id = ?1 AND polled_at <= ?2 ORDER BY polled_at, id";
 
-/// The series' state row, if it has one, and whether it has any snapshot stored.
+/// A series' state row, if it has one, and whether it has any snapshot stored (a series' first poll then knows,
+/// from the same read, that there is nothing to rebuild).
 pub(super) type Prefetched = (Option<StateRow>, bool);
 
-/// [`STATE_SELECT`] for many series at once (a JSON array of ids as `?1`), each row with its series' id.
+/// The state rows of the series in `?1` (a JSON array of ids: one bind however many), one row per id, all NULL
+/// where it has none, each with its id and whether the series has any snapshot. The one read of state rows: a
+/// poll's own, a batch's ([`WriteTx::prefetch_states`]) and a poller's at start ([`Store::known_rule_states`]).
 pub(super) const STATES_SELECT: &str = "SELECT j.value AS for_series, st.*,
          EXISTS (SELECT 1 FROM snapshots s WHERE s.series_id = j.value) AS stored
      FROM json_each(?1) j LEFT JOIN series_state st ON st.series_id = j.value";
 
-fn prefetched_from_row(row: &SqliteRow) -> Result<Prefetched, sqlx::Error> {
+/// A row of [`STATES_SELECT`]: the series' id and what was read of it.
+fn prefetched_from_row(row: &SqliteRow) -> Result<(i64, Prefetched), sqlx::Error> {
     let state = match row.try_get::<Option<i64>, _>("series_id")? {
         Some(_) => Some(state_from_row(row)?),
         None => None,
     };
-    Ok((state, row.try_get("stored")?))
+    Ok((row.try_get("for_series")?, (state, row.try_get("stored")?)))
+}
+
+fn ids_json(series: &[i64]) -> String {
+    serde_json::to_string(series).unwrap_or_else(|_| "[]".into())
 }
 
 async fn read_row(conn: &mut SqliteConnection, series_id: i64) -> Result<Prefetched, sqlx::Error> {
-    let row = sqlx::query(STATE_SELECT).bind(series_id).fetch_one(&mut *conn).await?;
-    prefetched_from_row(&row)
+    let row = sqlx::query(STATES_SELECT).bind(ids_json(&[series_id])).fetch_one(&mut *conn).await?;
+    Ok(prefetched_from_row(&row)?.1)
 }
 
 /// The state from scratch: every stored snapshot of the series at or before `at`, folded in order.
@@ -74,21 +78,16 @@ async fn rebuild(conn: &mut SqliteConnection, series_id: i64, at: DateTime<Utc>)
     Ok(state)
 }
 
-/// What the latest successful poll reported, from a `series_state` row.
-fn last_ok_from_row(row: &SqliteRow) -> Result<Option<TaskStats>, sqlx::Error> {
-    Ok(match (row.try_get::<Option<i64>, _>("total_num")?, row.try_get::<Option<i64>, _>("running_num")?) {
+fn state_from_row(row: &SqliteRow) -> Result<StateRow, sqlx::Error> {
+    let at = |col: &str| row.try_get::<Option<i64>, _>(col).map(|v| v.map(millis));
+    let last_ok = match (row.try_get::<Option<i64>, _>("total_num")?, row.try_get::<Option<i64>, _>("running_num")?) {
         (Some(total), Some(running)) => Some(TaskStats {
             total_num: u64::try_from(total).unwrap_or(0),
             running_num: u64::try_from(running).unwrap_or(0),
             last_task_start_time: row.try_get("last_task_start_time")?,
         }),
         _ => None,
-    })
-}
-
-fn state_from_row(row: &SqliteRow) -> Result<StateRow, sqlx::Error> {
-    let at = |col: &str| row.try_get::<Option<i64>, _>(col).map(|v| v.map(millis));
-    let last_ok = last_ok_from_row(row)?;
+    };
     let failures = u64::try_from(row.try_get::<i64, _>("failures")?).unwrap_or(0);
     let kind: Option<String> = row.try_get("error_kind")?;
     let last_failure = (failures > 0).then(|| -> Result<Failure, sqlx::Error> {
@@ -131,17 +130,6 @@ fn stored_form(rec: &PollRecord, id: i64, series_id: i64) -> Snapshot {
 
 fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// What a series' current rule state says of its latest poll and its task checks ([`Store::known_rule_states`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct KnownState {
-    /// The failure streak at its latest poll (0: it succeeded).
-    pub failures: u64,
-    /// What its latest successful poll reported.
-    pub last_ok: Option<TaskStats>,
-    /// Its latest task check.
-    pub task: Option<AlertContext>,
 }
 
 /// The rule state a poll leads to, read in the transaction that will store the poll ([`WriteTx::next_state`]).
@@ -199,19 +187,17 @@ impl WriteTx {
     /// transaction: each one's [`WriteTx::next_state`] then takes its row instead of reading it. A row is taken
     /// once; a second poll of the same series in the transaction reads again (and sees the first one's write).
     pub async fn prefetch_states(&mut self, series: &[i64]) -> Result<(), StoreError> {
-        if series.len() < 2 {
+        if series.is_empty() {
             return Ok(());
         }
-        let ids = serde_json::to_string(series).unwrap_or_else(|_| "[]".into());
         let rows = sqlx::query(STATES_SELECT)
-            .bind(ids)
+            .bind(ids_json(series))
             .fetch_all(self.inner())
             .await
             .map_err(self.failed("reading rule states"))?;
         for row in &rows {
-            let read = (|| Ok::<_, sqlx::Error>((row.try_get::<i64, _>("for_series")?, prefetched_from_row(row)?)))()
-                .map_err(sql("reading rule states"))?;
-            self.prefetched.insert(read.0, read.1);
+            let (id, read) = prefetched_from_row(row).map_err(sql("reading rule states"))?;
+            self.prefetched.insert(id, read);
         }
         Ok(())
     }
@@ -270,41 +256,27 @@ impl WriteTx {
 }
 
 impl Store {
-    /// Each of `series` whose rule state is known without reading its snapshots, at start: what its state row says
-    /// when that row is current (it has folded every stored snapshot), or `None` for a series with no snapshot at
-    /// all. One statement, streamed, so that a poller's first cycle need not ask per series whether its latest
-    /// call was denied or when it last checked its tasks. A series missing here (its row is behind) is read on its
-    /// first poll.
-    pub async fn known_rule_states(&self, series: &[i64]) -> Result<Vec<(i64, Option<KnownState>)>, StoreError> {
-        // Only the series asked for (the configured ones, as a JSON array: one bind however many), not every
-        // series the database ever had.
-        let ids = serde_json::to_string(series).unwrap_or_else(|_| "[]".into());
-        let mut rows = sqlx::query(
-            "SELECT r.id, st.series_id IS NOT NULL AS has_state, st.failures, st.total_num, st.running_num,
-                    st.last_task_start_time, st.task_json
-             FROM json_each(?1) j CROSS JOIN series r ON r.id = j.value
-             LEFT JOIN series_state st ON st.series_id = r.id
-             WHERE st.last_polled_at = st.max_polled_at
-                OR (st.series_id IS NULL AND NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.series_id = r.id))",
-        )
-        .bind(ids)
-        .fetch(&self.pool);
-        let mut out = Vec::new();
+    /// Calls `each` for every one of `series` whose rule state is known without reading its snapshots, at
+    /// start: with its state row when that row is current (it has folded every stored snapshot), or with `None`
+    /// for a series with no snapshot at all. One statement, streamed, so that a poller's first cycle need not ask
+    /// per series whether its latest call was denied or when it last checked its tasks. A series left out (its
+    /// row is behind) is read on its first poll.
+    pub async fn known_rule_states(
+        &self,
+        series: &[i64],
+        mut each: impl FnMut(i64, Option<&SeriesState>),
+    ) -> Result<(), StoreError> {
+        let mut rows = sqlx::query(STATES_SELECT).bind(ids_json(series)).fetch(&self.pool);
         while let Some(row) = rows.try_next().await.map_err(sql("reading rule states"))? {
-            let known = (|| -> Result<_, sqlx::Error> {
-                let id: i64 = row.try_get("id")?;
-                if !row.try_get::<bool, _>("has_state")? {
-                    return Ok((id, None));
+            match prefetched_from_row(&row).map_err(sql("reading rule states"))? {
+                (id, (Some(row), _)) if row.state.last_polled_at == Some(row.max_polled_at) => {
+                    each(id, Some(&row.state))
                 }
-                let last_ok = last_ok_from_row(&row)?;
-                let task = row.try_get::<Option<String>, _>("task_json")?.and_then(|t| serde_json::from_str(&t).ok());
-                let failures = u64::try_from(row.try_get::<i64, _>("failures")?).unwrap_or(0);
-                Ok((id, Some(KnownState { failures, last_ok, task })))
-            })()
-            .map_err(sql("reading rule states"))?;
-            out.push(known);
+                (id, (None, false)) => each(id, None),
+                _ => {}
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The stored rule state of a series, and the newest `polled_at` of its snapshots, if it has a row.
