@@ -328,6 +328,38 @@ mod tests {
         assert_eq!(targets(&store).await, ["a", "b", "d", "e"]);
     }
 
+    /// A batch whose `BEGIN` fails fails every job at once with that error, the first as SQLite's, the others as
+    /// the same text; none of them waits for a `BEGIN` of its own.
+    #[tokio::test]
+    async fn a_batch_that_cannot_begin_fails_every_job_with_that_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let (a, mut a_started, a_gate) = held("a");
+        let mut a = Box::pin(store.write(a));
+        queue(&mut a);
+        let _ = a_started.recv().await;
+        let (mut b, mut c, mut d) = (
+            Box::pin(store.write(register("b"))),
+            Box::pin(store.write(register("c"))),
+            Box::pin(store.write(register("d"))),
+        );
+        queue(&mut b);
+        queue(&mut c);
+        queue(&mut d);
+        // The store closes while `a` holds the writer (a shutdown): `a` still commits, the next `BEGIN` cannot start.
+        let mut closing = Box::pin(store.close());
+        queue(&mut closing);
+        a_gate.add_permits(1);
+        a.await.unwrap();
+        let (b, c, d) = (b.await.unwrap_err(), c.await.unwrap_err(), d.await.unwrap_err());
+        assert!(matches!(b, StoreError::Sql { doing: "beginning a write", .. }), "{b:?}");
+        for other in [&c, &d] {
+            assert!(matches!(other, StoreError::Shared { .. }), "{other:?}");
+            assert_eq!(other.to_string(), b.to_string());
+        }
+        closing.await;
+    }
+
     #[tokio::test]
     async fn a_store_whose_runtime_is_gone_starts_a_new_writer_on_the_next() {
         let dir = tempfile::tempdir().unwrap();
